@@ -254,7 +254,7 @@ def warp_affine(
         )  # (1, C, k*h, w)
         res = res.reshape(c, k, out_h, out_w).transpose(0, 1).to(images.dtype)
         if sel is None:
-            out = res
+            out = res.contiguous()
         else:
             out.index_copy_(0, sel, res)
     return out
