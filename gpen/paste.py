@@ -153,11 +153,13 @@ def paste_back(
 
     images: (B, H, W, C) float 0..1 (ComfyUI layout). crops: (N, Cf, S, S) restored faces 0..1 with
     Cf <= C; only the first Cf image channels are blended, the others (e.g. alpha) pass through.
-    originals: (N, Cf, S, S) aligned input crops for the strength mix; may be None when strength is 1. inverse: (N, 2, 3) crop -> image matrices (OpenCV convention).
+    originals: (N, Cf, S, S) aligned input crops for the strength mix; may be None when strength is 1.
+    inverse: (N, 2, 3) crop -> image matrices (OpenCV convention).
     image_index: (N,) long (None: face n -> image n, or image 0 when B == 1).
     face_masks: (N, S, S) 0..1 (None: the official feather mask; values are clipped to 0..1 after
-    resampling). strength: float or (N,) in 0..1,
-    face = strength * restored + (1 - strength) * original.
+    resampling). strength: float or (N,) in 0..1; face = strength * restored + (1 - strength) * original.
+    Overlaps: per pixel the face with the larger warped mask wins (the earlier face on ties) and the
+    blend mask is the maximum. Work is limited to each face's box; one device -> host copy of N boxes.
 
     Returns (out_images (B, H, W, C) in the images' dtype, blend_masks (B, H, W) float32). Pixels
     whose combined mask is 0 are bitwise equal to the input. Inputs are not modified.
