@@ -53,7 +53,7 @@ WEIGHTS_KIND = "facedetection"
 BGR_MEAN = (104.0, 117.0, 123.0)  # facexlib RetinaFace.mean_tensor, B, G, R on the 0..255 scale
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Detections:
     """Faces found in one image, sorted by descending score; all arrays are float32 numpy.
 
@@ -212,12 +212,15 @@ class RetinaFaceBackend:
 
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) RGB 0..1 -> the (B, 3, h, w) BGR, 0..255, mean-subtracted tensor RetinaFace expects."""
-        x = images.to(self.device, torch.float32).permute(0, 3, 1, 2).flip(1) * 255.0
+        # Downscale first (area interpolation is linear, so the order does not matter) to keep
+        # full-size temporaries of large frames to the one conversion copy.
+        x = images.to(self.device, torch.float32).permute(0, 3, 1, 2)
         h, w = x.shape[-2:]
         if self.max_side is not None and max(h, w) > self.max_side:
             scale = self.max_side / max(h, w)
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
             x = F.interpolate(x, size=size, mode="area")
+        x = x.flip(1) * 255.0  # RGB 0..1 -> BGR 0..255
         mean = torch.tensor(BGR_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return x - mean
 
