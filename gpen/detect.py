@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .download import ensure_weights
 from .errors import InvalidInputError, ModelLoadError
+from .loader import read_weights_file, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -95,28 +96,13 @@ class DetectorBackend(Protocol):
 
 
 def load_weights_into(module: torch.nn.Module, path: str | os.PathLike, what: str) -> torch.nn.Module:
-    """Load a plain state-dict file into ``module`` safely and strictly.
+    """Load a weights file into ``module`` safely (see :mod:`gpen.loader`) and strictly.
 
-    ``torch.load(weights_only=True)`` refuses arbitrary pickled code. A ``module.`` prefix (saved from
-    ``DataParallel``) is stripped, and a ``state_dict``/``params`` wrapper is unwrapped. Anything that
-    does not match ``module`` exactly raises :class:`ModelLoadError` naming the file and ``what``.
+    Containers (``state_dict``, ``params``, ...) and a ``module.`` prefix are unwrapped. Anything
+    that does not match ``module`` exactly raises :class:`ModelLoadError` naming the file and ``what``.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path} cannot be read as {what} weights ({type(exc).__name__}: {exc}). "
-            "The file may be corrupt, incomplete or not a plain PyTorch state dict."
-        ) from exc
-    if isinstance(state, dict):
-        for key in ("state_dict", "params"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelLoadError(f"{path} does not hold a state dict of tensors, so it is not {what} weights.")
-    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = unwrap_state_dict(read_weights_file(path), path.name, what=f"{what} weights file")
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

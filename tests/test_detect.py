@@ -237,9 +237,9 @@ def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"body.conv1.weight": _NotATensor()}, f, protocol=2)
-    with pytest.raises(ModelLoadError, match="cannot be read") as err:
+    with pytest.raises(ModelLoadError, match="never does") as err:
         load_weights_into(torch.nn.Linear(2, 2), path, "test")
-    assert str(path) in str(err.value)
+    assert path.name in str(err.value)
 
 
 def test_missing_weights_without_download_names_file_and_folder():
