@@ -64,7 +64,7 @@ def flops_per_face(size: int) -> float:
     from gpen.network import GPEN
 
     with torch.device("meta"):
-        net = GPEN(released_layout(SIZE_TO_MODEL[size])["config"])
+        net = GPEN(released_layout(SIZE_TO_MODEL[size])["config"]).requires_grad_(False)
         x = torch.empty(1, 3, size, size)
     counter = FlopCounterMode(display=False)
     with counter:

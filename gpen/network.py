@@ -90,6 +90,17 @@ def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x + bias.to(x.dtype).view(shape), LRELU_SLOPE) * SQRT2
 
 
+def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.Tensor:
+    """A tensor derived from a weight, kept until the weight changes (new data, in-place edit, move)."""
+    key = (source.data_ptr(), source._version, source.dtype, source.device)
+    cached = module.__dict__.get(name)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, make())
+        module.__dict__[name] = cached
+    return cached[1]
+
+
 def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1) -> torch.Tensor:
     """Upsample by zero insertion (``up``), pad, and convolve each channel with ``kernel``.
 
@@ -218,9 +229,9 @@ class ConvLayer(nn.Sequential):
         for blur in pre:
             x = blur(x)
         # lrelu(z) * sqrt2 == lrelu(sqrt2 * z): the gain and the bias go into the convolution.
-        weight = (conv.weight * (conv.scale * SQRT2)).to(x.dtype)
-        bias = (act.bias * SQRT2).to(x.dtype)
-        out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+        weight = _derived(self, "_scaled_weight", conv.weight, lambda: conv.weight * (conv.scale * SQRT2))
+        bias = _derived(self, "_scaled_bias", act.bias, lambda: act.bias * SQRT2)
+        out = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=conv.stride, padding=conv.padding)
         return F.leaky_relu_(out, LRELU_SLOPE)
 
 
@@ -247,33 +258,36 @@ class ModulatedConv2d(nn.Module):
             p = (4 - 2) - (kernel_size - 1)
             self.blur = Blur(pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
 
-    def styles(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Float32 (scaled weight, modulation s (B, in), demodulation d (B, out) or None)."""
-        s = self.modulation(style)
-        w = self.weight[0].float() * self.scale
-        d = torch.rsqrt(s.pow(2) @ w.pow(2).sum(dim=(2, 3)).t() + 1e-8) if self.demodulate else None
-        return w, s, d
+    def styles(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Float32 modulation ``s * scale`` (B, in) and demodulation ``d`` (B, out) (None without)."""
+        s = self.modulation(style) * self.scale
+        if not self.demodulate:
+            return s, None
+        wsq = _derived(self, "_weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
+        return s, torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)
 
-    def convolve(self, x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, x_is_scratch: bool) -> torch.Tensor:
-        """conv(x * s, w) (transposed, stride 2, for upsampling), without demodulation or blur.
+    def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool) -> torch.Tensor:
+        """conv(x * s, weight) (transposed, stride 2, for upsampling), without demodulation or blur.
 
-        For one image the modulation is folded into the weight; for a batch it scales the input,
-        in place when ``x_is_scratch`` says the caller no longer needs ``x``.
+        The modulation goes where it costs least: folded into the weight for a single image whose
+        activations outnumber the weights, else onto the input (in place when ``x_is_scratch``
+        says the caller no longer needs ``x``).
         """
-        if x.shape[0] == 1:
-            weight = (w * s[0][None, :, None, None]).to(x.dtype)
+        weight = self.weight[0]
+        if x.shape[0] == 1 and weight.numel() < x.numel():
+            weight = (weight * s[0].to(weight.dtype)[None, :, None, None]).to(x.dtype)
         else:
             scale = s.to(x.dtype)[:, :, None, None]
             x = x.mul_(scale) if x_is_scratch else x * scale
-            weight = w.to(x.dtype)
+            weight = weight.to(x.dtype)
         if self.upsample:
             return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
         return F.conv2d(x, weight, padding=self.kernel_size // 2)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """The modulated (and demodulated) convolution on its own (used by tests and tools)."""
-        w, s, d = self.styles(style)
-        out = self.convolve(x, w, s, x_is_scratch=False)
+        s, d = self.styles(style)
+        out = self.convolve(x, s, x_is_scratch=False)
         if d is not None:
             out = out * d.to(out.dtype)[:, :, None, None]
         return self.blur(out) if self.upsample else out
@@ -303,8 +317,8 @@ class StyledConv(nn.Module):
                 x_is_scratch: bool = False) -> torch.Tensor:
         """lrelu(cat(conv(x, style), w_n * feature) + bias) * sqrt2, in one output buffer."""
         conv = self.conv
-        w, s, d = conv.styles(style)
-        y = conv.convolve(x, w, s, x_is_scratch)
+        s, d = conv.styles(style)
+        y = conv.convolve(x, s, x_is_scratch)
         if conv.upsample:
             y = conv.blur(y)
         b, c, h, wd = y.shape
@@ -328,9 +342,9 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        w, s, _ = self.conv.styles(style)
+        s, _ = self.conv.styles(style)
         # A 1x1 conv to 3 channels is a batched matrix product over the channels-last pixels.
-        weight = (w[:, :, 0, 0][None] * s[:, None, :]).to(x.dtype)  # (B, 3, in)
+        weight = (self.conv.weight[0, :, :, 0, 0].float()[None] * s[:, None, :]).to(x.dtype)  # (B, 3, in)
         b, c, h, wd = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(b, h * wd, c)
         out = torch.baddbmm(self.bias.to(x.dtype).view(1, 1, 3), pixels, weight.transpose(1, 2))
