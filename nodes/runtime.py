@@ -1,0 +1,83 @@
+"""Host-side control flow shared by the nodes: the OOM back-off and the loaded-model cache.
+
+Nothing here imports ComfyUI; the host's exception types and loaders are passed in, so the logic
+can be tested with small stand-ins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def run_with_oom_backoff(run: Callable[[int], T], chunk_size: int, oom_errors: tuple[type[BaseException], ...],
+                         never_retry: tuple[type[BaseException], ...] = (),
+                         on_retry: Callable[[int], None] | None = None) -> T:
+    """Call ``run(chunk_size)``; on an out-of-memory error halve the chunk and call it again.
+
+    The chunk never goes below 1: an OOM with a chunk of 1 is raised to the caller. Exceptions in
+    ``never_retry`` (the pack's own errors, the host's interrupt) pass through even when the host's
+    OOM type is as broad as ``Exception``. ``on_retry(new_chunk)`` runs before each retry (the
+    place to empty the device cache).
+    """
+    chunk = max(1, int(chunk_size))
+    while True:
+        try:
+            return run(chunk)
+        except oom_errors as exc:
+            if isinstance(exc, never_retry) or chunk <= 1:
+                raise
+            chunk = max(1, chunk // 2)
+            logger.warning("GPEN ran out of memory; retrying with %d face(s) per batch", chunk)
+            if on_retry is not None:
+                on_retry(chunk)
+
+
+def file_identity(path: str) -> tuple[str, int, int]:
+    """What tells one weights file version from another: resolved path, mtime (ns) and size."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return real, st.st_mtime_ns, st.st_size
+
+
+class ModelCache:
+    """Keeps the most recently loaded models, keyed by file identity and precision.
+
+    A model is reloaded when its file is replaced (path, mtime or size changes) or another
+    precision is asked for. ``capacity`` bounds how many stay in memory (on the offload device).
+    """
+
+    def __init__(self, capacity: int = 1) -> None:
+        self.capacity = max(1, capacity)
+        self._items: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def get_or_load(self, path: str, precision: str, load: Callable[[str], Any]) -> Any:
+        """The cached model for (``path``, ``precision``), or ``load(path)`` stored for next time."""
+        key = (*file_identity(path), precision)
+        with self._lock:
+            if key in self._items:
+                self._items[key] = self._items.pop(key)  # most recent last
+                return self._items[key]
+        model = load(path)
+        with self._lock:
+            self._items = {k: v for k, v in self._items.items() if k[0] != key[0]}  # stale versions of this file
+            self._items[key] = model
+            while len(self._items) > self.capacity:
+                self._items.pop(next(iter(self._items)))
+        return model
+
+    def clear(self) -> None:
+        """Forget every cached model."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
