@@ -9,7 +9,11 @@ from __future__ import annotations
 import logging
 
 from .errors import GPENError, InvalidInputError, MissingWeightsError, ModelLoadError
+from .loader import load_model
+from .network import GPEN, GPENConfig
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["GPENError", "InvalidInputError", "MissingWeightsError", "ModelLoadError"]
+__all__ = [
+    "GPEN", "GPENConfig", "GPENError", "InvalidInputError", "MissingWeightsError", "ModelLoadError", "load_model",
+]

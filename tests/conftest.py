@@ -1,0 +1,56 @@
+"""Shared test helpers: where the reference data lives, and small loaders for it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED = Path(os.environ.get("GPEN_SHARED_DIR", REPO.parent / "shared"))
+SHARED_REFERENCE = SHARED / "gpen_reference"
+
+
+def shared_available() -> bool:
+    return SHARED_REFERENCE.is_dir()
+
+
+needs_shared = pytest.mark.skipif(not shared_available(), reason=f"shared reference data not found at {SHARED}")
+
+
+def reference_fixture_dirs() -> dict[str, Path]:
+    """Every official-output fixture tag -> folder holding it (shared folder wins when present)."""
+    found = {}
+    for folder in (FIXTURES / "reference", SHARED_REFERENCE):
+        for f in sorted(folder.glob("fixture_*.json")) if folder.is_dir() else []:
+            found[f.stem.removeprefix("fixture_")] = folder
+    return found
+
+
+def load_reference_fixture(tag: str) -> dict:
+    """Config, checkpoint path, input batch (-1..1) and official subsampled output of a fixture."""
+    import cv2
+
+    folder = reference_fixture_dirs()[tag]
+    meta = json.loads((folder / f"fixture_{tag}.json").read_text())
+    inputs = []
+    for b in range(meta["batch"]):
+        bgr = cv2.imread(str(folder / f"fixture_{tag}_input{b}.png"), cv2.IMREAD_COLOR)
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        inputs.append((torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0 - 0.5) / 0.5)
+    return {
+        "meta": meta,
+        "checkpoint": folder / f"fixture_{tag}.pth",
+        "input": torch.stack(inputs),
+        "expected": torch.from_numpy(np.load(folder / f"fixture_{tag}_expected_sub.npy")),
+    }
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak ** 2 / mse)
