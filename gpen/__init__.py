@@ -2,6 +2,7 @@
 
 Public API:
     load_model(source, device="cpu", dtype=torch.float32) -> GPEN network (eval mode)
+    FaceRestorer(restorer).restore(images, landmarks=None, ...) -> RestoreResult
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import logging
 from .errors import GPENError, InvalidInputError, MissingWeightsError, ModelLoadError
 from .loader import load_model
 from .network import GPEN, GPENConfig
+from .restorer import Face, FaceRestorer, RestoreResult
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "GPEN", "GPENConfig", "GPENError", "InvalidInputError", "MissingWeightsError", "ModelLoadError", "load_model",
+    "GPEN", "GPENConfig", "GPENError", "Face", "FaceRestorer", "InvalidInputError", "MissingWeightsError",
+    "ModelLoadError", "RestoreResult", "load_model",
 ]

@@ -62,7 +62,7 @@ def read_weights_file(path: PathLike) -> dict[str, Any]:
     """Read a weights file without executing code; raise ``ModelLoadError`` on anything unusable."""
     path = Path(path)
     if not path.is_file():
-        raise MissingWeightsError(f"GPEN weights file not found: {path}")
+        raise MissingWeightsError(f"weights file not found: {path}")
     name = path.name
     size = path.stat().st_size
     suffix = path.suffix.lower()
@@ -118,7 +118,7 @@ def _read_torch(path: Path) -> dict[str, Any]:
         raise _corrupt(path, first.split(". ")[0][:120]) from None
 
 
-def unwrap_state_dict(obj: Any, name: str = "state dict") -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: Any, name: str = "state dict", what: str = "GPEN checkpoint") -> dict[str, torch.Tensor]:
     """Find the tensors in the usual containers (``params_ema``, ``g_ema``, ``state_dict``, ...)."""
     for _ in range(4):
         if not isinstance(obj, Mapping):
@@ -130,11 +130,11 @@ def unwrap_state_dict(obj: Any, name: str = "state dict") -> dict[str, torch.Ten
             break
         obj = inner
     if not isinstance(obj, Mapping) or not obj:
-        raise ModelLoadError(f"{name}: not a GPEN checkpoint (no tensors found; expected a state dict "
+        raise ModelLoadError(f"{name}: not a {what} (no tensors found; expected a state dict "
                              f"of tensors, got {type(obj).__name__}).")
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ModelLoadError(f"{name}: not a GPEN checkpoint (it holds no tensors).")
+        raise ModelLoadError(f"{name}: not a {what} (it holds no tensors).")
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}

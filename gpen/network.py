@@ -10,14 +10,23 @@ Embedded Network for Blind Face Restoration in the Wild", CVPR 2021):
   and whose styled convolutions concatenate the encoder feature of matching resolution to their
   output (where plain StyleGAN2 injects random noise), followed by RGB skip outputs.
 
-Two ways of computing the same thing keep this fast on every device:
+Equivalent reformulations keep this fast on every device (the outputs equal the reference
+formulation's to float rounding, which the tests check against the official outputs):
 
-* modulation is applied to the activations and demodulation to the output channels, so the
-  whole batch runs through ONE ordinary convolution with the shared weight instead of a grouped
-  convolution with per-sample weights (identical mathematics, see ``ModulatedConv2d``);
+* modulation is applied to the activations (or folded into the weight for a single image) and
+  demodulation to the output channels, so the whole batch runs through ONE ordinary convolution
+  with the shared weight instead of a grouped convolution with per-sample weights;
+* the activation's sqrt(2) gain, the bias and the demodulation are folded into one pass that
+  writes straight into the buffer that also receives the encoder feature (no concatenation copy),
+  and the leaky ReLU runs in place;
+* activations are kept channels-last (NHWC), the layout in which CPU convolution and the
+  depthwise blur filters are fastest;
 * the style path (mapping network, modulation, demodulation statistics) always runs in float32,
   so float16/bfloat16 inference cannot overflow there, while convolutions run in the model's
   dtype.
+
+The forward pass is for inference (it writes into its own intermediate buffers); it runs under
+``torch.inference_mode`` and never modifies its input.
 """
 
 from __future__ import annotations
@@ -92,6 +101,8 @@ def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 
     kh, kw = k.shape
     weight = k.view(1, 1, kh, kw).expand(c, 1, kh, kw)
     if up == 1:
+        if pad[0] == pad[1]:
+            return F.conv2d(x, weight, padding=pad[0], groups=c)
         x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
         return F.conv2d(x, weight, groups=c)
     # Zero insertion + padding + correlation == transposed convolution with the flipped kernel.
@@ -202,6 +213,16 @@ class ConvLayer(nn.Sequential):
         layers.append(FusedLeakyReLU(out_ch))
         super().__init__(*layers)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *pre, conv, act = self
+        for blur in pre:
+            x = blur(x)
+        # lrelu(z) * sqrt2 == lrelu(sqrt2 * z): the gain and the bias go into the convolution.
+        weight = (conv.weight * (conv.scale * SQRT2)).to(x.dtype)
+        bias = (act.bias * SQRT2).to(x.dtype)
+        out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+        return F.leaky_relu_(out, LRELU_SLOPE)
+
 
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated convolution, optionally with 2x upsampling (transposed conv + blur).
@@ -226,21 +247,36 @@ class ModulatedConv2d(nn.Module):
             p = (4 - 2) - (kernel_size - 1)
             self.blur = Blur(pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        s = self.modulation(style)  # (B, in) float32
-        w = self.weight[0] * self.scale  # (out, in, k, k), model dtype
-        x = x * s.to(x.dtype)[:, :, None, None]
-        if self.upsample:
-            out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+    def styles(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Float32 (scaled weight, modulation s (B, in), demodulation d (B, out) or None)."""
+        s = self.modulation(style)
+        w = self.weight[0].float() * self.scale
+        d = torch.rsqrt(s.pow(2) @ w.pow(2).sum(dim=(2, 3)).t() + 1e-8) if self.demodulate else None
+        return w, s, d
+
+    def convolve(self, x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, x_is_scratch: bool) -> torch.Tensor:
+        """conv(x * s, w) (transposed, stride 2, for upsampling), without demodulation or blur.
+
+        For one image the modulation is folded into the weight; for a batch it scales the input,
+        in place when ``x_is_scratch`` says the caller no longer needs ``x``.
+        """
+        if x.shape[0] == 1:
+            weight = (w * s[0][None, :, None, None]).to(x.dtype)
         else:
-            out = F.conv2d(x, w, padding=self.kernel_size // 2)
-        if self.demodulate:
-            wsq = w.float().pow(2).sum(dim=(2, 3))  # (out, in)
-            d = torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)  # (B, out)
-            out = out * d.to(out.dtype)[:, :, None, None]
+            scale = s.to(x.dtype)[:, :, None, None]
+            x = x.mul_(scale) if x_is_scratch else x * scale
+            weight = w.to(x.dtype)
         if self.upsample:
-            out = self.blur(out)
-        return out
+            return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        return F.conv2d(x, weight, padding=self.kernel_size // 2)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The modulated (and demodulated) convolution on its own (used by tests and tools)."""
+        w, s, d = self.styles(style)
+        out = self.convolve(x, w, s, x_is_scratch=False)
+        if d is not None:
+            out = out * d.to(out.dtype)[:, :, None, None]
+        return self.blur(out) if self.upsample else out
 
 
 class NoiseInjection(nn.Module):
@@ -251,7 +287,7 @@ class NoiseInjection(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        return torch.cat((x, feature * self.weight.to(x.dtype)), dim=1)
+        return torch.cat((x, feature * self.weight.to(x.dtype)), dim=1)  # reference form; StyledConv fuses it
 
 
 class StyledConv(nn.Module):
@@ -263,8 +299,22 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_ch * 2)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), feature))
+    def forward(self, x: torch.Tensor, style: torch.Tensor, feature: torch.Tensor,
+                x_is_scratch: bool = False) -> torch.Tensor:
+        """lrelu(cat(conv(x, style), w_n * feature) + bias) * sqrt2, in one output buffer."""
+        conv = self.conv
+        w, s, d = conv.styles(style)
+        y = conv.convolve(x, w, s, x_is_scratch)
+        if conv.upsample:
+            y = conv.blur(y)
+        b, c, h, wd = y.shape
+        dt = y.dtype
+        out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=y.device, memory_format=torch.channels_last)
+        bias = (self.activate.bias.float() * SQRT2).to(dt).view(1, -1, 1, 1)
+        torch.addcmul(bias[:, :c], y, (d * SQRT2).to(dt)[:, :, None, None], out=out[:, :c])
+        gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
+        torch.addcmul(bias[:, c:], feature, gain, out=out[:, c:])
+        return F.leaky_relu_(out, LRELU_SLOPE)
 
 
 class ToRGB(nn.Module):
@@ -278,7 +328,13 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias.to(x.dtype)
+        w, s, _ = self.conv.styles(style)
+        # A 1x1 conv to 3 channels is a batched matrix product over the channels-last pixels.
+        weight = (w[:, :, 0, 0][None] * s[:, None, :]).to(x.dtype)  # (B, 3, in)
+        b, c, h, wd = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * wd, c)
+        out = torch.baddbmm(self.bias.to(x.dtype).view(1, 1, 3), pixels, weight.transpose(1, 2))
+        out = out.view(b, h, wd, 3).permute(0, 3, 1, 2)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -321,12 +377,14 @@ class Generator(nn.Module):
     def forward(self, latent: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         """``latent`` (B, style_dim) before the mapping network; ``features`` from 4x4 upwards."""
         w = self.style(latent)  # one style for every layer
-        out = self.conv1(self.input(latent.shape[0]).to(features[0].dtype), w, features[0])
+        const = self.input(latent.shape[0]).to(features[0].dtype).contiguous(memory_format=torch.channels_last)
+        out = self.conv1(const, w, features[0])
         skip = self.to_rgb1(out, w)
         for j, to_rgb in enumerate(self.to_rgbs):
             feat = features[j + 1]
-            out = self.convs[2 * j](out, w, feat)
-            out = self.convs[2 * j + 1](out, w, feat)
+            # Each activation buffer is read by its RGB skip first, then scaled in place.
+            out = self.convs[2 * j](out, w, feat, x_is_scratch=True)
+            out = self.convs[2 * j + 1](out, w, feat, x_is_scratch=True)
             skip = to_rgb(out, w, skip)
         return skip
 
@@ -364,13 +422,14 @@ class GPEN(nn.Module):
         return self.ecd0[0][0].weight.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dtype)
-        features = []
-        for stage in self._encoder:
-            x = stage(x)
-            features.append(x)
-        latent = self.final_linear(x.flatten(1))
-        return self.generator(latent, features[::-1])
+        with torch.inference_mode():
+            x = x.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+            features = []
+            for stage in self._encoder:
+                x = stage(x)
+                features.append(x)
+            latent = self.final_linear(x.flatten(1))
+            return self.generator(latent, features[::-1]).contiguous()
 
     def extra_repr(self) -> str:
         c = self.config

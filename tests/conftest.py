@@ -54,3 +54,31 @@ def load_reference_fixture(tag: str) -> dict:
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
     mse = torch.mean((a.double() - b.double()) ** 2).item()
     return float("inf") if mse == 0 else 10.0 * np.log10(peak ** 2 / mse)
+
+
+SOLVAY = SHARED / "test_images" / "solvay_conference_1927.png"
+LANDMARKS_FIXTURE = FIXTURES / "geometry" / "landmarks.json"
+
+
+def landmarks_of(image: str) -> np.ndarray:
+    """(K, 5, 2) float32 MTCNN landmarks of 'solvay_conference_1927.png' or 'skimage.data.astronaut'."""
+    faces = json.loads(LANDMARKS_FIXTURE.read_text())["images"][image]["faces"]
+    return np.asarray([f["landmarks5"] for f in faces], dtype=np.float32)
+
+
+def astronaut() -> torch.Tensor:
+    """skimage's astronaut as (1, 512, 512, 3) float32 0..1."""
+    from skimage import data
+
+    return torch.from_numpy(data.astronaut().astype(np.float32) / 255.0)[None]
+
+
+def solvay() -> torch.Tensor:
+    """The shared group photo as (1, H, W, 3) float32 0..1 (RGB)."""
+    import cv2
+
+    bgr = cv2.imread(str(SOLVAY), cv2.IMREAD_COLOR)
+    return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1]).astype(np.float32) / 255.0)[None]
+
+
+needs_solvay = pytest.mark.skipif(not SOLVAY.is_file(), reason=f"{SOLVAY} not found")

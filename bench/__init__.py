@@ -1,0 +1,1 @@
+"""Benchmarks of the GPEN pack (``python -m bench --help``)."""

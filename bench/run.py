@@ -1,0 +1,248 @@
+"""Speed and memory of the GPEN network (and, with --official, of the official code side by side).
+
+    python -m bench network --sizes 512 2048 --batches 1 8 --dtypes fp32
+    python -m bench network --official /path/to/GPEN          # time the official FullGenerator too
+    python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
+
+Prints a table (device, implementation, dtype, size, batch, faces/s, ms/face, peak memory, GFLOP/s,
+share of this machine's measured peak, ratio to the reference figures) and writes the rows as JSON
+(``--json``). Each configuration runs in a fresh process so that its peak memory is its own.
+Random (seeded) weights: speed does not depend on the weight values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Official implementation, fp32, one face, 2-core AMD EPYC, torch 2.14 (issue "Performance").
+REFERENCE_SECONDS_PER_FACE = {512: 5.4, 1024: 10.0, 2048: 19.3}
+SIZE_TO_MODEL = {256: "GPEN-BFR-256", 512: "GPEN-BFR-512", 1024: "GPEN-BFR-1024", 2048: "GPEN-BFR-2048"}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measured_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
+    """Best-of-``repeat`` large matrix product throughput: this machine's practical peak."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeat + 1):
+        sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flops_per_face(size: int) -> float:
+    """FLOPs of one forward pass of our network at ``size`` (torch's flop counter, on meta tensors)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gpen.layouts import released_layout
+    from gpen.network import GPEN
+
+    with torch.device("meta"):
+        net = GPEN(released_layout(SIZE_TO_MODEL[size])["config"])
+        x = torch.empty(1, 3, size, size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net(x)
+    return float(counter.get_total_flops())
+
+
+def build(impl: str, size: int, device: torch.device, dtype: torch.dtype, official_dir: str | None):
+    from gpen.layouts import seeded_state_dict
+
+    state = seeded_state_dict(SIZE_TO_MODEL[size])
+    if impl == "ours":
+        import gpen
+
+        return gpen.load_model(state, device=device, dtype=dtype)
+    # The official FullGenerator, imported from a checkout the user points to (never shipped here).
+    sys.path.insert(0, str(Path(official_dir) / "face_model"))
+    from gpen_model import FullGenerator  # type: ignore[import-not-found]
+
+    from gpen.layouts import released_layout
+
+    cfg = released_layout(SIZE_TO_MODEL[size])["config"]
+    net = FullGenerator(size, cfg.style_dim, cfg.n_mlp, int(cfg.channel_multiplier), narrow=cfg.narrow,
+                        device=str(device))
+    net.load_state_dict(state)
+    net = net.to(device=device, dtype=dtype).eval()
+    return lambda x: net(x)[0]
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """Time one configuration in this process; return one result row."""
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    torch.backends.cudnn.benchmark = True
+    net = build(args.impl, args.size, device, dtype, args.official)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device, dtype=dtype) * 2 - 1
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with torch.inference_mode():
+        for i in range(args.warmup + args.repeat):
+            sync(device)
+            t = time.perf_counter()
+            out = net(x)
+            sync(device)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t)
+    assert torch.isfinite(out).all(), "non-finite output"
+    best = min(times)
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mib()
+    return {"impl": args.impl, "device": device_name(device), "dtype": args.dtype, "size": args.size,
+            "batch": args.batch, "seconds": best, "seconds_all": times, "peak_mib": peak,
+            "threads": torch.get_num_threads()}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({os.cpu_count()} cores)"
+
+
+def network(args: argparse.Namespace) -> list[dict]:
+    device = torch.device(args.device)
+    peak_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    rows = []
+    impls = ["ours"] + (["official"] if args.official else [])
+    peaks = {d: measured_peak_gflops(device, peak_dtype[d]) for d in args.dtypes}
+    for size in args.sizes:
+        flops = flops_per_face(size)
+        for dtype in args.dtypes:
+            for batch in args.batches:
+                for impl in impls:
+                    if impl == "official" and (dtype != "fp32" or batch > args.official_max_batch):
+                        continue
+                    cmd = [sys.executable, "-m", "bench", "_one", "--impl", impl, "--size", str(size),
+                           "--batch", str(batch), "--dtype", dtype, "--device", args.device,
+                           "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
+                    if args.official:
+                        cmd += ["--official", args.official]
+                    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+                    if proc.returncode != 0:
+                        print(proc.stderr[-2000:], file=sys.stderr)
+                        continue
+                    row = json.loads(proc.stdout.strip().splitlines()[-1])
+                    per_face = row["seconds"] / batch
+                    row.update({
+                        "faces_per_s": batch / row["seconds"], "ms_per_face": per_face * 1e3,
+                        "gflop_per_face": flops / 1e9, "gflops": flops / per_face / 1e9,
+                        "peak_gflops_measured": peaks[dtype],
+                    })
+                    row["share_of_peak"] = row["gflops"] / peaks[dtype]
+                    ref = REFERENCE_SECONDS_PER_FACE.get(size)
+                    row["speedup_vs_reference_figure"] = ref / per_face if ref and device.type == "cpu" else None
+                    rows.append(row)
+                    print_row(row)
+    add_side_by_side(rows)
+    return rows
+
+
+def add_side_by_side(rows: list[dict]) -> None:
+    """Speed-up over the official code measured in the same run (same size, batch 1 baseline)."""
+    official = {(r["size"], r["batch"]): r["ms_per_face"] for r in rows if r["impl"] == "official"}
+    for r in rows:
+        base = official.get((r["size"], r["batch"])) or official.get((r["size"], 1))
+        r["speedup_vs_official_same_run"] = base / r["ms_per_face"] if base and r["impl"] == "ours" else None
+
+
+HEADER = ("device", "impl", "dtype", "size", "batch", "faces/s", "ms/face", "peak MiB", "GFLOP/s", "% peak",
+          "x ref fig.")
+
+
+def print_row(r: dict) -> None:
+    if not getattr(print_row, "header_done", False):
+        print(" | ".join(HEADER))
+        print_row.header_done = True
+    ref = r.get("speedup_vs_reference_figure")
+    print(" | ".join([
+        r["device"][:40], r["impl"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
+        f"{r['ms_per_face']:.0f}", f"{r['peak_mib']:.0f}", f"{r['gflops']:.1f}", f"{100 * r['share_of_peak']:.0f}%",
+        f"{ref:.2f}" if ref else "-",
+    ]), flush=True)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADER + ("x official (same run)",)) + " |", "|" + "---|" * (len(HEADER) + 1)]
+    for r in rows:
+        ref = r.get("speedup_vs_reference_figure")
+        same = r.get("speedup_vs_official_same_run")
+        lines.append("| " + " | ".join([
+            r["device"], r["impl"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
+            f"{r['ms_per_face']:.0f}", f"{r['peak_mib']:.0f}", f"{r['gflops']:.1f}",
+            f"{100 * r['share_of_peak']:.0f}%", f"{ref:.2f}" if ref else "-", f"{same:.2f}" if same else "-",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    n = sub.add_parser("network", help="time the network alone")
+    n.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
+    n.add_argument("--batches", type=int, nargs="+", default=[1])
+    n.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
+    n.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    n.add_argument("--repeat", type=int, default=3)
+    n.add_argument("--warmup", type=int, default=1)
+    n.add_argument("--official", help="path to a checkout of the official GPEN code, timed side by side")
+    n.add_argument("--official-max-batch", type=int, default=1)
+    n.add_argument("--json", help="write the rows to this JSON file")
+    n.add_argument("--markdown", help="write the table as Markdown to this file")
+    one = sub.add_parser("_one")
+    for a, kw in (("--impl", {}), ("--size", {"type": int}), ("--batch", {"type": int}), ("--dtype", {}),
+                  ("--device", {}), ("--repeat", {"type": int}), ("--warmup", {"type": int}),
+                  ("--official", {"default": None})):
+        one.add_argument(a, **kw)
+    from bench import pipeline  # noqa: PLC0415
+
+    pipeline.add_parser(sub)
+    args = p.parse_args(argv)
+    if args.cmd == "_one":
+        print(json.dumps(run_one(args)))
+        return 0
+    if args.cmd == "pipeline":
+        rows = pipeline.run(args)
+    else:
+        rows = network(args)
+    if getattr(args, "json", None):
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
+    if getattr(args, "markdown", None) and args.cmd == "network":
+        Path(args.markdown).write_text(markdown_table(rows) + "\n")
+    return 0

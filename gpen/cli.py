@@ -1,0 +1,161 @@
+"""Command line: ``python -m gpen restore|download|info`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import GPENError, InvalidInputError
+
+log = logging.getLogger("gpen")
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    return "fp16" if device.type in ("cuda", "mps") else "fp32"
+
+
+def load_landmarks(path: str) -> dict[str, np.ndarray]:
+    """File name -> (K, 5, 2) from JSON ``{"images": {name: {"faces": [{"landmarks5": ...}]}}}``."""
+    try:
+        data = json.loads(Path(path).read_text())
+        images = data["images"]
+        return {name: np.asarray([f["landmarks5"] for f in entry["faces"]], dtype=np.float32).reshape(-1, 5, 2)
+                for name, entry in images.items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvalidInputError(f"{path}: not a landmarks file of the form "
+                                f'{{"images": {{"name.png": {{"faces": [{{"landmarks5": [[x, y] x5]}}]}}}}}} ({e}).') from None
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .imageio import list_images, read_image, write_image
+    from .loader import load_model
+    from .models import resolve_model
+    from .restorer import FaceRestorer
+
+    files = list_images(args.inputs)
+    landmarks = load_landmarks(args.landmarks) if args.landmarks else None
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    model_path = resolve_model(args.model, allow_download=not args.no_download, progress=not args.quiet)
+    net = load_model(model_path, device=device, dtype=dtype)
+    restorer = FaceRestorer(net)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total_faces = 0
+    for path in tqdm(files, desc="restoring", unit="image", disable=args.quiet or len(files) < 2, file=sys.stderr):
+        image, bits = read_image(path)
+        given = None
+        if landmarks is not None:
+            if path.name in landmarks:
+                given = [landmarks[path.name]]
+            else:
+                log.warning("%s is not in %s: detecting its faces", path.name, args.landmarks)
+        result = restorer.restore(
+            image[None], given, strength=args.strength, template=args.template, detector=args.detector,
+            detection_threshold=args.threshold, face_selection=args.select, sort=args.sort,
+            min_face_size=args.min_face_size, parsing=args.parsing, color_correction=args.color_correction,
+            chunk_size=args.chunk_size, allow_download=not args.no_download,
+            keep_crops="aligned" if args.save_crops else "none")
+        write_image(out_dir / f"{path.stem}.png", result.images[0], bits)
+        for k in range(result.crops.shape[0]):
+            write_image(out_dir / f"{path.stem}_face{k:02d}_crop.png", result.crops[k])
+        total_faces += len(result.faces)
+        log.info("%s: %s", path.name, result.info)
+    log.info("%d image(s), %d face(s) restored into %s", len(files), total_faces, out_dir)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .models import download_model
+
+    for name in args.names:
+        path = download_model(name, args.dir, progress=not args.quiet)
+        log.info("saved %s", path)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .loader import load_model
+
+    net = load_model(args.model)
+    c = net.config
+    print(json.dumps({"file": args.model, "size": c.size, "style_dim": c.style_dim, "n_mlp": c.n_mlp,
+                      "channel_multiplier": c.channel_multiplier, "narrow": c.narrow,
+                      "parameters": sum(p.numel() for p in net.parameters())}, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gpen", description="GPEN blind face restoration.")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("restore", help="restore the faces in images", description="Restore the faces in "
+                       "images; writes <stem>.png per input into the output folder.")
+    r.add_argument("inputs", nargs="+", help="image files or folders")
+    r.add_argument("--model", required=True, help="weights file (.pth/.safetensors) or a released model "
+                   "name such as GPEN-BFR-512 (found in, or downloaded to, the facerestore_models folder)")
+    r.add_argument("-o", "--output", required=True, help="output folder")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    r.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="network precision (auto: fp16 on GPUs, fp32 on CPU)")
+    r.add_argument("--strength", type=float, default=1.0, help="mix of restored (1) and original (0) face")
+    r.add_argument("--template", default="gpen", choices=["gpen", "ffhq"], help="alignment template")
+    r.add_argument("--landmarks", help="JSON file with 5-point landmarks per image (skips detection)")
+    r.add_argument("--save-crops", action="store_true",
+                   help="also write each aligned input crop as <stem>_faceNN_crop.png")
+    r.add_argument("--detector", default="retinaface_resnet50",
+                   choices=["retinaface_resnet50", "retinaface_mobile0.25"])
+    r.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
+    r.add_argument("--select", default="all", help="faces to restore: all, largest, or indices like 0,2")
+    r.add_argument("--sort", default="left-to-right", choices=["left-to-right", "largest-first", "score"])
+    r.add_argument("--min-face-size", type=float, default=0, help="skip faces smaller than this (pixels)")
+    r.add_argument("--parsing", action="store_true", help="blend with a face-parsing mask")
+    r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
+    r.add_argument("--chunk-size", type=int, default=None, help="faces per network call")
+    r.add_argument("--no-download", action="store_true", help="never download weights")
+    r.set_defaults(func=cmd_restore)
+
+    d = sub.add_parser("download", help="download released GPEN weights")
+    d.add_argument("names", nargs="+", help="GPEN-BFR-256, GPEN-BFR-512, GPEN-BFR-1024, GPEN-BFR-2048")
+    d.add_argument("--dir", help="destination folder (default: the facerestore_models folder)")
+    d.set_defaults(func=cmd_download)
+
+    i = sub.add_parser("info", help="show the configuration inferred from a weights file")
+    i.add_argument("model")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args)
+    except GPENError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

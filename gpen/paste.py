@@ -1,0 +1,257 @@
+"""Paste restored face crops back into their images: feathered masks, inverse warp, blending.
+
+The semantics follow the official GPEN paste-back (described in shared/README.md): each face is
+mixed with its aligned input by ``strength``, warped back with the crop -> image matrix together with
+its mask, overlapping faces resolve per pixel to the face with the larger mask value (the total mask
+is the per-pixel maximum), and the image becomes ``img * (1 - m) + face * m``.
+
+All work on the image happens inside each face's bounding box, so small faces in huge images are cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .align import _image_index, affine_grid, compute_dtype, invert_affine
+from .errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["feather_mask", "paste_back"]
+
+_MASK_BASE = 512
+# Upper bound on the elements of one batched sampling call (padded boxes x channels): 2**26 floats = 256 MiB.
+_CHUNK_ELEMENTS = 1 << 26
+
+
+@lru_cache(maxsize=8)
+def _feather_mask_np(size: int) -> np.ndarray:
+    base = np.zeros((_MASK_BASE, _MASK_BASE), np.float32)
+    cv2.rectangle(base, (26, 26), (486, 486), (1, 1, 1), -1, cv2.LINE_AA)
+    base = cv2.GaussianBlur(base, (101, 101), 4)
+    base = cv2.GaussianBlur(base, (101, 101), 4)
+    if size != _MASK_BASE:
+        base = cv2.resize(base, (size, size), interpolation=cv2.INTER_LINEAR)
+    base = np.clip(base, 0.0, 1.0)
+    base.setflags(write=False)
+    return base
+
+
+def feather_mask(size: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The official GPEN paste-back mask for a ``size`` x ``size`` crop, values 0..1.
+
+    Built at 512 px (rectangle (26,26)-(486,486) filled with 1, then two 101x101 Gaussian blurs with
+    sigma 4) and resized bilinearly to ``size``; cached per size. Returns a new (size, size) tensor.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+        raise InvalidInputError(f"Mask size must be a positive integer, got {size!r}.")
+    return torch.tensor(_feather_mask_np(int(size)), dtype=dtype, device=device)
+
+
+def _check_float(t, name: str, ndim: int, layout: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.ndim != ndim or not t.is_floating_point():
+        raise InvalidInputError(
+            f"{name} must be a float tensor of shape {layout}, got "
+            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+            f"{' ' + str(t.dtype) if isinstance(t, torch.Tensor) else ''}."
+        )
+    return t
+
+
+def _face_boxes(
+    forward: np.ndarray, support: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """Image-space boxes (x0, y0, x1, y1), end-exclusive and clipped, that hold every pixel whose
+    bilinear sample touches the mask support ``(c0, r0, c1, r1)`` (inclusive, crop pixels)."""
+    inv = invert_affine(forward)  # crop -> image
+    c0, r0, c1, r1 = (support[:, k] for k in range(4))
+    # a destination pixel samples with non-zero weight only if its crop position is within 1 px
+    us = np.stack([c0 - 1, c1 + 1, c0 - 1, c1 + 1], axis=1)
+    vs = np.stack([r0 - 1, r0 - 1, r1 + 1, r1 + 1], axis=1)
+    xs = inv[:, 0, 0, None] * us + inv[:, 0, 1, None] * vs + inv[:, 0, 2, None]
+    ys = inv[:, 1, 0, None] * us + inv[:, 1, 1, None] * vs + inv[:, 1, 2, None]
+    boxes = np.stack(
+        [np.floor(xs.min(1)), np.floor(ys.min(1)), np.ceil(xs.max(1)) + 1, np.ceil(ys.max(1)) + 1], axis=1
+    )
+    boxes = np.nan_to_num(boxes, nan=0.0, posinf=1e9, neginf=-1e9)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    return boxes.astype(np.int64)
+
+
+def _chunks(order: np.ndarray, hw: np.ndarray, channels: int) -> list[np.ndarray]:
+    """Split faces, kept in order, into consecutive groups whose boxes (padded to the group's largest)
+    cost at most twice their real pixel count and stay under the memory cap."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    max_h = max_w = 0
+    real = 0
+    for i in order:
+        h, w = int(hw[i, 0]), int(hw[i, 1])
+        nh, nw = max(max_h, h), max(max_w, w)
+        padded = (len(cur) + 1) * nh * nw
+        if cur and (padded > 2 * (real + h * w) or padded * channels > _CHUNK_ELEMENTS):
+            groups.append(cur)
+            cur, max_h, max_w, real = [], 0, 0, 0
+            nh, nw = h, w
+        cur.append(int(i))
+        max_h, max_w, real = nh, nw, real + h * w
+    if cur:
+        groups.append(cur)
+    return [np.asarray(g, dtype=np.int64) for g in groups]
+
+
+def _mask_support(nz: torch.Tensor) -> torch.Tensor:
+    """(N, S, S) bool -> (N, 5) long: first/last non-zero column and row (c0, r0, c1, r1) and any()."""
+    s = nz.shape[-1]
+    rows, cols = nz.any(dim=2), nz.any(dim=1)  # (N, S) each
+    ar = torch.arange(s, device=nz.device)
+    big = torch.full_like(ar, s)
+    neg = torch.full_like(ar, -1)
+    return torch.stack(
+        [
+            torch.where(cols, ar, big).amin(1),
+            torch.where(rows, ar, big).amin(1),
+            torch.where(cols, ar, neg).amax(1),
+            torch.where(rows, ar, neg).amax(1),
+            rows.any(1).long(),
+        ],
+        dim=1,
+    )
+
+
+def _sample(src: torch.Tensor, group: np.ndarray, grid: torch.Tensor, cdt: torch.dtype, channel: bool = False):
+    """Bilinearly sample the faces ``group`` of ``src`` (N, C, S, S) (or (N, S, S) with ``channel``)
+    on ``grid``; a contiguous run of faces is sliced, not copied, and only it is cast to ``cdt``."""
+    first, last = int(group[0]), int(group[-1])
+    if last - first + 1 == len(group):
+        part = src[first : last + 1]
+    else:
+        part = src.index_select(0, torch.from_numpy(group).to(src.device))
+    if channel:
+        part = part[:, None]
+    part = part.to(device=grid.device, dtype=cdt)
+    return F.grid_sample(part, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def paste_back(
+    images: torch.Tensor,
+    crops: torch.Tensor,
+    originals: torch.Tensor | None,
+    inverse: torch.Tensor,
+    image_index: torch.Tensor | None,
+    face_masks: torch.Tensor | None = None,
+    strength=1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend restored face crops into their images.
+
+    images: (B, H, W, C) float 0..1 (ComfyUI layout). crops: (N, Cf, S, S) restored faces 0..1 with
+    Cf <= C; only the first Cf image channels are blended, the others (e.g. alpha) pass through.
+    originals: (N, Cf, S, S) aligned input crops for the strength mix; may be None when strength is 1.
+    inverse: (N, 2, 3) crop -> image matrices (OpenCV convention).
+    image_index: (N,) long (None: face n -> image n, or image 0 when B == 1).
+    face_masks: (N, S, S) 0..1 (None: the official feather mask; values are clipped to 0..1 after
+    resampling). strength: float or (N,) in 0..1; face = strength * restored + (1 - strength) * original.
+    Overlaps: per pixel the face with the larger warped mask wins (the earlier face on ties) and the
+    blend mask is the maximum. Work is limited to each face's box; one device -> host copy of N boxes.
+
+    Returns (out_images (B, H, W, C) in the images' dtype, blend_masks (B, H, W) float32). Pixels
+    whose combined mask is 0 are bitwise equal to the input. Inputs are not modified.
+    """
+    _check_float(images, "images", 4, "(B, H, W, C)")
+    _check_float(crops, "crops", 4, "(N, C, S, S)")
+    bsz, height, width, chans = images.shape
+    n, cf, s, s2 = crops.shape
+    if s != s2:
+        raise InvalidInputError(f"crops must be square (N, C, S, S), got {tuple(crops.shape)}.")
+    if cf > chans:
+        raise InvalidInputError(f"crops have {cf} channels but the images only {chans}.")
+    if originals is not None:
+        _check_float(originals, "originals", 4, "(N, C, S, S)")
+        if originals.shape != crops.shape:
+            raise InvalidInputError(
+                f"originals must match crops {tuple(crops.shape)}, got {tuple(originals.shape)}."
+            )
+    inverse = torch.as_tensor(inverse)
+    if inverse.shape != (n, 2, 3):
+        raise InvalidInputError(f"inverse must have shape ({n}, 2, 3), got {tuple(inverse.shape)}.")
+    if face_masks is not None:
+        _check_float(face_masks, "face_masks", 3, "(N, S, S)")
+        if face_masks.shape != (n, s, s):
+            raise InvalidInputError(f"face_masks must have shape ({n}, {s}, {s}), got {tuple(face_masks.shape)}.")
+    dev = images.device
+    cdt = compute_dtype(images.dtype)
+    idx = _image_index(image_index, n, bsz, dev)
+    strength_t = torch.as_tensor(strength, dtype=cdt, device=dev).reshape(-1)
+    if strength_t.numel() not in (1, n) or not bool(((strength_t >= 0) & (strength_t <= 1)).all()):
+        raise InvalidInputError(f"strength must be a number in [0, 1] or {n} such numbers, got {strength!r}.")
+
+    out = images.clone()
+    full_mask = torch.zeros((bsz, height, width), dtype=torch.float32, device=dev)
+    if n == 0 or height == 0 or width == 0:
+        return out, full_mask
+
+    # where each mask is non-zero, in crop pixels: (c0, r0, c1, r1, any)
+    if face_masks is None:
+        shared_mask = feather_mask(s, device=dev, dtype=cdt)[None, None]  # (1, 1, S, S)
+        support_t = _mask_support(shared_mask[0] > 0).expand(n, 5)
+    else:
+        shared_mask = None
+        support_t = _mask_support(face_masks > 0)
+    mix = not bool((strength_t == 1).all())
+    if mix and originals is None:
+        raise InvalidInputError("strength below 1 needs the aligned input crops (originals) to mix with.")
+    # the only device -> host transfer: per-face boxes (N x 5 ints) and matrices (N x 6 floats)
+    support = support_t.cpu().numpy()
+    inv_np = inverse.detach().to("cpu", torch.float64).numpy()
+    forward = invert_affine(inv_np)  # image -> crop
+    boxes = _face_boxes(forward, support[:, :4].astype(np.float64), height, width)
+    hw = np.stack([boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], axis=1)
+    live = (support[:, 4] > 0) & (hw[:, 0] > 0) & (hw[:, 1] > 0)
+    if not live.any():
+        return out, full_mask
+    idx_list = idx.tolist()
+
+    # forward matrices translated so the box origin is pixel (0, 0)
+    shifted = forward.copy()
+    shifted[:, :, 2] += forward[:, :, 0] * boxes[:, 0:1] + forward[:, :, 1] * boxes[:, 1:2]
+    shifted_t = torch.from_numpy(shifted).to(device=dev, dtype=cdt)
+
+    # faces stay in their given order, so on equal mask values the earlier face wins, as in the official code
+    for group in _chunks(np.flatnonzero(live), hw, 2 * cf + 1):
+        gh, gw = int(hw[group, 0].max()), int(hw[group, 1].max())
+        grid = affine_grid(shifted_t[torch.from_numpy(group).to(dev)], (gh, gw), (s, s))  # (g, gh, gw, 2)
+        face = _sample(crops, group, grid, cdt)  # (g, Cf, gh, gw)
+        if mix:
+            orig = _sample(originals, group, grid, cdt)
+            st = strength_t if strength_t.numel() == 1 else strength_t[torch.from_numpy(group).to(dev)]
+            face = orig + st.reshape(-1, 1, 1, 1) * (face - orig)
+        if shared_mask is None:
+            mask = _sample(face_masks, group, grid, cdt, channel=True)[:, 0]
+        else:
+            g = len(group)
+            mask = F.grid_sample(
+                shared_mask, grid.reshape(1, g * gh, gw, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+            ).reshape(g, gh, gw)
+        mask = mask.clamp(0.0, 1.0)
+        for j, i in enumerate(group.tolist()):
+            x0, y0, x1, y1 = (int(v) for v in boxes[i])
+            bh, bw = y1 - y0, x1 - x0
+            b = idx_list[i]
+            m = mask[j, :bh, :bw]
+            f = face[j, :, :bh, :bw].permute(1, 2, 0)
+            cur = full_mask[b, y0:y1, x0:x1]
+            win = m.float() > cur
+            img_reg = images[b, y0:y1, x0:x1, :cf].to(cdt)
+            mm = m[..., None]
+            blended = (img_reg * (1 - mm) + f * mm).to(images.dtype)
+            out_reg = out[b, y0:y1, x0:x1, :cf]
+            out[b, y0:y1, x0:x1, :cf] = torch.where(win[..., None], blended, out_reg)
+            full_mask[b, y0:y1, x0:x1] = torch.maximum(cur, m.float())
+    return out, full_mask
