@@ -2,6 +2,8 @@
 
 The node only translates: widgets to ``gpen.FaceRestorer`` arguments, ComfyUI's device, memory,
 progress and interrupt services to the core's hooks, and the core's result to ComfyUI outputs.
+The core restores faces in chunks, checks ``check_interrupt`` before each chunk and halves the
+chunk on a CUDA out-of-memory error (down to one face), so none of that is repeated here.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
-from ..gpen.errors import GPENError
+from ..gpen.errors import InvalidInputError
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
 from .preview import ui_payload
-from .runtime import run_with_oom_backoff
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ FACE_MODES = ("detect", "aligned")
 TEMPLATES = ("gpen", "ffhq")
 DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
 SELECTIONS = ("all", "largest", "by index")
-SORT_ORDERS = ("left-to-right", "largest-first")
+SORT_ORDERS = ("left-to-right", "largest-first", "score")
 
 # Rough working memory of one face through the network, in units of one S x S x 3 float32 crop.
 # The same kind of estimate ComfyUI's upscaler node makes; used only to ask ComfyUI for room.
@@ -71,24 +72,22 @@ class GPENFaceRestore(io.ComfyNode):
                                 tooltip="With face_selection 'by index': comma-separated face numbers "
                                         "(0 = first face in sort order), e.g. 0,2."),
                 io.Combo.Input("sort_faces", options=list(SORT_ORDERS), default="left-to-right", optional=True,
-                               tooltip="Order in which faces are numbered for face_indices."),
+                               tooltip="Order in which faces are numbered for face_indices: by position, by "
+                                       "size, or by detector confidence (score)."),
                 io.Int.Input("min_face_size", default=0, min=0, max=4096, step=1, optional=True,
                              tooltip="Ignore faces whose box is smaller than this many pixels (0: keep all)."),
                 io.Boolean.Input("face_parsing", default=False, optional=True,
                                  tooltip="Blend along the face outline found by a face-parsing network "
                                          "(parsing_parsenet.pth in models/facedetection) instead of a "
                                          "feathered square."),
-                io.Int.Input("mask_feather", default=0, min=0, max=256, step=1, optional=True,
-                             tooltip="Extra softening of the blend mask edge, in pixels of the model's face "
-                                     "crop (0: the standard GPEN mask)."),
                 io.Boolean.Input("color_correction", default=False, optional=True,
                                  tooltip="Match the colours of each restored face to the original face."),
                 io.Float.Input("temporal_smoothing", default=0.0, min=0.0, max=0.95, step=0.05, optional=True,
                                tooltip="For video batches: smooth face positions over frames to stop jitter "
                                        "(0: off; higher: steadier but slower to follow motion)."),
-                io.Int.Input("face_batch_size", default=8, min=1, max=256, step=1, optional=True,
-                             tooltip="Faces per network pass. Halved automatically when the GPU runs out "
-                                     "of memory."),
+                io.Int.Input("face_batch_size", default=0, min=0, max=256, step=1, optional=True,
+                             tooltip="Faces per network pass (0: automatic, from free GPU memory). Halved "
+                                     "automatically when the GPU runs out of memory."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Only faces inside this mask are restored, and only within it "
                                       "(detect mode). One mask or one per frame."),
@@ -107,76 +106,75 @@ class GPENFaceRestore(io.ComfyNode):
     def execute(cls, image: torch.Tensor, gpen_model: GPENModel, face_mode: str, strength: float,
                 template: str = "gpen", detector: str = "retinaface_resnet50", detection_threshold: float = 0.5,
                 face_selection: str = "all", face_indices: str = "0", sort_faces: str = "left-to-right",
-                min_face_size: int = 0, face_parsing: bool = False, mask_feather: int = 0,
-                color_correction: bool = False, temporal_smoothing: float = 0.0, face_batch_size: int = 8,
+                min_face_size: int = 0, face_parsing: bool = False, color_correction: bool = False,
+                temporal_smoothing: float = 0.0, face_batch_size: int = 0,
                 mask: torch.Tensor | None = None) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
-            raise GPENError("gpen_model must come from a 'Load GPEN Model' node.")
+            raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
-            raise GPENError(f"face_mode must be one of {', '.join(FACE_MODES)}, got {face_mode!r}.")
+            raise InvalidInputError(f"face_mode must be one of {', '.join(FACE_MODES)}, got {face_mode!r}.")
 
         device = model_management.get_torch_device()
         net = gpen_model.model
-        size = gpen_model.size
-        crop_bytes = size * size * 3 * 4
-        memory_required = (model_management.module_size(net) + crop_bytes * _WORK_PER_FACE * face_batch_size
+        chunk = face_batch_size if face_batch_size > 0 else None
+        crop_bytes = gpen_model.size * gpen_model.size * 3 * 4
+        memory_required = (model_management.module_size(net) + crop_bytes * _WORK_PER_FACE * (chunk or 4)
                            + image.nelement() * image.element_size() * 4)
         model_management.free_memory(memory_required, device)
-
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
-
-        def progress(done: int, total: int) -> None:
-            pbar.update_absolute(done, total)
-
-        common = dict(strength=strength, progress=progress,
-                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
-        if face_mode == "detect":
-            common.update(
-                template=template, detector=detector, detection_threshold=detection_threshold,
-                face_selection=face_indices if face_selection == "by index" else face_selection,
-                sort=sort_faces, min_face_size=min_face_size, mask=mask, parsing=face_parsing,
-                feather=mask_feather, color_correction=color_correction, temporal_smoothing=temporal_smoothing,
-                detector_dirs=tuple(folders_of(DETECTION_MODELS)),
-            )
+        hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
+                     check_interrupt=model_management.throw_exception_if_processing_interrupted)
 
         net.to(device)
         try:
-            restorer = FaceRestorer(net, size=size, device=device)
-
-            def run(chunk: int):
-                if face_mode == "aligned":
-                    return restorer.restore_aligned(image, chunk_size=chunk, **common)
-                return restorer.restore(image, chunk_size=chunk, **common)
-
-            result = run_with_oom_backoff(
-                run, face_batch_size, oom_errors=(model_management.OOM_EXCEPTION,),
-                never_retry=(GPENError, model_management.InterruptProcessingException),
-                on_retry=lambda _chunk: model_management.soft_empty_cache())
+            restorer = _restorer_for(net, device)
+            if face_mode == "aligned":
+                result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
+            else:
+                result = restorer.restore(
+                    image, strength=strength, template=template, detector=detector,
+                    detection_threshold=detection_threshold,
+                    face_selection=face_indices if face_selection == "by index" else face_selection,
+                    sort=sort_faces, min_face_size=min_face_size, mask=_mask_batch(mask), parsing=face_parsing,
+                    color_correction=color_correction, temporal_smoothing=temporal_smoothing, chunk_size=chunk,
+                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), **hooks)
         finally:
             net.to(model_management.unet_offload_device())
 
         out_device = model_management.intermediate_device()
         images = result.images.to(out_device, torch.float32)
         masks = result.masks.to(out_device, torch.float32)
-        crops = _crops_nhwc(result.crops, size).to(out_device, torch.float32)
-        counts = faces_per_frame(result.faces, image.shape[0]) if face_mode == "detect" else [1] * image.shape[0]
+        crops = _crops_or_placeholder(result.crops, gpen_model.size).to(out_device, torch.float32)
+        counts = list(result.faces_per_image)
         first = next((i for i, n in enumerate(counts) if n > 0), 0)
         payload = ui_payload(image, images, counts, face_mode, frame=first)
         return io.NodeOutput(images, masks, crops, result.info, ui=payload)
 
 
-def faces_per_frame(faces, batch: int) -> list[int]:
-    """Number of face records that belong to each frame of a batch of ``batch`` frames."""
-    counts = [0] * batch
-    for face in faces:
-        counts[int(face.image_index)] += 1
-    return counts
+_last_restorer: tuple[torch.nn.Module, str, FaceRestorer] | None = None
 
 
-def _crops_nhwc(crops: torch.Tensor | None, size: int) -> torch.Tensor:
-    """Crops as ComfyUI IMAGE (N, S, S, 3); one black crop stands in for "no face"."""
-    if crops is None or crops.shape[0] == 0:
+def _restorer_for(net: torch.nn.Module, device: torch.device) -> FaceRestorer:
+    """The ``FaceRestorer`` of the last run when model and device are the same (it keeps the face
+    detector and parser loaded), else a new one."""
+    global _last_restorer
+    if _last_restorer is not None and _last_restorer[0] is net and _last_restorer[1] == str(device):
+        return _last_restorer[2]
+    restorer = FaceRestorer(net, device=device)
+    _last_restorer = (net, str(device), restorer)
+    return restorer
+
+
+def _mask_batch(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """ComfyUI masks are (B, H, W), or (H, W) from some nodes: the core takes (B, H, W)."""
+    if mask is not None and mask.ndim == 2:
+        return mask[None]
+    return mask
+
+
+def _crops_or_placeholder(crops: torch.Tensor, size: int) -> torch.Tensor:
+    """Crops as ComfyUI IMAGE (N, S, S, 3); one black crop stands in for "no face" (an empty
+    IMAGE batch breaks most downstream nodes)."""
+    if crops.shape[0] == 0:
         return torch.zeros(1, size, size, 3)
-    if crops.shape[-1] != 3 and crops.shape[1] == 3:
-        crops = crops.movedim(1, -1)
     return crops

@@ -1,7 +1,7 @@
-"""Host-side control flow shared by the nodes: the OOM back-off and the loaded-model cache.
+"""Host-side state of the nodes: the loaded-model cache.
 
-Nothing here imports ComfyUI; the host's exception types and loaders are passed in, so the logic
-can be tested with small stand-ins.
+Nothing here imports ComfyUI, so it can be tested with small stand-ins. (The out-of-memory
+back-off lives in the core: ``gpen.FaceRestorer.run_network`` halves its chunk on CUDA OOM.)
 """
 
 from __future__ import annotations
@@ -10,34 +10,9 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-def run_with_oom_backoff(run: Callable[[int], T], chunk_size: int, oom_errors: tuple[type[BaseException], ...],
-                         never_retry: tuple[type[BaseException], ...] = (),
-                         on_retry: Callable[[int], None] | None = None) -> T:
-    """Call ``run(chunk_size)``; on an out-of-memory error halve the chunk and call it again.
-
-    The chunk never goes below 1: an OOM with a chunk of 1 is raised to the caller. Exceptions in
-    ``never_retry`` (the pack's own errors, the host's interrupt) pass through even when the host's
-    OOM type is as broad as ``Exception``. ``on_retry(new_chunk)`` runs before each retry (the
-    place to empty the device cache).
-    """
-    chunk = max(1, int(chunk_size))
-    while True:
-        try:
-            return run(chunk)
-        except oom_errors as exc:
-            if isinstance(exc, never_retry) or chunk <= 1:
-                raise
-            chunk = max(1, chunk // 2)
-            logger.warning("GPEN ran out of memory; retrying with %d face(s) per batch", chunk)
-            if on_retry is not None:
-                on_retry(chunk)
 
 
 def file_identity(path: str) -> tuple[str, int, int]:

@@ -174,6 +174,33 @@ def test_missing_detector_weights_is_a_node_error_and_server_keeps_serving(host)
     assert _saved_image(host, entry).shape == (256, 256, 3)
 
 
+def test_detect_mode_outputs_in_order_when_no_face_is_found(host):
+    # Images below the detector's minimum side hold no detectable face, so detect mode runs its
+    # whole node path without detector weights: every output must come back in the right slot.
+    tiny = "gpen_host_tiny.png"
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(host.base_dir / "input" / tiny)
+    prompt = _aligned_prompt(face_mode="detect", prefix="gpen_noface_image")
+    prompt["1"]["inputs"]["image"] = tiny
+    prompt["3"]["inputs"].update(face_selection="by index", face_indices="0,2", sort_faces="largest-first")
+    prompt["5"] = {"class_type": "MaskToImage", "inputs": {"mask": ["3", 1]}}
+    prompt["6"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "gpen_noface_mask"}}
+    prompt["7"] = {"class_type": "SaveImage", "inputs": {"images": ["3", 2], "filename_prefix": "gpen_noface_crop"}}
+    prompt["8"] = {"class_type": "PreviewAny", "inputs": {"source": ["3", 3]}}
+    entry = host.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+    assert np.array_equal(_saved_image(host, entry, "4"), pixels)  # unchanged, bit for bit
+    mask = _saved_image(host, entry, "6")
+    assert mask.shape == (12, 10, 3) and not mask.any()
+    crop = _saved_image(host, entry, "7")
+    assert crop.shape == (256, 256, 3) and not crop.any()  # the one black placeholder crop
+    (text,) = entry["outputs"]["8"]["text"]
+    assert "no faces found" in text
+    assert entry["outputs"]["3"]["gpen_faces"] == [0] and entry["outputs"]["3"]["gpen_mode"] == ["detect"]
+
+
 def test_missing_model_file_names_file_and_folder(host):
     prompt = _aligned_prompt(prefix="gpen_missing_model")
     prompt["2"]["inputs"]["model_name"] = "GPEN-BFR-512.pth"

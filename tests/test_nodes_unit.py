@@ -1,7 +1,7 @@
 """Unit tests of the ComfyUI adapters' host-independent parts (no ComfyUI needed).
 
-``nodes.folders`` and ``nodes.runtime`` take ComfyUI's folder table and exception types as
-arguments, so small stand-ins exercise them here; the node classes themselves are tested inside
+``nodes.folders`` takes ComfyUI's folder table as an argument and ``nodes.runtime`` needs nothing
+from ComfyUI, so small stand-ins exercise them here; the node classes themselves are tested inside
 the real host (tests/test_comfyui_host.py).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nodes.folders import DETECTION_MODELS, RESTORE_EXTENSIONS, RESTORE_MODELS, merge_folder
-from nodes.runtime import ModelCache, run_with_oom_backoff
+from nodes.runtime import ModelCache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,63 +74,6 @@ def test_merge_leaves_unrelated_entries_alone():
     before = (list(table["upscale_models"][0]), set(table["upscale_models"][1]))
     merge_folder(table, RESTORE_MODELS, "/m/facerestore_models", RESTORE_EXTENSIONS)
     assert (table["upscale_models"][0], table["upscale_models"][1]) == before
-
-
-# --- OOM back-off -------------------------------------------------------------------------------
-
-class FakeOOM(RuntimeError):
-    pass
-
-
-class PackError(Exception):
-    pass
-
-
-def test_backoff_halves_until_it_fits():
-    tried, retried = [], []
-
-    def run(chunk):
-        tried.append(chunk)
-        if chunk > 3:
-            raise FakeOOM("CUDA out of memory")
-        return f"ran with {chunk}"
-
-    assert run_with_oom_backoff(run, 16, (FakeOOM,), on_retry=retried.append) == "ran with 2"
-    assert tried == [16, 8, 4, 2] and retried == [8, 4, 2]
-
-
-def test_backoff_gives_up_at_one():
-    tried = []
-
-    def run(chunk):
-        tried.append(chunk)
-        raise FakeOOM("still too big")
-
-    with pytest.raises(FakeOOM):
-        run_with_oom_backoff(run, 5, (FakeOOM,))
-    assert tried == [5, 2, 1]
-
-
-def test_backoff_does_not_retry_other_errors():
-    # ComfyUI's OOM type can be as broad as Exception on old torch builds: the pack's own errors
-    # and the interrupt must still pass straight through.
-    tried = []
-
-    def run(chunk):
-        tried.append(chunk)
-        raise PackError("detector weights missing")
-
-    with pytest.raises(PackError):
-        run_with_oom_backoff(run, 8, (Exception,), never_retry=(PackError,))
-    assert tried == [8]
-
-    def run_value_error(chunk):
-        tried.append(chunk)
-        raise ValueError("bad input")
-
-    with pytest.raises(ValueError):
-        run_with_oom_backoff(run_value_error, 8, (FakeOOM,))
-    assert tried == [8, 8]
 
 
 # --- model cache --------------------------------------------------------------------------------
