@@ -20,7 +20,7 @@ RESTORE_MODELS = "facerestore_models"
 DETECTION_MODELS = "facedetection"
 """ComfyUI folder name for face detector / face parsing weights (facexlib files)."""
 
-RESTORE_EXTENSIONS = (".pth", ".pt", ".ckpt", ".safetensors", ".sft", ".onnx")
+RESTORE_EXTENSIONS = (".pth", ".pt", ".ckpt", ".safetensors", ".onnx")
 DETECTION_EXTENSIONS = (".pth", ".pt", ".safetensors", ".onnx")
 
 RELEASED_MODEL_FILES = ("GPEN-BFR-512.pth", "GPEN-BFR-1024.pth", "GPEN-BFR-2048.pth", "GPEN-BFR-256.pth")

@@ -157,6 +157,45 @@ class ComfyServer:
         return self.wait(self.queue(prompt), timeout)
 
 
+def interrupt_after_progress(server: ComfyServer, prompt: dict, node_id: str, timeout: float = 180.0) -> list[dict]:
+    """Queue ``prompt``, press Cancel (``POST /interrupt``) once ``node_id`` reports its first
+    progress step, and return the websocket messages seen until the prompt stopped.
+
+    Driven by the server's own progress messages, not by sleeping, so it does not race.
+    """
+    import asyncio
+
+    import aiohttp  # a ComfyUI requirement, present wherever the host runs
+
+    async def main() -> list[dict]:
+        seen = []
+        ws_url = server.url.replace("http", "ws", 1) + f"/ws?clientId={server.client_id}"
+        async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+            prompt_id = server.queue(prompt)
+            interrupted = False
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = await ws.receive(timeout=deadline - time.monotonic())
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                seen.append(data)
+                body = data.get("data", {})
+                if body.get("prompt_id") not in (None, prompt_id):
+                    continue
+                if not interrupted and data["type"] == "progress" and body.get("node") == node_id:
+                    async with session.post(server.url + "/interrupt", json={}) as r:
+                        assert r.status == 200
+                    interrupted = True
+                if data["type"] in ("execution_interrupted", "execution_error", "execution_success"):
+                    return seen
+                if data["type"] == "executing" and body.get("node") is None and body.get("prompt_id") == prompt_id:
+                    return seen
+        raise TimeoutError(f"prompt did not stop within {timeout}s")
+
+    return asyncio.run(main())
+
+
 def status_messages(entry: dict, event: str) -> list[dict]:
     """The ``event`` messages (e.g. ``execution_error``) recorded in a history entry."""
     return [data for name, data in entry.get("status", {}).get("messages", []) if name == event]

@@ -201,6 +201,20 @@ def test_detect_mode_outputs_in_order_when_no_face_is_found(host):
     assert entry["outputs"]["3"]["gpen_faces"] == [0] and entry["outputs"]["3"]["gpen_mode"] == ["detect"]
 
 
+def test_cancel_stops_the_restore_between_chunks(host):
+    frames = 8
+    prompt = _aligned_prompt(prefix="gpen_interrupted")
+    prompt["5"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": frames}}
+    prompt["3"]["inputs"].update(image=["5", 0], face_batch_size=1, strength=0.9)
+    messages = H.interrupt_after_progress(host, prompt, node_id="3")
+    steps = [m["data"]["value"] for m in messages if m["type"] == "progress" and m["data"].get("node") == "3"]
+    stops = [m for m in messages if m["type"] in ("execution_interrupted", "execution_error", "execution_success")]
+    assert stops and stops[-1]["type"] == "execution_interrupted", stops
+    assert stops[-1]["data"]["node_id"] == "3"
+    assert steps and max(steps) < frames  # stopped between chunks, before the batch was done
+    assert host.run(_aligned_prompt(strength=0.8, prefix="gpen_after_cancel"))["status"]["status_str"] == "success"
+
+
 def test_missing_model_file_names_file_and_folder(host):
     prompt = _aligned_prompt(prefix="gpen_missing_model")
     prompt["2"]["inputs"]["model_name"] = "GPEN-BFR-512.pth"
