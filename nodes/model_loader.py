@@ -11,7 +11,7 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import load_model
-from ..gpen.errors import MissingWeightsError
+from ..gpen.errors import InvalidInputError, MissingWeightsError
 from .folders import RELEASED_MODEL_FILES, RESTORE_MODELS, folders_of, restore_model_names
 from .runtime import ModelCache, file_identity
 
@@ -50,7 +50,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "fp16" if model_management.should_use_fp16(device) else "fp32"
     if precision not in DTYPES:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     return precision
 
 

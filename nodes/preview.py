@@ -15,6 +15,8 @@ PREVIEW_PREFIX = "GPEN_compare"
 
 
 def _save_temp(images: torch.Tensor) -> list[dict]:
+    c = images.shape[-1]
+    images = images[..., :3] if c >= 3 else images.expand(-1, -1, -1, 3)  # grey / RGBA as RGB previews
     return ui.ImageSaveHelper.save_images(images, filename_prefix=PREVIEW_PREFIX,
                                           folder_type=io.FolderType.temp, cls=None, compress_level=1)
 

@@ -226,6 +226,25 @@ def test_missing_model_file_names_file_and_folder(host):
     assert CHECKPOINT in err["exception_message"]  # lists what is available
 
 
+def test_empty_model_folder_says_which_file_goes_where(host):
+    folder = host.base_dir / "models" / "facerestore_models"
+    parked = host.base_dir / "parked_models"
+    parked.mkdir()
+    for f in list(folder.iterdir()):
+        f.rename(parked / f.name)
+    try:
+        prompt = _aligned_prompt(prefix="gpen_no_models")
+        prompt["2"]["inputs"]["model_name"] = ""  # what an empty drop-down sends
+        err = _error(host.run(prompt))
+    finally:
+        for f in list(parked.iterdir()):
+            f.rename(folder / f.name)
+        parked.rmdir()
+    assert err["node_type"] == "GPENModelLoader"
+    message = err["exception_message"]
+    assert "No face restoration model" in message and str(folder) in message and "GPEN-BFR-512.pth" in message
+
+
 def test_wrong_file_type_is_a_node_error(host):
     bogus = host.base_dir / "models" / "facerestore_models" / "not_a_model.pth"
     bogus.write_bytes(b"this is not a checkpoint")
