@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- root package -------------------------------------------------------------------------------
 
+@pytest.mark.skipif(importlib.util.find_spec("folder_paths") is not None,
+                    reason="ComfyUI is importable here; the host test covers loading inside it")
 def test_root_package_imports_without_comfyui():
-    assert importlib.util.find_spec("folder_paths") is None, "this test needs an interpreter without ComfyUI"
     spec = importlib.util.spec_from_file_location("gpen_pack_root_under_test", REPO / "__init__.py",
                                                   submodule_search_locations=[str(REPO)])
     module = importlib.util.module_from_spec(spec)
