@@ -1,4 +1,5 @@
-"""ComfyUI node adapters over the host-independent ``gpen`` core (loaded only inside ComfyUI)."""
+"""ComfyUI node adapters over the host-independent ``gpen`` core.
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+``registry`` (the node table) and the node modules import ComfyUI; the root ``__init__.py`` loads
+them only inside ComfyUI. ``folders`` and ``runtime`` import nothing from ComfyUI at module level.
+"""

@@ -1,0 +1,18 @@
+"""The pack's node table for ComfyUI (imported by the root ``__init__.py`` inside ComfyUI only)."""
+
+from __future__ import annotations
+
+from .face_restore import GPENFaceRestore
+from .folders import register_folders
+from .model_loader import GPENModelLoader
+
+register_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "GPENModelLoader": GPENModelLoader,
+    "GPENFaceRestore": GPENFaceRestore,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "GPENModelLoader": "Load GPEN Model",
+    "GPENFaceRestore": "GPEN Face Restore",
+}
