@@ -282,6 +282,13 @@ class FaceDetector:
         logger.info("loaded %s from %s on %s", model, weights_path, device)
         self.backend = RetinaFaceBackend(net, max_side=max_side, nms_threshold=nms_threshold, batch_size=batch_size)
 
+    def to(self, device: torch.device | str) -> FaceDetector:
+        """Move the RetinaFace network (if that is the backend) to ``device``; returns self."""
+        net = getattr(self.backend, "net", None)
+        if isinstance(net, torch.nn.Module):
+            net.to(device)
+        return self
+
     def detect(self, images: torch.Tensor, threshold: float = 0.5) -> list[Detections]:
         """One :class:`Detections` per image of ``images`` (B, H, W, 3), RGB, float 0..1.
 

@@ -302,7 +302,8 @@ def ensure_weights(
     found = find_weights(file_name, kind, extra)
     if found is not None:
         return found
-    dest = Path(dest_dir) if dest_dir is not None else models_dir(kind)
+    # downloads land in the caller's first folder (e.g. the one ComfyUI is configured with)
+    dest = Path(dest_dir) if dest_dir is not None else (Path(extra[0]) if extra else models_dir(kind))
     searched = "\n".join(f"  {d}" for d in search_dirs(kind, extra))
     spec = name if isinstance(name, WeightsFile) else REGISTRY.get(name)
     if spec is None:

@@ -113,9 +113,11 @@ def _read_torch(path: Path) -> dict[str, Any]:
                 f"`.pth` or a `.safetensors` file of the model.") from None
         detail = re.search(r"Unsupported operand \d+|invalid load key[^.]*", text)
         raise _corrupt(path, detail.group(0) if detail else "unreadable pickle") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, IndexError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except RuntimeError as e:  # torch's zip reader: its first sentence says what is wrong
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable archive"
         raise _corrupt(path, first.split(". ")[0][:120]) from None
+    except (EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, IndexError, KeyError, TypeError):
+        raise _corrupt(path, "the data ends early or is not a PyTorch archive") from None
 
 
 def unwrap_state_dict(obj: Any, name: str = "state dict", what: str = "GPEN checkpoint") -> dict[str, torch.Tensor]:

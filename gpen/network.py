@@ -92,7 +92,11 @@ def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.Tensor:
     """A tensor derived from a weight, kept until the weight changes (new data, in-place edit, move)."""
-    key = (source.data_ptr(), source._version, source.dtype, source.device)
+    try:
+        version = source._version
+    except RuntimeError:  # inference tensors (made under torch.inference_mode) have no version counter
+        version = -1
+    key = (source.data_ptr(), version, source.dtype, source.device)
     cached = module.__dict__.get(name)
     if cached is None or cached[0] != key:
         with torch.no_grad():

@@ -187,6 +187,12 @@ class FaceParser:
     def device(self) -> torch.device:
         return self._mean.device
 
+    def to(self, device: torch.device | str) -> FaceParser:
+        """Move the parsing network to ``device``; returns self."""
+        self.net.to(device)
+        self._mean, self._std = self._mean.to(device), self._std.to(device)
+        return self
+
     def network_input(self, crops: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) RGB 0..1 -> (N, 3, 512, 512) normalised the way the parsing model was trained."""
         x = crops.to(self.device, torch.float32)

@@ -138,20 +138,29 @@ class FaceRestorer:
         """The detector for ``name`` (created once, then reused)."""
         if self._detector is not None:
             return self._detector
-        key = (name, str(device), tuple(str(d) for d in extra_dirs))
+        key = (name, tuple(str(d) for d in extra_dirs))
         if key not in self._detectors:
             from .detect import FaceDetector
 
             self._detectors[key] = FaceDetector(name, device=device, extra_dirs=extra_dirs,
                                                 allow_download=allow_download)
-        return self._detectors[key]
+        return self._detectors[key].to(device)
 
     def parser(self, device: torch.device, extra_dirs=(), allow_download: bool = True):
+        """The face parser (created once, then reused)."""
         if self._parser is None:
             from .parsing import FaceParser
 
             self._parser = FaceParser(device=device, extra_dirs=extra_dirs, allow_download=allow_download)
-        return self._parser
+        return self._parser.to(device)
+
+    def offload(self, device: torch.device | str = "cpu") -> None:
+        """Move the detector and parser networks this restorer created to ``device`` (e.g. to free
+        GPU memory between runs); they move back to the work device on next use."""
+        for det in self._detectors.values():
+            det.to(device)
+        if self._parser is not None:
+            self._parser.to(device)
 
     def find_faces(self, images: torch.Tensor, landmarks=None, *, detector: str = "retinaface_resnet50",
                    detection_threshold: float = 0.5, detector_dirs=(), allow_download: bool = True,
@@ -281,7 +290,8 @@ class FaceRestorer:
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
         left and right mouth corner, in pixels) or from the ``detector`` (score >= threshold).
-        They are filtered (``min_face_size`` pixels, face centre inside ``mask`` (B, H, W) > 0.5),
+        They are filtered (``min_face_size`` pixels, face centre inside ``mask`` (B, H, W) > 0.5, and
+        the mask also bounds the blend: 0 keeps the original pixel, soft values mix),
         ordered (``sort``) and picked (``face_selection``: "all", "largest" or indices "0,2" in that
         order), aligned to ``template`` ("gpen" or "ffhq"), restored in chunks of ``chunk_size``
         faces, optionally colour-matched to the source face, and pasted back with the feathered
@@ -356,6 +366,13 @@ class FaceRestorer:
                 # grey in, grey out: the luma of the restored RGB where something was blended
                 luma = (pasted * torch.tensor([0.299, 0.587, 0.114], device=dev, dtype=pasted.dtype)).sum(-1, keepdim=True)
                 pasted = torch.where(blend[..., None] > 0, luma, frames)
+            if mask is not None:
+                # the user's mask also bounds the blend: img + u * (pasted - img), exact where u == 0
+                u = (mask if mask.shape[0] == 1 else mask[start:stop]).to(dev, torch.float32).clamp(0, 1)
+                src = frames.to(pasted.dtype)
+                pasted = (src + u[..., None].to(pasted.dtype) * (pasted - src)).to(pasted.dtype)
+                pasted = torch.where(u[..., None] > 0, pasted, src)
+                blend = blend * u
             out_images[start:stop] = pasted.to(images.device)
             out_masks[start:stop] = blend.to(images.device)
             if keep_crops != "none":

@@ -126,8 +126,8 @@ class GPENFaceRestore(io.ComfyNode):
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
 
         net.to(device)
+        restorer = _restorer_for(net, device)
         try:
-            restorer = _restorer_for(net, device)
             if face_mode == "aligned":
                 result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
             else:
@@ -140,6 +140,7 @@ class GPENFaceRestore(io.ComfyNode):
                     detector_dirs=tuple(folders_of(DETECTION_MODELS)), **hooks)
         finally:
             net.to(model_management.unet_offload_device())
+            restorer.offload(model_management.unet_offload_device())
 
         out_device = model_management.intermediate_device()
         images = result.images.to(out_device, torch.float32)

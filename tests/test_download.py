@@ -315,3 +315,11 @@ def test_ensure_weights_no_network(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "detection_Resnet50_Final.pth" in msg and url in msg
     assert str(paths.models_dir("facedetection")) in msg
+
+
+def test_downloads_go_to_the_callers_first_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPEN_OFFLINE", "1")
+    first, second = tmp_path / "comfy_facedetection", tmp_path / "other"
+    with pytest.raises(MissingWeightsError) as info:
+        dl.ensure_weights("detection_Resnet50_Final.pth", "facedetection", [first, second])
+    assert f"place it in the folder:\n  {first}" in str(info.value)

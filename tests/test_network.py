@@ -121,3 +121,20 @@ def test_float16_full_width_2048_is_finite_and_close():
     assert torch.isfinite(b).all()
     to_image = lambda t: ((t.float().clamp(-1, 1) + 1) / 2)  # noqa: E731
     assert psnr(to_image(a), to_image(b)) >= 40.0
+
+
+def test_weights_created_in_inference_mode_and_edited_in_place(fixtures):
+    """Cached weight-derived tensors follow in-place weight edits, and work for inference tensors."""
+    f = fixtures["s256"]
+    with torch.inference_mode():  # as inside ComfyUI's executor: parameters become inference tensors
+        made_inside = gpen.load_model(f["checkpoint"])
+        expected = made_inside(f["input"])
+    net = gpen.load_model(f["checkpoint"])
+    assert torch.equal(net(f["input"]), expected)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["ecd1.0.1.weight"] = state["ecd1.0.1.weight"] * 1.5
+    state["generator.convs.1.conv.weight"] = state["generator.convs.1.conv.weight"] * 0.5
+    net.load_state_dict(state)  # in-place copies into the tensors the caches were derived from
+    changed = net(f["input"])
+    assert not torch.equal(changed, expected)
+    assert torch.equal(changed, gpen.load_model(state)(f["input"]))

@@ -287,3 +287,20 @@ def test_bad_arguments():
         r.restore(img, [None], mask=torch.ones(1, 10, 10))
     with pytest.raises(InvalidInputError, match="crop size"):
         gpen.FaceRestorer(identity)
+
+
+def test_mask_also_bounds_the_blend():
+    img = astronaut()
+    lm = landmarks_of("skimage.data.astronaut")
+    centre = lm[0].mean(0)
+    mask = torch.zeros(1, 512, 512)
+    edge = int(centre[0]) + 3
+    mask[:, :, :edge] = 1.0  # the left half of the face (its centre is inside)
+    mask[:, :, edge - 10: edge - 5] = 0.5  # a soft band
+    res = gpen.FaceRestorer(Darken(), size=128).restore(img, [lm], mask=mask)
+    assert len(res.faces) == 1
+    right = mask[0] == 0
+    assert torch.equal(res.images[0][right], img[0][right]) and res.masks[0][right].abs().sum() == 0
+    left = (mask[0] == 1) & (res.masks[0] > 0.99)
+    assert left.any() and (res.images[0][left] - img[0][left]).abs().max() > 0.1
+    assert res.masks.max() <= 1.0
