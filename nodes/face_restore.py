@@ -16,6 +16,7 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
+from ..gpen.restorer import default_frames_per_chunk, face_memory_bytes
 from ..gpen.errors import InvalidInputError
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
@@ -29,9 +30,8 @@ DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
 SELECTIONS = ("all", "largest", "by index")
 SORT_ORDERS = ("left-to-right", "largest-first", "score")
 
-# Rough working memory of one face through the network, in units of one S x S x 3 float32 crop.
-# The same kind of estimate ComfyUI's upscaler node makes; used only to ask ComfyUI for room.
-_WORK_PER_FACE = 384
+# Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
+_FACES_TO_MAKE_ROOM_FOR = 4
 
 
 class GPENFaceRestore(io.ComfyNode):
@@ -117,9 +117,10 @@ class GPENFaceRestore(io.ComfyNode):
         device = model_management.get_torch_device()
         net = gpen_model.model
         chunk = face_batch_size if face_batch_size > 0 else None
-        crop_bytes = gpen_model.size * gpen_model.size * 3 * 4
-        memory_required = (model_management.module_size(net) + crop_bytes * _WORK_PER_FACE * (chunk or 4)
-                           + image.nelement() * image.element_size() * 4)
+        per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
+        frames_on_device = min(image.shape[0], default_frames_per_chunk(image.shape[1], image.shape[2]))
+        memory_required = (model_management.module_size(net) + per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
+                           + frames_on_device * image[0].nelement() * 4 * 4)  # frames + working copies
         model_management.free_memory(memory_required, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
