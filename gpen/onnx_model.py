@@ -153,7 +153,10 @@ def read_signature(session, name: str) -> GraphSignature:
         raise ModelLoadError(f"{name}: not a GPEN model: its input {inp.name!r} has shape {dims}; a GPEN graph "
                              f"takes (batch, 3, S, S) RGB images.")
     s = dims[2]
-    if s is None or dims[3] != s or s < 8 or s & (s - 1):
+    if s is None or dims[3] is None:
+        raise ModelLoadError(f"{name}: its input {inp.name!r} has shape {dims}, without a fixed image size; GPEN "
+                             f"graphs are exported for one square size (256, 512, 1024 or 2048).")
+    if dims[3] != s or s < 8 or s & (s - 1):
         raise ModelLoadError(f"{name}: not a GPEN model: its input {inp.name!r} has shape {dims}; a GPEN graph "
                              f"takes square images of a fixed power-of-two size (256, 512, 1024, 2048).")
     if inp.type not in _FLOAT_TYPES:
@@ -224,8 +227,9 @@ class GraphConstants:
     @staticmethod
     def _evaluate(model, onnx, nodes, names: list[str]) -> dict[str, np.ndarray]:
         helper = onnx.helper
+        read = {x for node in nodes for x in node.input}
         sub = helper.make_graph(nodes, "constants", [], [helper.make_empty_tensor_value_info(n) for n in names],
-                                initializer=list(model.graph.initializer))
+                                initializer=[t for t in model.graph.initializer if t.name in read])
         sub_model = helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
         try:
             values = onnx.reference.ReferenceEvaluator(sub_model).run(None, {})
@@ -521,10 +525,14 @@ def probe_input(signature: GraphSignature) -> torch.Tensor:
     return torch.rand(signature.batch or 1, 3, signature.size, signature.size, generator=gen) * 2 - 1
 
 
-def _verify(net: GPEN, session, signature: GraphSignature) -> float:
+def _verify(net: GPEN, session, signature: GraphSignature, name: str) -> float:
     """Largest |ours - onnxruntime| on the probe, relative to the std of the graph's output."""
     x = probe_input(signature)
-    want = session.run([signature.output_name], {signature.input_name: x.numpy().astype(signature.input_dtype)})[0]
+    try:
+        want = session.run([signature.output_name], {signature.input_name: x.numpy().astype(signature.input_dtype)})[0]
+    except Exception as e:  # onnxruntime's own exception classes
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{name}: onnxruntime fails to run this graph ({detail}).") from None
     want = torch.from_numpy(np.asarray(want, dtype=np.float32))
     with _exact_float32():
         got = net(x).float().cpu()
@@ -591,16 +599,22 @@ def _inspect(path: Path, device: torch.device, fast_path: bool) -> _Inspection:
     names = [t.name for t in model.graph.initializer]
     mapped = False
     try:
-        mapping = map_onnx_weights(model, signature.size, onnx)
+        try:
+            mapping = map_onnx_weights(model, signature.size, onnx)
+        except _Refused:
+            raise
+        except Exception as e:  # an unforeseen graph must not stop the onnxruntime path
+            log.debug("mapping %s failed", path.name, exc_info=True)
+            raise _Refused(f"reading its weights failed ({type(e).__name__}: {e})") from None
         del model
         try:
-            net = load_model(mapping.state, device=device, dtype=torch.float32)
+            net = load_model(mapping.state, device=device if fast_path else "cpu", dtype=torch.float32)
         except ModelLoadError as e:
             raise _Refused(f"the mapped weights are not a consistent GPEN checkpoint ({e})") from None
         mapped = True
         if not fast_path:
             raise _Refused("the fast path was switched off (fast_path=False)")
-        found.error = _verify(net, session, signature)
+        found.error = _verify(net, session, signature, path.name)
         found.net, found.mapping = net, mapping
         return found
     except _Refused as e:
@@ -644,8 +658,8 @@ def load_onnx_model(path: PathLike, device: torch.device | str = "cpu", dtype: t
                     found.reason)
     else:
         log.info("%s: recognised as GPEN: %s", path.name, found.evidence)
-    log.warning("%s: fast path refused: %s. Running the graph with onnxruntime instead (slower; no batching "
-                "beyond the graph's own)", path.name, found.reason)
+    log.log(logging.WARNING if fast_path else logging.INFO, "%s: fast path refused: %s. Running the graph with "
+            "onnxruntime instead (slower)", path.name, found.reason)
     return OnnxGPEN(path, sig, device, dtype, cpu_session=found.session)
 
 
