@@ -3,6 +3,7 @@
     python -m bench network --sizes 512 2048 --batches 1 8 --dtypes fp32
     python -m bench network --official /path/to/GPEN          # time the official FullGenerator too
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
+    python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs the fast path
 
 Prints a table (device, implementation, dtype, size, batch, faces/s, ms/face, peak memory, GFLOP/s,
 share of this machine's measured peak, ratio to the reference figures) and writes the rows as JSON
@@ -229,15 +230,18 @@ def main(argv: list[str] | None = None) -> int:
                   ("--device", {}), ("--repeat", {"type": int}), ("--warmup", {"type": int}),
                   ("--official", {"default": None})):
         one.add_argument(a, **kw)
-    from bench import pipeline  # noqa: PLC0415
+    from bench import onnx_bench, pipeline  # noqa: PLC0415
 
     pipeline.add_parser(sub)
+    onnx_bench.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(run_one(args)))
         return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)
+    elif args.cmd == "onnx":
+        rows = onnx_bench.run(args)
     else:
         rows = network(args)
     if getattr(args, "json", None):

@@ -14,12 +14,15 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
 from .errors import MissingWeightsError, ModelLoadError
 from .network import GPEN, GPENConfig, blur_kernel
+
+if TYPE_CHECKING:
+    from .onnx_model import OnnxGPEN
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +61,30 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
         raise ValueError(f"unsupported dtype {dtype!r}; use one of fp32, fp16, bf16") from None
 
 
-def read_weights_file(path: PathLike) -> dict[str, Any]:
-    """Read a weights file without executing code; raise ``ModelLoadError`` on anything unusable."""
+def check_file(path: PathLike) -> Path:
+    """``path`` as a Path if it is a non-empty file; ``MissingWeightsError``/``ModelLoadError`` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"weights file not found: {path}")
-    name = path.name
-    size = path.stat().st_size
-    suffix = path.suffix.lower()
-    if size == 0:
-        raise ModelLoadError(f"{name}: the file is empty (0 bytes), so a download or copy did not finish. "
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path.name}: the file is empty (0 bytes), so a download or copy did not finish. "
                              f"Delete {path} and download it again.")
+    return path
+
+
+def read_weights_file(path: PathLike) -> dict[str, Any]:
+    """Read a weights file without executing code; raise ``ModelLoadError`` on anything unusable.
+
+    For ``.onnx`` graphs this is the GPEN state dict recovered from the graph's weights and
+    verified against the graph (see :mod:`gpen.onnx_model`).
+    """
+    path = check_file(path)
+    name = path.name
+    suffix = path.suffix.lower()
     if suffix == ".onnx":
-        raise ModelLoadError(f"{name}: `.onnx` GPEN files are not supported yet; use the `.pth` or "
-                             f"`.safetensors` file of the same model.")
+        from .onnx_model import read_onnx_state_dict
+
+        return read_onnx_state_dict(path)
     if suffix == ".safetensors":
         return _read_safetensors(path)
     if suffix not in TORCH_SUFFIXES:
@@ -217,17 +230,24 @@ def _check_tensors(state: dict[str, torch.Tensor], net: GPEN, name: str) -> dict
 
 
 def load_model(source: PathLike | Mapping[str, Any], device: torch.device | str = "cpu",
-               dtype: torch.dtype | str = torch.float32) -> GPEN:
+               dtype: torch.dtype | str = torch.float32) -> GPEN | OnnxGPEN:
     """Load a GPEN-BFR checkpoint (path or state dict) as a ready network in eval mode.
 
     The configuration is inferred from the weights; ``net.size`` is the face crop size and
     ``net.config`` the full configuration. ``net(x)`` takes (B, 3, S, S) RGB in -1..1.
+    A ``.onnx`` file gives the same network when its weights can be mapped onto it, else an
+    :class:`gpen.onnx_model.OnnxGPEN` that runs the graph with onnxruntime (``size``, ``device``,
+    ``dtype`` and the call are the same; ``config`` is None).
     """
     dtype = resolve_dtype(dtype)
     if isinstance(source, Mapping):
         name, raw = "state dict", source
     else:
         path = Path(source)
+        if path.suffix.lower() == ".onnx":
+            from .onnx_model import load_onnx_model
+
+            return load_onnx_model(path, device=device, dtype=dtype)
         name, raw = path.name, read_weights_file(path)
     state = unwrap_state_dict(raw, name)
     config = infer_config(state, name)

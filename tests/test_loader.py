@@ -196,10 +196,12 @@ def test_empty_file(tmp_path):
     assert "empty.pth" in msg and "empty (0 bytes)" in msg
 
 
-def test_onnx_not_supported_yet(tmp_path):
+def test_onnx_garbage_is_corrupt(tmp_path):
+    pytest.importorskip("onnxruntime")
     path = tmp_path / "GPEN-BFR-512.onnx"
     path.write_bytes(b"\x08\x07")
-    assert "`.onnx` GPEN files are not supported yet" in error_of(path)
+    msg = error_of(path)
+    assert "GPEN-BFR-512.onnx" in msg and "truncated or corrupt" in msg
 
 
 def test_unsupported_suffix(tmp_path):
