@@ -153,8 +153,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     net = load_model(args.model)
     c = net.config
+    if c is None:  # an .onnx graph run by onnxruntime: only its signature is known
+        print(json.dumps({"file": args.model, "size": net.size, "runtime": "onnxruntime", "batch": net.batch}, indent=1))
+        return 0
     print(json.dumps({"file": args.model, "size": c.size, "style_dim": c.style_dim, "n_mlp": c.n_mlp,
-                      "channel_multiplier": c.channel_multiplier, "narrow": c.narrow,
+                      "channel_multiplier": c.channel_multiplier, "narrow": c.narrow, "runtime": "pytorch",
                       "parameters": sum(p.numel() for p in net.parameters())}, indent=1))
     return 0
 

@@ -92,6 +92,8 @@ def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.Tensor:
     """A tensor derived from a weight, kept until the weight changes (new data, in-place edit, move)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # export/compile see the computation itself
+        return make()
     try:
         version = source._version
     except RuntimeError:  # inference tensors (made under torch.inference_mode) have no version counter
@@ -327,10 +329,14 @@ class StyledConv(nn.Module):
             y = conv.blur(y)
         b, c, h, wd = y.shape
         dt = y.dtype
-        out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=y.device, memory_format=torch.channels_last)
         bias = (self.activate.bias.float() * SQRT2).to(dt).view(1, -1, 1, 1)
-        torch.addcmul(bias[:, :c], y, (d * SQRT2).to(dt)[:, :, None, None], out=out[:, :c])
+        demod = (d * SQRT2).to(dt)[:, :, None, None]
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
+        if torch.jit.is_tracing():  # the tracer (legacy ONNX export) does not see writes into views
+            out = torch.cat((torch.addcmul(bias[:, :c], y, demod), torch.addcmul(bias[:, c:], feature, gain)), 1)
+            return F.leaky_relu(out, LRELU_SLOPE)
+        out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=y.device, memory_format=torch.channels_last)
+        torch.addcmul(bias[:, :c], y, demod, out=out[:, :c])
         torch.addcmul(bias[:, c:], feature, gain, out=out[:, c:])
         return F.leaky_relu_(out, LRELU_SLOPE)
 

@@ -740,6 +740,13 @@ class OnnxGPEN:
     def eval(self) -> OnnxGPEN:
         return self
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> OnnxGPEN:
+        """Outputs go to ``device`` from now on (the onnxruntime provider was chosen at load time);
+        ``dtype`` does not apply to a graph, which computes in its own precision."""
+        if device is not None:
+            self.device = torch.device(device)
+        return self
+
     def requires_grad_(self, requires_grad: bool = True) -> OnnxGPEN:
         return self
 

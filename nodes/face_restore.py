@@ -119,7 +119,8 @@ class GPENFaceRestore(io.ComfyNode):
         chunk = face_batch_size if face_batch_size > 0 else None
         per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
         frames_on_device = min(image.shape[0], default_frames_per_chunk(image.shape[1], image.shape[2]))
-        memory_required = (model_management.module_size(net) + per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
+        weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0  # 0: onnxruntime
+        memory_required = (weights + per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
                            + frames_on_device * image[0].nelement() * 4 * 4)  # frames + working copies
         model_management.free_memory(memory_required, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))

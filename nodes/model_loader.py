@@ -68,7 +68,7 @@ def find_model_file(model_name: str) -> str:
         raise MissingWeightsError(
             f"No face restoration model found in {where}. Put a GPEN checkpoint there "
             f"(e.g. {RELEASED_MODEL_FILES[0]}, also {', '.join(RELEASED_MODEL_FILES[1:])}; "
-            f".pth, .pt or .safetensors), then refresh the page (press R) and pick it in 'Load GPEN Model'.")
+            f".pth, .pt, .safetensors or the .onnx files ReActor and FaceFusion use), then refresh the page (press R) and pick it in 'Load GPEN Model'.")
     raise MissingWeightsError(
         f"GPEN model '{model_name}' is not in {where}. Available: {', '.join(available)}. "
         f"Put the file there or pick another one, then refresh the page (press R).")
@@ -88,7 +88,7 @@ class GPENModelLoader(io.ComfyNode):
                         "model is cached until the file or the precision changes.",
             inputs=[
                 io.Combo.Input("model_name", options=restore_model_names(),
-                               tooltip="GPEN checkpoint in models/facerestore_models (.pth, .pt, .safetensors). "
+                               tooltip="GPEN checkpoint in models/facerestore_models (.pth, .pt, .safetensors, or .onnx as ReActor/FaceFusion ship it). "
                                        "Download GPEN-BFR-512.pth (or 256/1024/2048) into that folder."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="Weights precision. auto: fp16 on a GPU where ComfyUI considers fp16 safe, "
