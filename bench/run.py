@@ -100,6 +100,10 @@ def run_one(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     torch.backends.cudnn.benchmark = True
+    if args.tune_malloc:
+        from gpen.runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()
     net = build(args.impl, args.size, device, dtype, args.official)
     x = torch.rand(args.batch, 3, args.size, args.size, device=device, dtype=dtype) * 2 - 1
     if device.type == "cuda":
@@ -141,47 +145,49 @@ def network(args: argparse.Namespace) -> list[dict]:
     rows = []
     impls = ["ours"] + (["official"] if args.official else [])
     peaks = {d: measured_peak_gflops(device, peak_dtype[d]) for d in args.dtypes}
-    for size in args.sizes:
-        flops = flops_per_face(size)
-        for dtype in args.dtypes:
-            for batch in args.batches:
-                for impl in impls:
-                    if impl == "official" and (dtype != "fp32" or batch > args.official_max_batch):
-                        continue
-                    cmd = [sys.executable, "-m", "bench", "_one", "--impl", impl, "--size", str(size),
-                           "--batch", str(batch), "--dtype", dtype, "--device", args.device,
-                           "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
-                    if args.official:
-                        cmd += ["--official", args.official]
-                    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-                    if proc.returncode != 0:
-                        print(proc.stderr[-2000:], file=sys.stderr)
-                        continue
-                    row = json.loads(proc.stdout.strip().splitlines()[-1])
-                    per_face = row["seconds"] / batch
-                    row.update({
-                        "faces_per_s": batch / row["seconds"], "ms_per_face": per_face * 1e3,
-                        "gflop_per_face": flops / 1e9, "gflops": flops / per_face / 1e9,
-                        "peak_gflops_measured": peaks[dtype],
-                    })
-                    row["share_of_peak"] = row["gflops"] / peaks[dtype]
-                    ref = REFERENCE_SECONDS_PER_FACE.get(size)
-                    row["speedup_vs_reference_figure"] = ref / per_face if ref and device.type == "cpu" else None
-                    rows.append(row)
-                    print_row(row)
+    configs = [(size, dtype, batch, malloc, impl) for size in args.sizes for dtype in args.dtypes
+               for batch in args.batches for malloc in args.malloc for impl in impls
+               if impl == "ours" or (dtype == "fp32" and batch <= args.official_max_batch)]
+    flops_of = {size: flops_per_face(size) for size in args.sizes}
+    for size, dtype, batch, malloc, impl in configs:
+        flops = flops_of[size]
+        cmd = [sys.executable, "-m", "bench", "_one", "--impl", impl, "--size", str(size),
+               "--batch", str(batch), "--dtype", dtype, "--device", args.device,
+               "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
+        if malloc == "tuned":
+            cmd.append("--tune-malloc")
+        if args.official:
+            cmd += ["--official", args.official]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["malloc"] = malloc
+        per_face = row["seconds"] / batch
+        row.update({
+            "faces_per_s": batch / row["seconds"], "ms_per_face": per_face * 1e3,
+            "gflop_per_face": flops / 1e9, "gflops": flops / per_face / 1e9,
+            "peak_gflops_measured": peaks[dtype],
+        })
+        row["share_of_peak"] = row["gflops"] / peaks[dtype]
+        ref = REFERENCE_SECONDS_PER_FACE.get(size)
+        row["speedup_vs_reference_figure"] = ref / per_face if ref and device.type == "cpu" else None
+        rows.append(row)
+        print_row(row)
     add_side_by_side(rows)
     return rows
 
 
 def add_side_by_side(rows: list[dict]) -> None:
     """Speed-up over the official code measured in the same run (same size, batch 1 baseline)."""
-    official = {(r["size"], r["batch"]): r["ms_per_face"] for r in rows if r["impl"] == "official"}
+    official = {(r["size"], r["batch"], r["malloc"]): r["ms_per_face"] for r in rows if r["impl"] == "official"}
     for r in rows:
-        base = official.get((r["size"], r["batch"])) or official.get((r["size"], 1))
+        base = official.get((r["size"], r["batch"], r["malloc"])) or official.get((r["size"], 1, r["malloc"]))
         r["speedup_vs_official_same_run"] = base / r["ms_per_face"] if base and r["impl"] == "ours" else None
 
 
-HEADER = ("device", "impl", "dtype", "size", "batch", "faces/s", "ms/face", "peak MiB", "GFLOP/s", "% peak",
+HEADER = ("device", "impl", "malloc", "dtype", "size", "batch", "faces/s", "ms/face", "peak MiB", "GFLOP/s", "% peak",
           "x ref fig.")
 
 
@@ -191,7 +197,7 @@ def print_row(r: dict) -> None:
         print_row.header_done = True
     ref = r.get("speedup_vs_reference_figure")
     print(" | ".join([
-        r["device"][:40], r["impl"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
+        r["device"][:40], r["impl"], r["malloc"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
         f"{r['ms_per_face']:.0f}", f"{r['peak_mib']:.0f}", f"{r['gflops']:.1f}", f"{100 * r['share_of_peak']:.0f}%",
         f"{ref:.2f}" if ref else "-",
     ]), flush=True)
@@ -203,7 +209,7 @@ def markdown_table(rows: list[dict]) -> str:
         ref = r.get("speedup_vs_reference_figure")
         same = r.get("speedup_vs_official_same_run")
         lines.append("| " + " | ".join([
-            r["device"], r["impl"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
+            r["device"], r["impl"], r["malloc"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
             f"{r['ms_per_face']:.0f}", f"{r['peak_mib']:.0f}", f"{r['gflops']:.1f}",
             f"{100 * r['share_of_peak']:.0f}%", f"{ref:.2f}" if ref else "-", f"{same:.2f}" if same else "-",
         ]) + " |")
@@ -223,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--warmup", type=int, default=1)
     n.add_argument("--official", help="path to a checkout of the official GPEN code, timed side by side")
     n.add_argument("--official-max-batch", type=int, default=1)
+    n.add_argument("--malloc", nargs="+", default=["tuned"], choices=["tuned", "default"],
+                   help="glibc allocator: tuned keeps large blocks (gpen/runtime.py), default as is")
     n.add_argument("--json", help="write the rows to this JSON file")
     n.add_argument("--markdown", help="write the table as Markdown to this file")
     one = sub.add_parser("_one")
@@ -230,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                   ("--device", {}), ("--repeat", {"type": int}), ("--warmup", {"type": int}),
                   ("--official", {"default": None})):
         one.add_argument(a, **kw)
+    one.add_argument("--tune-malloc", action="store_true")
     from bench import onnx_bench, pipeline  # noqa: PLC0415
 
     pipeline.add_parser(sub)
@@ -238,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "_one":
         print(json.dumps(run_one(args)))
         return 0
+    if args.cmd in ("pipeline", "onnx"):  # in-process runs get the command line's allocator setting
+        from gpen.runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()
     if args.cmd == "pipeline":
         rows = pipeline.run(args)
     elif args.cmd == "onnx":
@@ -247,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "json", None):
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
-    if getattr(args, "markdown", None) and args.cmd == "network":
-        Path(args.markdown).write_text(markdown_table(rows) + "\n")
+    if args.cmd == "network":
+        print("\n" + markdown_table(rows))
+        if args.markdown:
+            Path(args.markdown).write_text(markdown_table(rows) + "\n")
     return 0

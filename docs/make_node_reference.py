@@ -1,8 +1,11 @@
-"""Regenerate docs/nodes.md from the live node schemas: ``python docs/make_node_reference.py [URL]``.
+"""Regenerate the README's node reference from the live schemas: ``python docs/make_node_reference.py [URL]``.
+
+The tables go between the ``<!-- node-reference:start -->`` and ``<!-- node-reference:end -->``
+markers of README.md.
 
 With a URL (e.g. http://127.0.0.1:8188) the running server's ``/object_info`` is read; without
 one a headless ComfyUI with this pack is started as the host tests do (see tests/host_utils.py).
-tests/test_comfyui_host.py fails when the file and the schemas disagree.
+tests/test_comfyui_host.py fails when the README and the schemas disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NODES = ("GPENModelLoader", "GPENFaceRestore")
+START, END = "<!-- node-reference:start -->", "<!-- node-reference:end -->"
 
 
 def _fmt(value) -> str:
@@ -37,13 +41,11 @@ def _cell(text: str | None) -> str:
 
 def render(info: dict) -> str:
     """Markdown tables of every input (type, default, optional, tooltip) and output of our nodes."""
-    lines = ["# Node reference", "",
-             "Generated from the running ComfyUI 0.8.0 server's `/object_info` (the node schemas in `nodes/`)",
-             "by `docs/make_node_reference.py`. `tests/test_comfyui_host.py` checks that every input and",
-             "default below matches the live schema.", ""]
+    lines = ["Generated from the live `/object_info` of ComfyUI 0.8.0 by `docs/make_node_reference.py`;",
+             "the host tests check every input and default below against the running server.", ""]
     for node in NODES:
         spec = info[node]
-        lines += [f"## {spec['display_name']} (`{node}`)", "",
+        lines += [f"### {spec['display_name']} (`{node}`)", "",
                   f"Category: `{spec['category']}`. {spec['description']}", "",
                   "| Input | Type | Default | Optional | Tooltip |", "|---|---|---|---|---|"]
         for group in ("required", "optional"):
@@ -76,8 +78,12 @@ def main() -> None:
                 info = server.get("/object_info")
             finally:
                 server.stop()
-    (REPO / "docs" / "nodes.md").write_text(render(info))
-    print("wrote", REPO / "docs" / "nodes.md")
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{render(info)}\n{END}{tail}")
+    print("updated the node reference in", readme)
 
 
 if __name__ == "__main__":

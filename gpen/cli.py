@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import GPENError, InvalidInputError
+from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("gpen")
 
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    if os.environ.get("GPEN_TUNE_MALLOC", "1") != "0":  # our own process: keep large blocks (gpen/runtime.py)
+        tune_cpu_allocator()
     try:
         return args.func(args)
     except GPENError as e:

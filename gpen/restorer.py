@@ -449,5 +449,6 @@ def _summary(restored: list[int], detected: list[int]) -> str:
 
 
 def default_frames_per_chunk(height: int, width: int) -> int:
-    """Frames moved to the work device at once: about 64 MPixel."""
-    return int(max(1, min(64, math.floor(64e6 / max(1, height * width)))))
+    """Frames moved to the work device at once: about 32 MPixel (15 frames of 1080p), which bounds
+    the working memory of long video batches to a few copies of that chunk."""
+    return int(max(1, min(64, math.floor(32e6 / max(1, height * width)))))

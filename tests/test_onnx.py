@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -342,3 +343,38 @@ def test_legacy_export_of_our_network_is_correct(tmp_path, small_net):
     ort = load_onnx_model(path, fast_path=False)
     x = batch(1)
     assert rel(ort(x), small_net(x)) <= ORT_TOL
+
+
+@pytest.mark.parametrize("available, expected", [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], [("CUDAExecutionProvider", {"device_id": 1}),
+                                                         "CPUExecutionProvider"]),
+    (["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+])
+def test_cuda_provider_is_chosen_when_installed(tmp_path, monkeypatch, caplog, available, expected):
+    """Provider choice for a CUDA device (no GPU here: a stand-in onnxruntime records the request)."""
+    import gpen.onnx_model as om
+
+    asked = []
+
+    class FakeSession:
+        def __init__(self, path, sess_options=None, providers=None):
+            asked.append(providers)
+
+        def get_providers(self):
+            return [p if isinstance(p, str) else p[0] for p in asked[-1]]
+
+    class FakeOrt:
+        SessionOptions = type("SessionOptions", (), {})
+        InferenceSession = FakeSession
+
+        @staticmethod
+        def get_available_providers():
+            return available
+
+    monkeypatch.setattr(om, "_import_onnxruntime", lambda name: FakeOrt)
+    sig = om.GraphSignature("input", "output", 64, 1, np.float32)
+    with caplog.at_level(logging.WARNING, logger="gpen.onnx_model"):
+        model = om.OnnxGPEN(tmp_path / "GPEN-BFR-64.onnx", sig, torch.device("cuda:1"), torch.float16)
+    assert asked == [expected]
+    assert model.providers == [p if isinstance(p, str) else p[0] for p in expected]
+    assert ("install onnxruntime-gpu" in caplog.text) == (len(available) == 1)
