@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
+from .restorer import SORT_ORDERS, TEMPLATES
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("gpen")
@@ -179,15 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="network precision (auto: fp16 on GPUs, fp32 on CPU)")
     r.add_argument("--strength", type=float, default=1.0, help="mix of restored (1) and original (0) face")
-    r.add_argument("--template", default="gpen", choices=["gpen", "ffhq"], help="alignment template")
+    r.add_argument("--template", default="gpen", choices=TEMPLATES, help="alignment template")
     r.add_argument("--landmarks", help="JSON file with 5-point landmarks per image (skips detection)")
     r.add_argument("--save-crops", action="store_true",
                    help="also write each aligned input crop as <stem>_faceNN_crop.png")
-    r.add_argument("--detector", default="retinaface_resnet50",
-                   choices=["retinaface_resnet50", "retinaface_mobile0.25"])
+    r.add_argument("--detector", default="retinaface_resnet50", choices=tuple(RETINAFACE_MODELS))
     r.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
     r.add_argument("--select", default="all", help="faces to restore: all, largest, or indices like 0,2")
-    r.add_argument("--sort", default="left-to-right", choices=["left-to-right", "largest-first", "score"])
+    r.add_argument("--sort", default="left-to-right", choices=SORT_ORDERS,
+                   help="face order for --select indices (score: ties keep the input order)")
     r.add_argument("--min-face-size", type=float, default=0, help="skip faces smaller than this (pixels)")
     r.add_argument("--parsing", action="store_true", help="blend with a face-parsing mask")
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")

@@ -16,8 +16,9 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
-from ..gpen.restorer import default_frames_per_chunk, face_memory_bytes
+from ..gpen.detect import RETINAFACE_MODELS
 from ..gpen.errors import InvalidInputError
+from ..gpen.restorer import SORT_ORDERS, TEMPLATES, default_frames_per_chunk, face_memory_bytes
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
 from .preview import ui_payload
@@ -25,10 +26,8 @@ from .preview import ui_payload
 logger = logging.getLogger(__name__)
 
 FACE_MODES = ("detect", "aligned")
-TEMPLATES = ("gpen", "ffhq")
-DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
+DETECTORS = tuple(RETINAFACE_MODELS)
 SELECTIONS = ("all", "largest", "by index")
-SORT_ORDERS = ("left-to-right", "largest-first", "score")
 
 # Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
 _FACES_TO_MAKE_ROOM_FOR = 4

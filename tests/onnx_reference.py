@@ -8,8 +8,8 @@ parameters and buffers carry the checkpoint's key names, which is what the offic
 The legacy TorchScript exporter reads tensor sizes taken from ``x.shape`` as traced values; in the
 literal formulation they size the per-sample weights of the grouped convolutions, whose shape then
 becomes unknown and the export fails ("Unsupported: ONNX export of convolution for kernel of unknown
-shape"). :func:`static_shapes` swaps in copies of the two helpers that read those sizes as Python
-ints (what a fixed-shape export bakes in anyway); the arithmetic is unchanged. Dynamic-batch
+shape"), so the literal formulation reads those sizes as Python ints (what a fixed-shape export
+bakes in anyway). Dynamic-batch
 exports of this formulation are impossible with any exporter: ONNX ``Conv`` needs ``group`` (the
 batch size here) as a constant, which is why the files in circulation have a fixed batch of 1.
 """
@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import reference_gpen
@@ -64,47 +61,6 @@ class Prefixed(nn.Module):
         return self.net(x)
 
 
-def _upfirdn(x, k, up, down, pad):
-    b, c, h, w = (int(v) for v in x.shape)
-    if up > 1:
-        z = x.new_zeros(b, c, h * up, w * up)
-        z[:, :, ::up, ::up] = x
-        x = z
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
-    kk = torch.flip(k, [0, 1])[None, None].repeat(c, 1, 1, 1)
-    x = F.conv2d(x, kk, groups=c)
-    return x[:, :, ::down, ::down]
-
-
-def _modconv(sd, prefix, x, style, demod=True, up=False):
-    w = sd[prefix + ".weight"]
-    _, o, i, k, _ = (int(v) for v in w.shape)
-    b = int(x.shape[0])
-    s = reference_gpen.equal_linear(sd, prefix + ".modulation", style)
-    weight = w / math.sqrt(i * k * k) * s.view(b, 1, i, 1, 1)
-    if demod:
-        weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8).view(b, o, 1, 1, 1)
-    xs = x.reshape(1, b * i, *x.shape[2:])
-    if up:
-        wt = weight.transpose(1, 2).reshape(b * i, o, k, k)
-        out = F.conv_transpose2d(xs, wt, stride=2, groups=b)
-        out = out.view(b, o, *out.shape[2:])
-        return _upfirdn(out, sd[prefix + ".blur.kernel"], 1, 1, (1, 1))
-    out = F.conv2d(xs, weight.reshape(b * o, i, k, k), padding=k // 2, groups=b)
-    return out.view(b, o, *out.shape[2:])
-
-
-@contextlib.contextmanager
-def static_shapes() -> Iterator[None]:
-    """Within the block, the literal formulation reads tensor sizes as Python ints (see the module doc)."""
-    saved = reference_gpen.upfirdn, reference_gpen.modconv
-    reference_gpen.upfirdn, reference_gpen.modconv = _upfirdn, _modconv
-    try:
-        yield
-    finally:
-        reference_gpen.upfirdn, reference_gpen.modconv = saved
-
-
 def export(module: nn.Module, path: Path, batch: int, size: int, *, dynamo: bool, dynamic_batch: bool = False,
            opset: int | None = None, optimize: bool = True) -> Path:
     """Export ``module`` with input ``input`` (batch, 3, size, size) and output ``output``; quiet."""
@@ -121,11 +77,5 @@ def export(module: nn.Module, path: Path, batch: int, size: int, *, dynamo: bool
         kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        literal = not dynamo and isinstance(_inner(module), CheckpointModule)
-        with static_shapes() if literal else contextlib.nullcontext():
-            torch.onnx.export(module, (x,), str(path), dynamo=dynamo, **kwargs)
+        torch.onnx.export(module, (x,), str(path), dynamo=dynamo, **kwargs)
     return path
-
-
-def _inner(module: nn.Module) -> nn.Module:
-    return module.net if isinstance(module, Prefixed) else module

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 
 def upfirdn(x: torch.Tensor, k: torch.Tensor, up: int, down: int, pad: tuple[int, int]) -> torch.Tensor:
-    b, c, h, w = x.shape
+    b, c, h, w = (int(v) for v in x.shape)  # Python ints: the legacy ONNX exporter needs static shapes
     if up > 1:
         z = x.new_zeros(b, c, h * up, w * up)
         z[:, :, ::up, ::up] = x
@@ -40,8 +40,8 @@ def equal_linear(sd, prefix, x, lr_mul=1.0, act=False):
 
 def modconv(sd, prefix, x, style, demod=True, up=False):
     w = sd[prefix + ".weight"]  # (1, O, I, k, k)
-    _, o, i, k, _ = w.shape
-    b = x.shape[0]
+    _, o, i, k, _ = (int(v) for v in w.shape)
+    b = int(x.shape[0])
     s = equal_linear(sd, prefix + ".modulation", style)
     weight = w / math.sqrt(i * k * k) * s.view(b, 1, i, 1, 1)
     if demod:
