@@ -60,6 +60,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     landmarks = load_landmarks(args.landmarks) if args.landmarks else None
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned convolutions pay back at once
     model_path = resolve_model(args.model, allow_download=not args.no_download, progress=not args.quiet)
     net = load_model(model_path, device=device, dtype=dtype)
     restorer = FaceRestorer(net)
