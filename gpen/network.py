@@ -192,7 +192,7 @@ class Upsample(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    """Convolution with equalised learning rate and no bias (the bias lives in the activation)."""
+    """Weights of a convolution with equalised learning rate (computed by ``ConvLayer``, fused)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__()
@@ -201,19 +201,13 @@ class EqualConv2d(nn.Module):
         self.stride = stride
         self.padding = padding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, stride=self.stride, padding=self.padding)
-
 
 class FusedLeakyReLU(nn.Module):
-    """Per-channel bias followed by the scaled leaky ReLU."""
+    """Bias of the scaled leaky ReLU (applied inside ``ConvLayer`` / ``StyledConv``)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _bias_lrelu(x, self.bias)
 
 
 class ConvLayer(nn.Sequential):
@@ -290,24 +284,14 @@ class ModulatedConv2d(nn.Module):
             return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
         return F.conv2d(x, weight, padding=self.kernel_size // 2)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """The modulated (and demodulated) convolution on its own (used by tests and tools)."""
-        s, d = self.styles(style)
-        out = self.convolve(x, s, x_is_scratch=False)
-        if d is not None:
-            out = out * d.to(out.dtype)[:, :, None, None]
-        return self.blur(out) if self.upsample else out
-
 
 class NoiseInjection(nn.Module):
-    """GPEN's "noise": the encoder feature, scaled by a learnt scalar, concatenated as channels."""
+    """Strength of GPEN's "noise": the encoder feature, scaled by this learnt scalar, is concatenated
+    to the styled convolution's output (computed inside ``StyledConv``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        return torch.cat((x, feature * self.weight.to(x.dtype)), dim=1)  # reference form; StyledConv fuses it
 
 
 class StyledConv(nn.Module):

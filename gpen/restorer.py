@@ -364,7 +364,7 @@ class FaceRestorer:
                                        face_masks, float(strength))
             if c == 1:
                 # grey in, grey out: the luma of the restored RGB where something was blended
-                luma = (pasted * torch.tensor([0.299, 0.587, 0.114], device=dev, dtype=pasted.dtype)).sum(-1, keepdim=True)
+                luma = _luma(pasted)
                 pasted = torch.where(blend[..., None] > 0, luma, frames)
             if mask is not None:
                 # the user's mask also bounds the blend: img + u * (pasted - img), exact where u == 0
@@ -411,7 +411,7 @@ class FaceRestorer:
         rgb = src[..., :3] if c >= 3 else src.expand(-1, -1, -1, 3)
         mixed = back if strength == 1.0 else rgb + float(strength) * (back - rgb)
         if c == 1:
-            mixed = (mixed * torch.tensor([0.299, 0.587, 0.114], device=dev)).sum(-1, keepdim=True)
+            mixed = _luma(mixed)
         elif c == 4:
             mixed = torch.cat([mixed, src[..., 3:]], dim=-1)
         out = mixed.to(images.dtype).to(images.device)
@@ -426,6 +426,11 @@ def face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
     half for 16-bit dtypes."""
     per_face = 366 * size * size + 364 * 2 ** 20
     return per_face // 2 if dtype in (torch.float16, torch.bfloat16) else per_face
+
+
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) RGB -> (..., 1) BT.601 luma, for grey images in, grey images out."""
+    return (rgb * torch.tensor([0.299, 0.587, 0.114], device=rgb.device, dtype=rgb.dtype)).sum(-1, keepdim=True)
 
 
 def _rgb(images: torch.Tensor) -> torch.Tensor:

@@ -51,8 +51,9 @@ def load_reference_fixture(tag: str) -> dict:
     }
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
+def psnr(a, b, peak: float = 1.0) -> float:
+    """PSNR in dB of two arrays or CPU tensors (computed in float64)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(peak ** 2 / mse)
 
 
@@ -60,10 +61,10 @@ SOLVAY = SHARED / "test_images" / "solvay_conference_1927.png"
 LANDMARKS_FIXTURE = FIXTURES / "geometry" / "landmarks.json"
 
 
-def landmarks_of(image: str) -> np.ndarray:
-    """(K, 5, 2) float32 MTCNN landmarks of 'solvay_conference_1927.png' or 'skimage.data.astronaut'."""
+def landmarks_of(image: str, dtype=np.float32) -> np.ndarray:
+    """(K, 5, 2) MTCNN landmarks of 'solvay_conference_1927.png' or 'skimage.data.astronaut'."""
     faces = json.loads(LANDMARKS_FIXTURE.read_text())["images"][image]["faces"]
-    return np.asarray([f["landmarks5"] for f in faces], dtype=np.float32)
+    return np.asarray([f["landmarks5"] for f in faces], dtype=dtype)
 
 
 def astronaut() -> torch.Tensor:
@@ -81,4 +82,4 @@ def solvay() -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1]).astype(np.float32) / 255.0)[None]
 
 
-needs_solvay = pytest.mark.skipif(not SOLVAY.is_file(), reason=f"{SOLVAY} not found")
+needs_solvay = pytest.mark.skipif(not SOLVAY.is_file(), reason=f"{SOLVAY} not found (shared data absent)")

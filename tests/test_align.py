@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -14,10 +13,10 @@ import torch
 from gpen.align import estimate_similarity, invert_affine, template_points, warp_affine
 from gpen.errors import InvalidInputError
 
+from conftest import SOLVAY, needs_solvay, psnr, landmarks_of
+from conftest import astronaut as astronaut_tensor
+
 GEOMETRY = Path(__file__).resolve().parent / "fixtures" / "geometry"
-SHARED = Path(os.environ.get("GPEN_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
-SOLVAY = SHARED / "test_images" / "solvay_conference_1927.png"
-needs_solvay = pytest.mark.skipif(not SOLVAY.is_file(), reason=f"{SOLVAY} not found (shared data absent)")
 
 
 def alignment_reference() -> dict:
@@ -25,18 +24,11 @@ def alignment_reference() -> dict:
 
 
 def face_landmarks(image: str) -> np.ndarray:
-    faces = json.loads((GEOMETRY / "landmarks.json").read_text())["images"][image]["faces"]
-    return np.asarray([f["landmarks5"] for f in faces], dtype=np.float64)
+    return landmarks_of(image, np.float64)
 
 
 def astronaut() -> np.ndarray:
-    skdata = pytest.importorskip("skimage.data")
-    return skdata.astronaut().astype(np.float32) / 255.0
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+    return astronaut_tensor()[0].numpy()
 
 
 def cv2_crops(img: np.ndarray, mats: np.ndarray, size: int) -> np.ndarray:
