@@ -4,6 +4,7 @@
     python -m bench network --official /path/to/GPEN          # time the official FullGenerator too
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
     python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs the fast path
+    python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
 
 Prints a table (device, implementation, dtype, size, batch, faces/s, ms/face, peak memory, GFLOP/s,
 share of this machine's measured peak, ratio to the reference figures) and writes the rows as JSON
@@ -105,6 +106,8 @@ def run_one(args: argparse.Namespace) -> dict:
 
         tune_cpu_allocator()
     net = build(args.impl, args.size, device, dtype, args.official)
+    if args.compile:
+        net.compile()
     x = torch.rand(args.batch, 3, args.size, args.size, device=device, dtype=dtype) * 2 - 1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -120,7 +123,7 @@ def run_one(args: argparse.Namespace) -> dict:
     assert torch.isfinite(out).all(), "non-finite output"
     best = min(times)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mib()
-    return {"impl": args.impl, "device": device_name(device), "dtype": args.dtype, "size": args.size,
+    return {"impl": args.impl + ("+compile" if args.compile else ""), "device": device_name(device), "dtype": args.dtype, "size": args.size,
             "batch": args.batch, "seconds": best, "seconds_all": times, "peak_mib": peak,
             "threads": torch.get_num_threads()}
 
@@ -148,14 +151,19 @@ def network(args: argparse.Namespace) -> list[dict]:
     configs = [(size, dtype, batch, malloc, impl) for size in args.sizes for dtype in args.dtypes
                for batch in args.batches for malloc in args.malloc for impl in impls
                if impl == "ours" or (dtype == "fp32" and batch <= args.official_max_batch)]
+    if args.compile:
+        configs += [(size, dtype, batch, malloc, "ours+compile") for size, dtype, batch, malloc, impl in configs
+                    if impl == "ours"]
     flops_of = {size: flops_per_face(size) for size in args.sizes}
     for size, dtype, batch, malloc, impl in configs:
         flops = flops_of[size]
-        cmd = [sys.executable, "-m", "bench", "_one", "--impl", impl, "--size", str(size),
+        cmd = [sys.executable, "-m", "bench", "_one", "--impl", impl.removesuffix("+compile"), "--size", str(size),
                "--batch", str(batch), "--dtype", dtype, "--device", args.device,
                "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
         if malloc == "tuned":
             cmd.append("--tune-malloc")
+        if impl.endswith("+compile"):
+            cmd.append("--compile")
         if args.official:
             cmd += ["--official", args.official]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -184,7 +192,8 @@ def add_side_by_side(rows: list[dict]) -> None:
     official = {(r["size"], r["batch"], r["malloc"]): r["ms_per_face"] for r in rows if r["impl"] == "official"}
     for r in rows:
         base = official.get((r["size"], r["batch"], r["malloc"])) or official.get((r["size"], 1, r["malloc"]))
-        r["speedup_vs_official_same_run"] = base / r["ms_per_face"] if base and r["impl"] == "ours" else None
+        ours = r["impl"].startswith("ours")
+        r["speedup_vs_official_same_run"] = base / r["ms_per_face"] if base and ours else None
 
 
 HEADER = ("device", "impl", "malloc", "dtype", "size", "batch", "faces/s", "ms/face", "peak MiB", "GFLOP/s", "% peak",
@@ -231,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--official-max-batch", type=int, default=1)
     n.add_argument("--malloc", nargs="+", default=["tuned"], choices=["tuned", "default"],
                    help="glibc allocator: tuned keeps large blocks (gpen/runtime.py), default as is")
+    n.add_argument("--compile", action="store_true",
+                   help="also time each configuration of ours through torch.compile (compile time excluded)")
     n.add_argument("--json", help="write the rows to this JSON file")
     n.add_argument("--markdown", help="write the table as Markdown to this file")
     one = sub.add_parser("_one")
@@ -239,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
                   ("--official", {"default": None})):
         one.add_argument(a, **kw)
     one.add_argument("--tune-malloc", action="store_true")
-    from bench import onnx_bench, pipeline  # noqa: PLC0415
+    one.add_argument("--compile", action="store_true")
+    from bench import device_check, onnx_bench, pipeline  # noqa: PLC0415
 
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
+    device_check.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(run_one(args)))
@@ -251,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         from gpen.runtime import tune_cpu_allocator
 
         tune_cpu_allocator()
+    if args.cmd == "device":
+        device_check.run(args)
+        return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)
     elif args.cmd == "onnx":

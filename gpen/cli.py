@@ -64,6 +64,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned convolutions pay back at once
     model_path = resolve_model(args.model, allow_download=not args.no_download, progress=not args.quiet)
     net = load_model(model_path, device=device, dtype=dtype)
+    if args.compile:
+        from .network import GPEN
+
+        if not isinstance(net, GPEN):
+            raise InvalidInputError(f"--compile needs a PyTorch GPEN network; {args.model} runs in onnxruntime.")
+        net.compile()
     restorer = FaceRestorer(net)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--parsing", action="store_true", help="blend with a face-parsing mask")
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
     r.add_argument("--chunk-size", type=int, default=None, help="faces per network call")
+    r.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile (compiles for tens of seconds first; "
+                   "measure with python -m bench network --compile before relying on it)")
     r.add_argument("--no-download", action="store_true", help="never download weights")
     r.set_defaults(func=cmd_restore)
 

@@ -316,7 +316,7 @@ class StyledConv(nn.Module):
         bias = (self.activate.bias.float() * SQRT2).to(dt).view(1, -1, 1, 1)
         demod = (d * SQRT2).to(dt)[:, :, None, None]
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
-        if torch.jit.is_tracing():  # the tracer (legacy ONNX export) does not see writes into views
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers and compilers see no writes into views
             out = torch.cat((torch.addcmul(bias[:, :c], y, demod), torch.addcmul(bias[:, c:], feature, gain)), 1)
             return F.leaky_relu(out, LRELU_SLOPE)
         out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=y.device, memory_format=torch.channels_last)
@@ -420,6 +420,7 @@ class GPEN(nn.Module):
         self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, config.style_dim, activation=True))
         self.generator = Generator(config)
         self._encoder = [getattr(self, f"ecd{i}") for i in range(n)]
+        self._compiled = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -431,13 +432,28 @@ class GPEN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            x = x.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
-            features = []
-            for stage in self._encoder:
-                x = stage(x)
-                features.append(x)
-            latent = self.final_linear(x.flatten(1))
-            return self.generator(latent, features[::-1]).contiguous()
+            x = x.to(device=self.device, dtype=self.dtype)
+            return (self._compiled or self._restore)(x)
+
+    def _restore(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        features = []
+        for stage in self._encoder:
+            x = stage(x)
+            features.append(x)
+        latent = self.final_linear(x.flatten(1))
+        return self.generator(latent, features[::-1]).contiguous()
+
+    def compile(self, **options) -> GPEN:
+        """Run the forward pass through ``torch.compile`` from now on (one graph for the whole network).
+
+        ``options`` go to :func:`torch.compile` (e.g. ``mode="max-autotune"``). Compilation happens on
+        the first call for each batch size and dtype (tens of seconds); outputs equal the eager
+        network's to float rounding. ``bench/`` measures whether it pays back on a device: on the
+        2-core test CPU it does not (see README). Returns ``self``.
+        """
+        self._compiled = torch.compile(self._restore, fullgraph=True, **options)
+        return self
 
     def extra_repr(self) -> str:
         c = self.config

@@ -138,3 +138,23 @@ def test_weights_created_in_inference_mode_and_edited_in_place(fixtures):
     changed = net(f["input"])
     assert not torch.equal(changed, expected)
     assert torch.equal(changed, gpen.load_model(state)(f["input"]))
+
+
+def test_compiled_forward_equals_eager(fixtures):
+    """``net.compile()`` traces the whole network as one graph (fullgraph: no eager fallbacks) and
+    gives the eager outputs; the eager path keeps working beside it."""
+    pytest.importorskip("torch._inductor")
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on the CPU needs a C++ compiler")
+    f = fixtures["s256"]
+    eager = gpen.load_model(f["checkpoint"])
+    compiled = gpen.load_model(f["checkpoint"]).compile()
+    x = f["input"].clone()
+    with torch.inference_mode():
+        expected = eager(x)
+        out = compiled(x)
+    assert torch.equal(x, f["input"])
+    assert relative_error(out, expected) <= 1e-5
+    assert relative_error(subsample(out, f["meta"]), f["expected"]) <= TOL
