@@ -1,0 +1,430 @@
+"""One call on a GPU machine: correctness, precision, speed and memory of the network there.
+
+    python -m bench device --json $OUT/device_check.json              # on a lent GPU (about 5 minutes)
+    python -m bench device --device cpu --smoke                       # the same steps, small, anywhere
+
+Steps (each is reported; a failing step does not stop the others, and steps that would start after
+``--budget-s`` seconds are skipped, so the call ends inside its lease):
+
+1. ``parity``: the official-output fixtures (tests/fixtures/reference) on this device in float32,
+   with TF32 off and with the device's default convolution settings;
+2. ``precision``: float16 / bfloat16 against float32 on seeded full-width weights, as the PSNR of
+   the 0..1 images (the issue asks >= 40 dB for float16);
+3. ``speed``: faces/s, ms/face and peak memory per size, dtype and batch; batch ``auto`` is what
+   :meth:`gpen.FaceRestorer.default_chunk_size` picks, timed through ``run_network`` as users run it;
+4. ``memory``: measured peak memory per face against the model in ``gpen.restorer.face_memory_bytes``;
+5. ``small_card``: with all but ``--card-gib`` GiB of device memory taken by a ballast tensor,
+   2048 px faces restore with the automatic chunk size (no out-of-memory error reaches the user);
+6. ``pipeline``: a 1920x1080 frame with 4 faces (landmarks given): network alone vs the pipeline;
+7. ``profile``: the most expensive kernels of one 2048 px fp16 batch (written beside the JSON);
+8. ``compile`` (``--compile``): eager vs ``torch.compile`` at 2048 px fp16;
+9. ``official`` (``--official DIR``): the official FullGenerator (its CUDA extensions build on the
+   first import, about a minute) timed on the same device at 512 and 2048 px.
+
+Weights are seeded (random): speed and numerical precision do not depend on their values; image
+quality is never judged here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SIZE_TO_MODEL = {256: "GPEN-BFR-256", 512: "GPEN-BFR-512", 1024: "GPEN-BFR-1024", 2048: "GPEN-BFR-2048"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("device", help="one-call correctness/precision/speed/memory check on a GPU")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--smoke", action="store_true", help="small sizes and few repeats (to try the script)")
+    p.add_argument("--budget-s", type=float, default=330.0, help="skip steps that would start after this")
+    p.add_argument("--card-gib", type=float, default=7.5, help="memory left free in the small-card step")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile at 2048 px fp16")
+    p.add_argument("--official", help="checkout of the official GPEN code, timed side by side")
+    p.add_argument("--json", help="write all results to this JSON file")
+
+
+class Clock:
+    """Time on the device: CUDA events on a GPU, the wall clock elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def median(self, fn, warmup: int = 2, repeat: int = 5, min_total_s: float = 0.0) -> float:
+        for _ in range(warmup):
+            fn()
+        times: list[float] = []
+        while len(times) < repeat or sum(times) < min_total_s and len(times) < 50:
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            else:
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+
+def image_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of two network outputs as 0..1 images."""
+    a = (a.float().clamp(-1, 1) + 1) / 2
+    b = (b.float().clamp(-1, 1) + 1) / 2
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def net_for(size: int, device: torch.device, dtype: str, seed: int = 0):
+    import gpen
+    from gpen.layouts import seeded_state_dict
+
+    return gpen.load_model(seeded_state_dict(SIZE_TO_MODEL[size], seed=seed), device=device, dtype=dtype)
+
+
+def faces(n: int, size: int, device: torch.device, seed: int = 1) -> torch.Tensor:
+    """``n`` random crops in -1..1, made on the device."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g, device=device) * 2 - 1
+
+
+def peak_mib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# ---- steps ------------------------------------------------------------------------------------
+
+def step_parity(device: torch.device, smoke: bool) -> list[dict]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import load_reference_fixture, reference_fixture_dirs  # noqa: PLC0415
+
+    import gpen
+
+    rows = []
+    tags = ["s256"] if smoke else sorted(reference_fixture_dirs())
+    settings = [("tf32 off", False)] + ([("device default", None)] if device.type == "cuda" else [])
+    for tag in tags:
+        f = load_reference_fixture(tag)
+        k = f["meta"]["subsample_step"]
+        for name, tf32 in settings:
+            saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+            if tf32 is not None:
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+            try:
+                net = gpen.load_model(f["checkpoint"], device=device)
+                out = net(f["input"].to(device)).float().cpu()[:, :, ::k, ::k]
+            finally:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+            err = ((out - f["expected"]).abs().max() / f["expected"].std()).item()
+            rows.append({"fixture": tag, "setting": name, "max_err_over_std": err, "ok": err <= 1e-4})
+    return rows
+
+
+def step_precision(device: torch.device, smoke: bool) -> list[dict]:
+    rows = []
+    for size in ([256] if smoke else [512, 2048]):
+        x = faces(1 if smoke else 2, size, device)
+        ref = net_for(size, device, "fp32", seed=5)(x)
+        for dt in ("fp16", "bf16"):
+            if device.type == "cpu" and dt == "fp16" and smoke:
+                continue
+            out = net_for(size, device, dt, seed=5)(x)
+            rows.append({"size": size, "dtype": dt, "finite": bool(torch.isfinite(out).all()),
+                         "psnr_db_vs_fp32": image_psnr(out, ref)})
+        del ref
+    return rows
+
+
+def step_speed(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
+    import gpen
+
+    torch.backends.cudnn.benchmark = True
+    plan = [(256, "fp32", [1, "auto"])] if smoke else [
+        (512, "fp32", [1]), (512, "fp16", [1, 8, "auto"]), (1024, "fp16", [1, "auto"]),
+        (2048, "fp32", [1, "auto"]), (2048, "fp16", [1, 4, 16, "auto"]), (2048, "bf16", ["auto"]),
+    ]
+    rows = []
+    for size, dt, batches in plan:
+        net = net_for(size, device, dt)
+        restorer = gpen.FaceRestorer(net)
+        for batch in batches:
+            reset_peak(device)
+            base = torch.cuda.memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+            if batch == "auto":  # what users get: the chunk from free memory, through run_network
+                n = restorer.default_chunk_size(device)
+                crops = (faces(n, size, device) + 1) / 2
+                seconds = clock.median(lambda: restorer.run_network(crops), repeat=3 if smoke else 5,
+                                       min_total_s=0 if smoke else 2.0)
+            else:
+                n = batch
+                x = faces(n, size, device).to(net.dtype)
+                seconds = clock.median(lambda: net(x), repeat=3 if smoke else 5, min_total_s=0 if smoke else 1.0)
+            peak = peak_mib(device)
+            rows.append({"size": size, "dtype": dt, "batch": batch, "faces": n, "faces_per_s": n / seconds,
+                         "ms_per_face": seconds / n * 1e3, "peak_mib": peak,
+                         "peak_minus_weights_mib": None if peak is None else peak - base})
+            crops = x = None
+        del net, restorer
+    return rows
+
+
+def step_memory(device: torch.device, smoke: bool) -> list[dict]:
+    """Peak memory at batch 1, 2, 4: slope per face and intercept against the chunk-size model."""
+    from gpen.restorer import face_memory_bytes
+
+    if device.type != "cuda":
+        return [{"skipped": "device memory is only measured on CUDA"}]
+    rows = []
+    for size, dt in ([(256, "fp32")] if smoke else [(512, "fp16"), (2048, "fp16"), (2048, "fp32")]):
+        net = net_for(size, device, dt)
+        peaks = {}
+        for n in (1, 2, 4):
+            x = faces(n, size, device).to(net.dtype)
+            reset_peak(device)
+            base = torch.cuda.memory_allocated(device)
+            net(x)
+            torch.cuda.synchronize(device)
+            peaks[n] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+            del x
+        slope = (peaks[4] - peaks[1]) / 3
+        model = face_memory_bytes(size, DTYPES[dt]) / 2 ** 20
+        rows.append({"size": size, "dtype": dt, "peak_mib_by_batch": peaks, "per_face_mib": slope,
+                     "first_face_mib": peaks[1], "model_per_face_mib": model,
+                     "model_covers_measured": model >= max(slope, peaks[1])})
+        del net
+    return rows
+
+
+def step_small_card(device: torch.device, smoke: bool, card_gib: float) -> list[dict]:
+    import gpen
+
+    if device.type != "cuda":
+        return [{"skipped": "needs CUDA"}]
+    size, n = (256, 4) if smoke else (2048, 12)
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(device)
+    keep = int(card_gib * 2 ** 30)
+    ballast = torch.empty(max(0, free - keep), dtype=torch.uint8, device=device) if free > keep else None
+    row: dict = {"size": size, "dtype": "fp16", "faces": n, "free_gib_left": torch.cuda.mem_get_info(device)[0] / 2 ** 30}
+    try:
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        restorer = gpen.FaceRestorer(net_for(size, device, "fp16"))
+        crops = (faces(n, size, device) + 1) / 2
+        row["chunk"] = restorer.default_chunk_size(device)
+        t = time.perf_counter()
+        out = restorer.run_network(crops)
+        torch.cuda.synchronize(device)
+        row.update({"ok": bool(torch.isfinite(out).all()), "seconds": time.perf_counter() - t,
+                    "peak_gib_on_card": (torch.cuda.max_memory_allocated(device) - base) / 2 ** 30})
+    except torch.OutOfMemoryError as e:
+        row.update({"ok": False, "error": str(e).splitlines()[0]})
+    finally:
+        del ballast
+        torch.cuda.empty_cache()
+    return [row]
+
+
+def step_pipeline(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
+    import gpen
+
+    from bench.pipeline import synthetic_frame
+
+    rows = []
+    for size, dt in ([(256, "fp32")] if smoke else [(512, "fp16"), (2048, "fp16")]):
+        restorer = gpen.FaceRestorer(net_for(size, device, dt))
+        frame, marks = synthetic_frame(4)
+        crops = restorer.restore(frame, [marks], keep_crops="aligned").crops.permute(0, 3, 1, 2).to(device)
+        t_net = clock.median(lambda: restorer.run_network(crops, chunk_size=4), repeat=3)
+        t_all = clock.median(lambda: restorer.restore(frame, [marks], chunk_size=4, keep_crops="none"), repeat=3)
+        t_gpu = clock.median(lambda: restorer.restore(frame.to(device), [marks], chunk_size=4, keep_crops="none"),
+                             repeat=3)
+        row = {"size": size, "dtype": dt, "faces": 4, "network_s": t_net, "pipeline_frame_on_host_s": t_all,
+               "pipeline_frame_on_device_s": t_gpu, "ratio_to_network": t_gpu / t_net}
+        try:  # detection needs facexlib (RetinaFace-R50, random weights: same speed)
+            from bench.pipeline import random_detector
+
+            detector = random_detector("retinaface_resnet50", device)
+            row["detection_s"] = clock.median(lambda: detector.detect(frame.to(device)), repeat=3)
+            row["ratio_to_network_with_detection"] = (t_gpu + row["detection_s"]) / t_net
+        except ImportError as e:
+            row["detection_s"] = f"skipped: {e}"
+        rows.append(row)
+    return rows
+
+
+def step_profile(device: torch.device, smoke: bool, out_dir: Path | None) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    size, dt, n = (256, "fp32", 1) if smoke else (2048, "fp16", 8)
+    net = net_for(size, device, dt)
+    x = faces(n, size, device).to(net.dtype)
+    net(x)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        net(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=40, max_name_column_width=60)
+    if out_dir is not None:
+        (out_dir / "device_profile.txt").write_text(table)
+    return [{"size": size, "dtype": dt, "batch": n, "top": table.splitlines()[:14]}]
+
+
+def step_compile(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
+    size, dt, n = (256, "fp32", 1) if smoke else (2048, "fp16", 8)
+    net = net_for(size, device, dt)
+    x = faces(n, size, device).to(net.dtype)
+    eager_s = clock.median(lambda: net(x), repeat=3)
+    ref = net(x)
+    t = time.perf_counter()
+    net.compile()
+    out = net(x)
+    clock.sync()
+    compile_s = time.perf_counter() - t
+    compiled_s = clock.median(lambda: net(x), repeat=3)
+    return [{"size": size, "dtype": dt, "batch": n, "eager_ms_per_face": eager_s / n * 1e3,
+             "compiled_ms_per_face": compiled_s / n * 1e3, "compile_s": compile_s,
+             "psnr_db_vs_eager": image_psnr(out, ref)}]
+
+
+def step_official(device: torch.device, smoke: bool, clock: Clock, official: str) -> list[dict]:
+    sys.path.insert(0, str(Path(official) / "face_model"))
+    from gpen_model import FullGenerator  # type: ignore[import-not-found]  # noqa: PLC0415
+
+    rows = []
+    for size, dt, batch in ([(256, "fp32", 1)] if smoke else [(512, "fp32", 1), (512, "fp16", 8), (2048, "fp32", 1),
+                                                              (2048, "fp16", 1), (2048, "fp16", 8)]):
+        try:
+            rows.append(_official_row(device, clock, FullGenerator, size, dt, batch))
+        except Exception as e:  # e.g. an official op without float16 support: keep the other rows
+            rows.append({"size": size, "dtype": dt, "batch": batch, "error": f"{type(e).__name__}: {e}"[:300]})
+    return rows
+
+
+def _official_row(device: torch.device, clock: Clock, FullGenerator, size: int, dt: str, batch: int) -> dict:
+    """The official network and ours on the same seeded weights and input: time and agreement."""
+    from gpen.layouts import released_layout, seeded_state_dict
+
+    cfg = released_layout(SIZE_TO_MODEL[size])["config"]
+    off = FullGenerator(size, cfg.style_dim, cfg.n_mlp, int(cfg.channel_multiplier), narrow=cfg.narrow,
+                        device=device.type)
+    off.load_state_dict(seeded_state_dict(SIZE_TO_MODEL[size]))
+    off = off.to(device=device, dtype=DTYPES[dt]).eval()
+    x = faces(batch, size, device).to(DTYPES[dt])
+    s_off = clock.median(lambda: off(x), repeat=3)
+    ours = net_for(size, device, dt)
+    s_ours = clock.median(lambda: ours(x), repeat=3)
+    return {"size": size, "dtype": dt, "batch": batch, "official_ms_per_face": s_off / batch * 1e3,
+            "ours_ms_per_face": s_ours / batch * 1e3, "speedup": s_off / s_ours,
+            "psnr_db_ours_vs_official": image_psnr(off(x)[0], ours(x))}
+
+
+# ---- driver -----------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    clock = Clock(device)
+    out_dir = Path(args.json).parent if args.json else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    env = {"torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env.update({"gpu": p.name, "total_gib": p.total_memory / 2 ** 30, "cudnn": torch.backends.cudnn.version()})
+    print(json.dumps(env), flush=True)
+    steps = [
+        ("parity", lambda: step_parity(device, args.smoke)),
+        ("precision", lambda: step_precision(device, args.smoke)),
+        ("speed", lambda: step_speed(device, args.smoke, clock)),
+        ("memory", lambda: step_memory(device, args.smoke)),
+        ("small_card", lambda: step_small_card(device, args.smoke, args.card_gib)),
+        ("pipeline", lambda: step_pipeline(device, args.smoke, clock)),
+        ("profile", lambda: step_profile(device, args.smoke, out_dir)),
+    ]
+    if args.compile:
+        steps.append(("compile", lambda: step_compile(device, args.smoke, clock)))
+    if args.official:
+        steps.append(("official", lambda: step_official(device, args.smoke, clock, args.official)))
+    report: dict = {"env": env, "steps": {}}
+    for name, fn in steps:
+        elapsed = time.perf_counter() - started
+        if elapsed > args.budget_s:
+            report["steps"][name] = {"status": "skipped", "reason": f"budget: {elapsed:.0f} s elapsed"}
+            print(f"== {name}: skipped (budget)", flush=True)
+        else:
+            run_step(report, name, fn, device)
+        if args.json:  # written after every step: a call cut off at its limit still returns what it had
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    print_summary(report)
+    return report
+
+
+def run_step(report: dict, name: str, fn, device: torch.device) -> None:
+    """Run one step into ``report``; an error is recorded, never raised."""
+    t = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            rows = fn()
+        report["steps"][name] = {"status": "ok", "seconds": time.perf_counter() - t, "rows": rows}
+    except Exception as e:  # report and go on: one broken step must not cost the others' results
+        report["steps"][name] = {"status": "error", "error": f"{type(e).__name__}: {e}",
+                                 "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(f"== {name} ({time.perf_counter() - t:.1f} s): " + json.dumps(report["steps"][name], default=str),
+          flush=True)
+
+
+def print_summary(report: dict) -> None:
+    """The lines that matter, last in the output."""
+    print("\nstep | status | summary")
+    for name, step in report["steps"].items():
+        summary = step.get("error") or step.get("reason") or ""
+        rows = step.get("rows") or []
+        if name == "speed":
+            summary = "; ".join(f"{r['size']} {r['dtype']} b{r['batch']}({r['faces']}): {r['faces_per_s']:.1f} f/s "
+                                f"{r['peak_mib'] or 0:.0f} MiB" for r in rows)
+        elif name == "precision":
+            summary = "; ".join(f"{r['size']} {r['dtype']}: {r['psnr_db_vs_fp32']:.1f} dB" for r in rows)
+        elif name == "parity":
+            summary = "; ".join(f"{r['fixture']} {r['setting']}: {r['max_err_over_std']:.1e}" for r in rows)
+        elif rows and name != "profile":
+            summary = json.dumps(_rounded(rows), default=str)[:600]
+        print(f"{name} | {step['status']} | {summary}")
+
+
+def _rounded(value):
+    """``value`` with floats rounded to 4 significant digits (for the summary lines)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

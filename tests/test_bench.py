@@ -1,0 +1,47 @@
+"""The one-call device check (bench/device_check.py) runs every step; here on the CPU, small."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def test_device_check_smoke_on_cpu(tmp_path):
+    pytest.importorskip("skimage")
+    from bench import device_check
+
+    out = tmp_path / "device_check.json"
+    args = argparse.Namespace(device="cpu", smoke=True, budget_s=600.0, card_gib=7.5, compile=False,
+                              official=None, json=str(out))
+    device_check.run(args)
+    report = json.loads(out.read_text())
+    steps = report["steps"]
+    assert list(steps) == ["parity", "precision", "speed", "memory", "small_card", "pipeline", "profile"]
+    assert all(s["status"] == "ok" for s in steps.values()), {k: s.get("error") for k, s in steps.items()}
+    assert all(r["ok"] for r in steps["parity"]["rows"])
+    assert all(r["finite"] and r["psnr_db_vs_fp32"] >= 35 for r in steps["precision"]["rows"])
+    speed = {r["batch"]: r for r in steps["speed"]["rows"]}
+    assert speed["auto"]["faces"] == 1  # one face per call on the CPU
+    assert all(r["faces_per_s"] > 0 for r in speed.values())
+    pipeline = steps["pipeline"]["rows"][0]
+    assert pipeline["ratio_to_network"] >= 1.0 and pipeline["detection_s"] > 0
+    assert (tmp_path / "device_profile.txt").read_text().count("\n") > 5
+
+
+def test_device_check_skips_steps_past_its_budget(tmp_path):
+    from bench import device_check
+
+    out = tmp_path / "device_check.json"
+    args = argparse.Namespace(device="cpu", smoke=True, budget_s=-1.0, card_gib=7.5, compile=False,
+                              official=None, json=str(out))
+    device_check.run(args)
+    steps = json.loads(out.read_text())["steps"]
+    assert {s["status"] for s in steps.values()} == {"skipped"}
