@@ -12,14 +12,14 @@ Steps (each is reported; a failing step does not stop the others, and steps that
    the 0..1 images (the issue asks >= 40 dB for float16);
 3. ``speed``: faces/s, ms/face and peak memory per size, dtype and batch; batch ``auto`` is what
    :meth:`gpen.FaceRestorer.default_chunk_size` picks, timed through ``run_network`` as users run it;
-4. ``memory``: measured peak memory per face against the model in ``gpen.restorer.face_memory_bytes``;
-5. ``small_card``: with all but ``--card-gib`` GiB of device memory taken by a ballast tensor,
+4. ``small_card``: with all but ``--card-gib`` GiB of device memory taken by a ballast tensor,
    2048 px faces restore with the automatic chunk size (no out-of-memory error reaches the user);
+5. ``memory``: measured peak memory per face against the model in ``gpen.restorer.face_memory_bytes``;
 6. ``pipeline``: a 1920x1080 frame with 4 faces (landmarks given): network alone vs the pipeline;
 7. ``profile``: the most expensive kernels of one 2048 px fp16 batch (written beside the JSON);
-8. ``compile`` (``--compile``): eager vs ``torch.compile`` at 2048 px fp16;
-9. ``official`` (``--official DIR``): the official FullGenerator (its CUDA extensions build on the
-   first import, about a minute) timed on the same device at 512 and 2048 px.
+8. ``official`` (``--official DIR``): the official FullGenerator (its CUDA extensions build on the
+   first import, about a minute) timed on the same device at 512 and 2048 px;
+9. ``compile`` (``--compile``): eager vs ``torch.compile`` at 2048 px fp16.
 
 Weights are seeded (random): speed and numerical precision do not depend on their values; image
 quality is never judged here.
@@ -28,6 +28,7 @@ quality is never judged here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -91,6 +92,18 @@ def image_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
 
 
+@contextlib.contextmanager
+def tf32(enabled: bool | None):
+    """Convolutions and matrix products in TF32 (True), true float32 (False), or as configured (None)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if enabled is not None:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def net_for(size: int, device: torch.device, dtype: str, seed: int = 0):
     import gpen
     from gpen.layouts import seeded_state_dict
@@ -128,15 +141,10 @@ def step_parity(device: torch.device, smoke: bool) -> list[dict]:
     for tag in tags:
         f = load_reference_fixture(tag)
         k = f["meta"]["subsample_step"]
-        for name, tf32 in settings:
-            saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-            if tf32 is not None:
-                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
-            try:
+        for name, enabled in settings:
+            with tf32(enabled):
                 net = gpen.load_model(f["checkpoint"], device=device)
                 out = net(f["input"].to(device)).float().cpu()[:, :, ::k, ::k]
-            finally:
-                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
             err = ((out - f["expected"]).abs().max() / f["expected"].std()).item()
             rows.append({"fixture": tag, "setting": name, "max_err_over_std": err, "ok": err <= 1e-4})
     return rows
@@ -146,7 +154,8 @@ def step_precision(device: torch.device, smoke: bool) -> list[dict]:
     rows = []
     for size in ([256] if smoke else [512, 2048]):
         x = faces(1 if smoke else 2, size, device)
-        ref = net_for(size, device, "fp32", seed=5)(x)
+        with tf32(False):  # the reference in true float32
+            ref = net_for(size, device, "fp32", seed=5)(x)
         for dt in ("fp16", "bf16"):
             if device.type == "cpu" and dt == "fp16" and smoke:
                 continue
@@ -287,7 +296,7 @@ def step_profile(device: torch.device, smoke: bool, out_dir: Path | None) -> lis
         net(x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=40, max_name_column_width=60)
     if out_dir is not None:
         (out_dir / "device_profile.txt").write_text(table)
@@ -355,21 +364,22 @@ def run(args: argparse.Namespace) -> dict:
     env = {"torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        env.update({"gpu": p.name, "total_gib": p.total_memory / 2 ** 30, "cudnn": torch.backends.cudnn.version()})
+        env.update({"gpu": p.name, "total_gib": p.total_memory / 2 ** 30, "cudnn": torch.backends.cudnn.version(),
+                    "conv_tf32": torch.backends.cudnn.allow_tf32, "matmul_tf32": torch.backends.cuda.matmul.allow_tf32})
     print(json.dumps(env), flush=True)
     steps = [
         ("parity", lambda: step_parity(device, args.smoke)),
         ("precision", lambda: step_precision(device, args.smoke)),
         ("speed", lambda: step_speed(device, args.smoke, clock)),
-        ("memory", lambda: step_memory(device, args.smoke)),
         ("small_card", lambda: step_small_card(device, args.smoke, args.card_gib)),
+        ("memory", lambda: step_memory(device, args.smoke)),
         ("pipeline", lambda: step_pipeline(device, args.smoke, clock)),
         ("profile", lambda: step_profile(device, args.smoke, out_dir)),
     ]
-    if args.compile:
-        steps.append(("compile", lambda: step_compile(device, args.smoke, clock)))
     if args.official:
         steps.append(("official", lambda: step_official(device, args.smoke, clock, args.official)))
+    if args.compile:
+        steps.append(("compile", lambda: step_compile(device, args.smoke, clock)))
     report: dict = {"env": env, "steps": {}}
     for name, fn in steps:
         elapsed = time.perf_counter() - started

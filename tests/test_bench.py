@@ -24,7 +24,7 @@ def test_device_check_smoke_on_cpu(tmp_path):
     device_check.run(args)
     report = json.loads(out.read_text())
     steps = report["steps"]
-    assert list(steps) == ["parity", "precision", "speed", "memory", "small_card", "pipeline", "profile"]
+    assert list(steps) == ["parity", "precision", "speed", "small_card", "memory", "pipeline", "profile"]
     assert all(s["status"] == "ok" for s in steps.values()), {k: s.get("error") for k, s in steps.items()}
     assert all(r["ok"] for r in steps["parity"]["rows"])
     assert all(r["finite"] and r["psnr_db_vs_fp32"] >= 35 for r in steps["precision"]["rows"])
