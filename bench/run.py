@@ -123,9 +123,9 @@ def run_one(args: argparse.Namespace) -> dict:
     assert torch.isfinite(out).all(), "non-finite output"
     best = min(times)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mib()
-    return {"impl": args.impl + ("+compile" if args.compile else ""), "device": device_name(device), "dtype": args.dtype, "size": args.size,
-            "batch": args.batch, "seconds": best, "seconds_all": times, "peak_mib": peak,
-            "threads": torch.get_num_threads()}
+    impl = args.impl + ("+compile" if args.compile else "")
+    return {"impl": impl, "device": device_name(device), "dtype": args.dtype, "size": args.size, "batch": args.batch,
+            "seconds": best, "seconds_all": times, "peak_mib": peak, "threads": torch.get_num_threads()}
 
 
 def device_name(device: torch.device) -> str:

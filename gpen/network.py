@@ -448,8 +448,8 @@ class GPEN(nn.Module):
         """Run the forward pass through ``torch.compile`` from now on (one graph for the whole network).
 
         ``options`` go to :func:`torch.compile` (e.g. ``mode="max-autotune"``). Compilation happens on
-        the first call for each batch size and dtype (tens of seconds); outputs equal the eager
-        network's to float rounding. ``bench/`` measures whether it pays back on a device: on the
+        the first call and again when the batch size first changes (tens of seconds each); outputs
+        equal the eager network's to float rounding. ``bench/`` measures whether it pays back on a device: on the
         2-core test CPU it does not (see README). Returns ``self``.
         """
         self._compiled = torch.compile(self._restore, fullgraph=True, **options)
