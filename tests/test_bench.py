@@ -24,7 +24,7 @@ def test_device_check_smoke_on_cpu(tmp_path):
     device_check.run(args)
     report = json.loads(out.read_text())
     steps = report["steps"]
-    assert list(steps) == ["parity", "precision", "speed", "small_card", "memory", "pipeline", "profile"]
+    assert list(steps) == ["parity", "precision", "speed", "small_card", "memory", "pipeline", "profile", "upsample"]
     assert all(s["status"] == "ok" for s in steps.values()), {k: s.get("error") for k, s in steps.items()}
     assert all(r["ok"] for r in steps["parity"]["rows"])
     assert all(r["finite"] and r["psnr_db_vs_fp32"] >= 35 for r in steps["precision"]["rows"])
@@ -34,6 +34,8 @@ def test_device_check_smoke_on_cpu(tmp_path):
     pipeline = steps["pipeline"]["rows"][0]
     assert pipeline["ratio_to_network"] >= 1.0 and pipeline["detection_s"] > 0
     assert (tmp_path / "device_profile.txt").read_text().count("\n") > 5
+    # the fused upsampling variant it times computes the same as the network's upsampling
+    assert all(r["max_rel_diff"] < 1e-5 for r in steps["upsample"]["rows"])
 
 
 def test_device_check_skips_steps_past_its_budget(tmp_path):
