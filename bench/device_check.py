@@ -15,7 +15,8 @@ Steps (each is reported; a failing step does not stop the others, and steps that
 4. ``small_card``: with all but ``--card-gib`` GiB of device memory taken by a ballast tensor,
    2048 px faces restore with the automatic chunk size (no out-of-memory error reaches the user);
 5. ``memory``: measured peak memory per face against the model in ``gpen.restorer.face_memory_bytes``;
-6. ``pipeline``: a 1920x1080 frame with 4 faces (landmarks given): network alone vs the pipeline;
+6. ``pipeline``: ``python -m bench pipeline`` here: a 1920x1080 frame with 4 faces, network alone vs
+   alignment + network + paste-back + RetinaFace-R50 detection (needs facexlib);
 7. ``profile``: the most expensive kernels of one 2048 px fp16 batch (written beside the JSON);
 8. ``upsample``: the upsampling convolution + blur as run now vs one fused 6x6 transposed
    convolution, at the high-resolution layers' shapes;
@@ -41,9 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-SIZE_TO_MODEL = {256: "GPEN-BFR-256", 512: "GPEN-BFR-512", 1024: "GPEN-BFR-1024", 2048: "GPEN-BFR-2048"}
+from bench.run import REPO, SIZE_TO_MODEL, build, sync
+from gpen.loader import resolve_dtype
 
 
 def add_parser(sub) -> None:
@@ -62,10 +62,6 @@ class Clock:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def median(self, fn, warmup: int = 2, repeat: int = 5, min_total_s: float = 0.0) -> float:
         for _ in range(warmup):
@@ -107,10 +103,8 @@ def tf32(enabled: bool | None):
 
 
 def net_for(size: int, device: torch.device, dtype: str, seed: int = 0):
-    import gpen
-    from gpen.layouts import seeded_state_dict
-
-    return gpen.load_model(seeded_state_dict(SIZE_TO_MODEL[size], seed=seed), device=device, dtype=dtype)
+    """Our network at ``size`` with seeded weights of the released layout."""
+    return build("ours", size, device, resolve_dtype(dtype), None, seed=seed)
 
 
 def faces(n: int, size: int, device: torch.device, seed: int = 1) -> torch.Tensor:
@@ -220,7 +214,7 @@ def step_memory(device: torch.device, smoke: bool) -> list[dict]:
             peaks[n] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
             del x
         slope = (peaks[4] - peaks[1]) / 3
-        model = face_memory_bytes(size, DTYPES[dt]) / 2 ** 20
+        model = face_memory_bytes(size, resolve_dtype(dt)) / 2 ** 20
         rows.append({"size": size, "dtype": dt, "peak_mib_by_batch": peaks, "per_face_mib": slope,
                      "first_face_mib": peaks[1], "model_per_face_mib": model,
                      "model_covers_measured": model >= max(slope, peaks[1])})
@@ -258,31 +252,15 @@ def step_small_card(device: torch.device, smoke: bool, card_gib: float) -> list[
     return [row]
 
 
-def step_pipeline(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
-    import gpen
-
-    from bench.pipeline import synthetic_frame
+def step_pipeline(device: torch.device, smoke: bool) -> list[dict]:
+    """``python -m bench pipeline`` on this device: a 1080p frame with 4 faces, network vs everything."""
+    from bench import pipeline
 
     rows = []
     for size, dt in ([(256, "fp32")] if smoke else [(512, "fp16"), (2048, "fp16")]):
-        restorer = gpen.FaceRestorer(net_for(size, device, dt))
-        frame, marks = synthetic_frame(4)
-        crops = restorer.restore(frame, [marks], keep_crops="aligned").crops.permute(0, 3, 1, 2).to(device)
-        t_net = clock.median(lambda: restorer.run_network(crops, chunk_size=4), repeat=3)
-        t_all = clock.median(lambda: restorer.restore(frame, [marks], chunk_size=4, keep_crops="none"), repeat=3)
-        t_gpu = clock.median(lambda: restorer.restore(frame.to(device), [marks], chunk_size=4, keep_crops="none"),
-                             repeat=3)
-        row = {"size": size, "dtype": dt, "faces": 4, "network_s": t_net, "pipeline_frame_on_host_s": t_all,
-               "pipeline_frame_on_device_s": t_gpu, "ratio_to_network": t_gpu / t_net}
-        try:  # detection needs facexlib (RetinaFace-R50, random weights: same speed)
-            from bench.pipeline import random_detector
-
-            detector = random_detector("retinaface_resnet50", device)
-            row["detection_s"] = clock.median(lambda: detector.detect(frame.to(device)), repeat=3)
-            row["ratio_to_network_with_detection"] = (t_gpu + row["detection_s"]) / t_net
-        except ImportError as e:
-            row["detection_s"] = f"skipped: {e}"
-        rows.append(row)
+        args = argparse.Namespace(size=size, faces=4, frames=1, frames_per_chunk=None, restorer="gpen",
+                                  device=str(device), dtype=dt, detector="retinaface_resnet50", repeat=3)
+        rows += [dict(row, dtype=dt) for row in pipeline.run(args)]
     return rows
 
 
@@ -311,20 +289,21 @@ def step_upsample(device: torch.device, smoke: bool, clock: Clock) -> list[dict]
     multiply-adds, one pass less over the output). On the 2-core CPU the fused form is 2-3.6x slower."""
     import torch.nn.functional as F
 
-    from gpen.network import _fir, blur_kernel
+    from gpen.network import ModulatedConv2d
 
     rows = []
     dt = torch.float32 if device.type == "cpu" else torch.float16
     shapes = [(1, 64, 16, 128)] if smoke else [(8, 64, 16, 1024), (8, 128, 32, 512), (8, 256, 64, 256),
                                                (8, 1024, 256, 64)]
-    kernel = blur_kernel(gain=4.0).to(device)
+    blur = ModulatedConv2d(1, 1, 3, 1, upsample=True).blur.to(device)  # the network's own blur after upsampling
+    g = torch.Generator(device=device).manual_seed(2)
     for b, cin, cout, n in shapes:
-        x = faces(b, n, device)[:, :1].expand(b, cin, n, n).to(dt).contiguous(memory_format=torch.channels_last)
-        w = torch.randn(cin, cout, 3, 3, device=device, dtype=torch.float32) / (3 * cin ** 0.5)
+        x = torch.randn(b, cin, n, n, generator=g, device=device).to(dt).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(cin, cout, 3, 3, generator=g, device=device) / (3 * cin ** 0.5)
         taps = F.pad(w.reshape(cin * cout, 1, 3, 3), (3, 3, 3, 3))
-        fused_w = F.conv2d(taps, kernel.view(1, 1, 4, 4)).reshape(cin, cout, 6, 6).to(dt)
+        fused_w = F.conv2d(taps, blur.kernel.view(1, 1, 4, 4)).reshape(cin, cout, 6, 6).to(dt)
         w = w.to(dt)
-        separate = lambda: _fir(F.conv_transpose2d(x, w, stride=2), kernel, (1, 1))  # noqa: E731
+        separate = lambda: blur(F.conv_transpose2d(x, w, stride=2))  # noqa: E731
         fused = lambda: F.conv_transpose2d(x, fused_w, stride=2)[:, :, 2:2 + 2 * n, 2:2 + 2 * n]  # noqa: E731
         diff = (separate().float() - fused().float()).abs().max().item() / separate().float().abs().max().item()
         rows.append({"shape": [b, cin, cout, n], "dtype": str(dt).removeprefix("torch."),
@@ -342,7 +321,7 @@ def step_compile(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
     t = time.perf_counter()
     net.compile()
     out = net(x)
-    clock.sync()
+    sync(device)
     compile_s = time.perf_counter() - t
     compiled_s = clock.median(lambda: net(x), repeat=3)
     return [{"size": size, "dtype": dt, "batch": n, "eager_ms_per_face": eager_s / n * 1e3,
@@ -351,35 +330,23 @@ def step_compile(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
 
 
 def step_official(device: torch.device, smoke: bool, clock: Clock, official: str) -> list[dict]:
-    sys.path.insert(0, str(Path(official) / "face_model"))
-    from gpen_model import FullGenerator  # type: ignore[import-not-found]  # noqa: PLC0415
-
+    """The official FullGenerator (``bench.run.build``) and ours on the same seeded weights and input."""
     rows = []
     for size, dt, batch in ([(256, "fp32", 1)] if smoke else [(512, "fp32", 1), (512, "fp16", 8), (2048, "fp32", 1),
                                                               (2048, "fp16", 1), (2048, "fp16", 8)]):
         try:
-            rows.append(_official_row(device, clock, FullGenerator, size, dt, batch))
+            off = build("official", size, device, resolve_dtype(dt), official)
+            ours = build("ours", size, device, resolve_dtype(dt), None)
+            x = faces(batch, size, device).to(resolve_dtype(dt))
+            s_off = clock.median(lambda: off(x), repeat=3)
+            s_ours = clock.median(lambda: ours(x), repeat=3)
+            rows.append({"size": size, "dtype": dt, "batch": batch, "official_ms_per_face": s_off / batch * 1e3,
+                         "ours_ms_per_face": s_ours / batch * 1e3, "speedup": s_off / s_ours,
+                         "psnr_db_ours_vs_official": image_psnr(off(x), ours(x))})
         except Exception as e:  # e.g. an official op without float16 support: keep the other rows
             rows.append({"size": size, "dtype": dt, "batch": batch, "error": f"{type(e).__name__}: {e}"[:300]})
+        off = ours = None
     return rows
-
-
-def _official_row(device: torch.device, clock: Clock, FullGenerator, size: int, dt: str, batch: int) -> dict:
-    """The official network and ours on the same seeded weights and input: time and agreement."""
-    from gpen.layouts import released_layout, seeded_state_dict
-
-    cfg = released_layout(SIZE_TO_MODEL[size])["config"]
-    off = FullGenerator(size, cfg.style_dim, cfg.n_mlp, int(cfg.channel_multiplier), narrow=cfg.narrow,
-                        device=device.type)
-    off.load_state_dict(seeded_state_dict(SIZE_TO_MODEL[size]))
-    off = off.to(device=device, dtype=DTYPES[dt]).eval()
-    x = faces(batch, size, device).to(DTYPES[dt])
-    s_off = clock.median(lambda: off(x), repeat=3)
-    ours = net_for(size, device, dt)
-    s_ours = clock.median(lambda: ours(x), repeat=3)
-    return {"size": size, "dtype": dt, "batch": batch, "official_ms_per_face": s_off / batch * 1e3,
-            "ours_ms_per_face": s_ours / batch * 1e3, "speedup": s_off / s_ours,
-            "psnr_db_ours_vs_official": image_psnr(off(x)[0], ours(x))}
 
 
 # ---- driver -----------------------------------------------------------------------------------
@@ -403,7 +370,7 @@ def run(args: argparse.Namespace) -> dict:
         ("speed", lambda: step_speed(device, args.smoke, clock)),
         ("small_card", lambda: step_small_card(device, args.smoke, args.card_gib)),
         ("memory", lambda: step_memory(device, args.smoke)),
-        ("pipeline", lambda: step_pipeline(device, args.smoke, clock)),
+        ("pipeline", lambda: step_pipeline(device, args.smoke)),
         ("profile", lambda: step_profile(device, args.smoke, out_dir)),
         ("upsample", lambda: step_upsample(device, args.smoke, clock)),
     ]

@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from gpen.loader import resolve_dtype  # noqa: E402
+
 # Official implementation, fp32, one face, 2-core AMD EPYC, torch 2.14 (issue "Performance").
 REFERENCE_SECONDS_PER_FACE = {512: 5.4, 1024: 10.0, 2048: 19.3}
 SIZE_TO_MODEL = {256: "GPEN-BFR-256", 512: "GPEN-BFR-512", 1024: "GPEN-BFR-1024", 2048: "GPEN-BFR-2048"}
@@ -74,10 +76,11 @@ def flops_per_face(size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def build(impl: str, size: int, device: torch.device, dtype: torch.dtype, official_dir: str | None):
+def build(impl: str, size: int, device: torch.device, dtype: torch.dtype, official_dir: str | None, seed: int = 0):
+    """``impl`` ("ours" or "official") at ``size`` with seeded weights of the released layout."""
     from gpen.layouts import seeded_state_dict
 
-    state = seeded_state_dict(SIZE_TO_MODEL[size])
+    state = seeded_state_dict(SIZE_TO_MODEL[size], seed=seed)
     if impl == "ours":
         import gpen
 
@@ -99,7 +102,7 @@ def build(impl: str, size: int, device: torch.device, dtype: torch.dtype, offici
 def run_one(args: argparse.Namespace) -> dict:
     """Time one configuration in this process; return one result row."""
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = resolve_dtype(args.dtype)
     torch.backends.cudnn.benchmark = True
     if args.tune_malloc:
         from gpen.runtime import tune_cpu_allocator
@@ -144,10 +147,9 @@ def device_name(device: torch.device) -> str:
 
 def network(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
-    peak_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     rows = []
     impls = ["ours"] + (["official"] if args.official else [])
-    peaks = {d: measured_peak_gflops(device, peak_dtype[d]) for d in args.dtypes}
+    peaks = {d: measured_peak_gflops(device, resolve_dtype(d)) for d in args.dtypes}
     configs = [(size, dtype, batch, malloc, impl) for size in args.sizes for dtype in args.dtypes
                for batch in args.batches for malloc in args.malloc for impl in impls
                if impl == "ours" or (dtype == "fp32" and batch <= args.official_max_batch)]
