@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detect import RETINAFACE_MODELS
+from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
-from .restorer import SORT_ORDERS, TEMPLATES
+from .faces.align import TEMPLATES
+from .faces.selection import SORT_ORDERS
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("gpen")
@@ -52,8 +53,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .imageio import list_images, read_image, write_image
-    from .loader import load_model
-    from .models import resolve_model
+    from .model.loader import load_model
+    from .weights.models import resolve_model
     from .restorer import FaceRestorer
 
     files = list_images(args.inputs)
@@ -65,7 +66,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     model_path = resolve_model(args.model, allow_download=not args.no_download, progress=not args.quiet)
     net = load_model(model_path, device=device, dtype=dtype)
     if args.compile:
-        from .network import GPEN
+        from .model.network import GPEN
 
         if not isinstance(net, GPEN):
             raise InvalidInputError(f"--compile needs a PyTorch GPEN network; {args.model} runs in onnxruntime.")
@@ -110,9 +111,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """
     from .errors import MissingWeightsError
     from .imageio import read_image, write_image
-    from .layouts import seeded_state_dict
-    from .loader import load_model
-    from .models import resolve_model
+    from .model.layouts import seeded_state_dict
+    from .model.loader import load_model
+    from .weights.models import resolve_model
     from .restorer import FaceRestorer
 
     device = pick_device(args.device)
@@ -152,7 +153,7 @@ def _bar(total: int, unit: str, quiet: bool):
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .models import download_model
+    from .weights.models import download_model
 
     for name in args.names:
         path = download_model(name, args.dir, progress=not args.quiet)
@@ -161,7 +162,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .loader import load_model
+    from .model.loader import load_model
 
     net = load_model(args.model)
     c = net.config

@@ -52,7 +52,7 @@ def _comfyui_or_skip() -> Path:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     comfy = _comfyui_or_skip()
-    from gpen.layouts import seeded_state_dict
+    from gpen.model.layouts import seeded_state_dict
 
     base = H.make_base_dir(tmp_path_factory.mktemp("comfy_base"))
     torch.save(seeded_state_dict("GPEN-BFR-256", seed=1234), base / "models" / "facerestore_models" / CHECKPOINT)
@@ -129,7 +129,7 @@ def test_pack_loads_and_nodes_are_registered(host):
     assert f"/extensions/{H.PACK_DIR_NAME}/gpen_compare.js" in host.get("/extensions")
     for node in OUR_NODES:
         with urllib.request.urlopen(f"{host.url}/extensions/{H.PACK_DIR_NAME}/docs/{node}.md") as r:
-            assert r.status == 200 and f"# " in r.read().decode()
+            assert r.status == 200 and "# " in r.read().decode()
     templates = host.get("/workflow_templates")
     shipped = sorted(p.stem for p in (H.REPO / "example_workflows").glob("*.json"))
     assert sorted(templates[H.PACK_DIR_NAME]) == shipped and shipped

@@ -1,4 +1,4 @@
-"""Model folder lookup (gpen.paths) and the verified downloader (gpen.download).
+"""Model folder lookup (gpen.weights.paths) and the verified downloader (gpen.weights.download).
 
 Downloads are exercised against a local HTTP server on 127.0.0.1; nothing here touches the internet.
 """
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gpen import download as dl
-from gpen import paths
+from gpen.weights import download as dl
+from gpen.weights import registry
+from gpen.weights import paths
 from gpen.errors import GPENError, InvalidInputError, MissingWeightsError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, not all one value
@@ -74,7 +75,7 @@ def _closed_port() -> int:
 
 
 def _spec(*urls, sha256=None, size=None, name="test_weights.pth"):
-    return dl.WeightsFile(name, "facedetection", tuple(urls), sha256=sha256, size=size)
+    return registry.WeightsFile(name, "facedetection", tuple(urls), sha256=sha256, size=size)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -149,17 +150,17 @@ def test_registry_holds_the_expected_files():
         "parsing_parsenet.pth",
         "parsing_bisenet.pth",
     }
-    assert set(dl.REGISTRY) == gpen_files | facexlib_files
+    assert set(registry.REGISTRY) == gpen_files | facexlib_files
     for name in gpen_files:
-        assert dl.REGISTRY[name].kind == "facerestore_models"
-        assert dl.REGISTRY[name].urls[0] == (
+        assert registry.REGISTRY[name].kind == "facerestore_models"
+        assert registry.REGISTRY[name].urls[0] == (
             f"https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/{name}"
         )
     for name in facexlib_files:
-        assert dl.REGISTRY[name].kind == "facedetection"
-        assert dl.REGISTRY[name].urls[0].startswith("https://github.com/xinntao/facexlib/releases/download/")
-        assert dl.REGISTRY[name].urls[0].endswith("/" + name)
-    for f in dl.REGISTRY.values():
+        assert registry.REGISTRY[name].kind == "facedetection"
+        assert registry.REGISTRY[name].urls[0].startswith("https://github.com/xinntao/facexlib/releases/download/")
+        assert registry.REGISTRY[name].urls[0].endswith("/" + name)
+    for f in registry.REGISTRY.values():
         assert f.sha256 is None or (len(f.sha256) == 64 and int(f.sha256, 16) >= 0)
 
 
@@ -296,7 +297,7 @@ def test_ensure_weights_without_download_names_file_url_and_folders(tmp_path):
         dl.ensure_weights("GPEN-BFR-2048.pth", "facerestore_models", [extra], allow_download=False)
     msg = str(err.value)
     assert "GPEN-BFR-2048.pth" in msg
-    assert dl.REGISTRY["GPEN-BFR-2048.pth"].urls[0] in msg
+    assert registry.REGISTRY["GPEN-BFR-2048.pth"].urls[0] in msg
     assert str(extra) in msg and str(paths.models_dir("facerestore_models")) in msg
     assert isinstance(err.value, FileNotFoundError)
 
@@ -309,7 +310,7 @@ def test_ensure_weights_unknown_file_names_folders(tmp_path):
 
 def test_ensure_weights_no_network(tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{_closed_port()}/detection_Resnet50_Final.pth"
-    monkeypatch.setitem(dl.REGISTRY, "detection_Resnet50_Final.pth", _spec(url, name="detection_Resnet50_Final.pth"))
+    monkeypatch.setitem(registry.REGISTRY, "detection_Resnet50_Final.pth", _spec(url, name="detection_Resnet50_Final.pth"))
     with pytest.raises(MissingWeightsError) as err:
         dl.ensure_weights("detection_Resnet50_Final.pth", "facedetection", progress=False)
     msg = str(err.value)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gpen
-from gpen.layouts import seeded_state_dict
+from gpen.model.layouts import seeded_state_dict
 
 from conftest import load_reference_fixture, psnr, reference_fixture_dirs
 from reference_gpen import reference_forward
@@ -103,7 +103,7 @@ def test_half_precision_close_to_float32(fixtures, dtype, min_psnr):
 
 
 def test_seeded_state_dicts_have_the_released_layouts():
-    from gpen.layouts import RELEASED_MODELS, released_layout
+    from gpen.model.layouts import RELEASED_MODELS, released_layout
 
     for name in RELEASED_MODELS:
         layout = released_layout(name)

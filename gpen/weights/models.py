@@ -7,9 +7,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .download import download, ensure_weights
-from .errors import ModelLoadError
-from .layouts import RELEASED_MODELS, released_layout
-from .loader import infer_config, read_weights_file, unwrap_state_dict
+from ..errors import ModelLoadError
+from ..model.layouts import RELEASED_MODELS, released_layout
+from ..model.checkpoint import infer_config
+from ..model.files import unwrap_state_dict
+from ..model.loader import read_weights_file
 
 KIND = "facerestore_models"
 
