@@ -3,7 +3,7 @@
     python -m bench network --sizes 512 2048 --batches 1 8 --dtypes fp32
     python -m bench network --official /path/to/GPEN          # time the official FullGenerator too
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
-    python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs the fast path
+    python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs gpen.load_model
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
         return 0
-    if args.cmd in ("pipeline", "onnx"):  # in-process runs get the command line's allocator setting
+    if args.cmd == "_onnx_one":
+        print(json.dumps(onnx_bench.run_one(args)))
+        return 0
+    if args.cmd == "pipeline":  # in-process runs get the command line's allocator setting
         from gpen.runtime import tune_cpu_allocator
 
         tune_cpu_allocator()
