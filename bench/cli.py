@@ -4,6 +4,7 @@
     python -m bench network --official /path/to/GPEN          # time the official FullGenerator too
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
     python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs gpen.load_model
+    python -m bench layers --size 512                          # each generator layer with every CPU path
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench import device_check, network, onnx_bench, pipeline
+from bench import device_check, layers, network, onnx_bench, pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     network.add_parser(sub)
+    layers.add_parser(sub)
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = pipeline.run(args)
     elif args.cmd == "onnx":
         rows = onnx_bench.run(args)
+    elif args.cmd == "layers":
+        rows = layers.run(args)
     else:
         rows = network.run(args)
     if getattr(args, "json", None):

@@ -18,12 +18,12 @@ def blur_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0), gain: float = 1.
 
 
 def fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1,
-        ws: Session | None = None) -> torch.Tensor:
+        ws: Session | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Upsample by zero insertion (``up``), pad, and convolve each channel with ``kernel``.
 
     Implemented as a depthwise (transposed) convolution; ``kernel`` is flipped because the
     filter is a true convolution, not a correlation. With ``ws`` (CPU) a symmetric, non-upsampling
-    filter writes into a buffer of the workspace.
+    filter writes into ``out`` or else a buffer of the workspace.
     """
     c = x.shape[1]
     k = torch.flip(kernel, (0, 1)).to(x.dtype)
@@ -34,7 +34,8 @@ def fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1
             if ws is None:
                 return F.conv2d(x, weight, padding=pad[0], groups=c)
             b, _, h, w = x.shape
-            out = ws.take((b, c, h + 2 * pad[0] - kh + 1, w + 2 * pad[0] - kw + 1), x)
+            if out is None:
+                out = ws.take((b, c, h + 2 * pad[0] - kh + 1, w + 2 * pad[0] - kw + 1), x)
             return conv2d_into(out, x, weight.contiguous(), None, 1, pad[0], groups=c)
         x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
         return F.conv2d(x, weight, groups=c)
@@ -60,8 +61,8 @@ class Blur(nn.Module):
         self.register_buffer("kernel", blur_kernel(gain=gain))
         self.pad = pad
 
-    def forward(self, x: torch.Tensor, ws: Session | None = None) -> torch.Tensor:
-        return fir(x, self.kernel, self.pad, ws=ws)
+    def forward(self, x: torch.Tensor, ws: Session | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        return fir(x, self.kernel, self.pad, ws=ws, out=out)
 
 
 class Upsample(nn.Module):

@@ -164,40 +164,53 @@ class ModulatedConv2d(nn.Module):
         return s, torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)
 
     def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool, ws: Session | None = None) -> torch.Tensor:
-        """conv(x * s, weight) (transposed, stride 2, for upsampling), without demodulation or blur.
+        """conv(x * s, weight) -- for upsampling the stride-2 transposed conv and the blur -- without
+        demodulation.
 
-        The modulation goes where it costs least: folded into the weight for a single image whose
-        activations outnumber the weights, else onto the input (in place when ``x_is_scratch``
-        says the caller no longer needs ``x``). With ``ws`` the (non-transposed) output is a
-        workspace buffer.
+        The modulation goes where it costs least: folded into the weight of each image whose
+        activations outnumber the weights (with ``ws``, one convolution per image; without, only for
+        a single image), else onto the input (in place when ``x_is_scratch`` says the caller no
+        longer needs ``x``). With ``ws`` the output is a workspace buffer.
         """
         b, _, h, w = x.shape
         if self.upsample and ws is not None and max(h, w) <= GEMM_TRANSPOSED_MAX_SIDE:
             # (in, 9 out) matrix; the modulation goes onto the input (smaller than the weight here).
             cols = ws.derived(self, "transposed_cols", self.weight, lambda: transpose_weight_cols(self.weight[0]))
-            scale = s.to(x.dtype)[:, :, None, None]
-            x = x.mul_(scale) if x_is_scratch else x * scale
-            out = ws.take((b, self.out_ch, 2 * h + 1, 2 * w + 1), x)
-            taps = ws.scratch(b * h * w * cols.shape[1], x, tag="taps")
-            conv_transpose3x3_s2_into(out, x, cols.to(x.dtype), taps.view(b * h * w, -1))
+            x = x.mul_(s.to(x.dtype)[:, :, None, None]) if x_is_scratch else x * s.to(x.dtype)[:, :, None, None]
+            y = ws.take((b, self.out_ch, 2 * h + 1, 2 * w + 1), x)
+            taps = ws.scratch(b * h * w * cols.shape[1], x)
+            conv_transpose3x3_s2_into(y, x, cols.to(x.dtype), taps.view(b * h * w, -1))
             ws.give(taps)
+            out = self.blur(y, ws)
+            ws.give(y)
             return out
         weight = self.weight[0]
         if self.upsample:  # conv_transpose2d wants (in, out, k, k)
             weight = _derived(self, "_weight_t", self.weight, lambda: self.weight[0].transpose(0, 1).contiguous())
-        if b == 1 and weight.numel() < x.numel():
-            shape = (-1, 1, 1, 1) if self.upsample else (1, -1, 1, 1)
-            weight = (weight * s[0].to(weight.dtype).view(shape)).to(x.dtype)
-        else:
+        per_image = weight.numel() < x[0].numel() and (b == 1 or ws is not None)
+        if not per_image:
             scale = s.to(x.dtype)[:, :, None, None]
             x = x.mul_(scale) if x_is_scratch else x * scale
             weight = weight.to(x.dtype)
-        if self.upsample:
-            return F.conv_transpose2d(x, weight, stride=2)
+        shape = (-1, 1, 1, 1) if self.upsample else (1, -1, 1, 1)
+        fold = (lambda i: (weight * s[i].to(weight.dtype).view(shape)).to(x.dtype)) if per_image else lambda i: weight
         if ws is None:
-            return F.conv2d(x, weight, padding=self.kernel_size // 2)
-        return conv2d_into(ws.take((b, self.out_ch, h, w), x), x, weight, None, 1, self.kernel_size // 2)
-
+            if self.upsample:
+                return self.blur(F.conv_transpose2d(x, fold(0), stride=2))
+            return F.conv2d(x, fold(0), padding=self.kernel_size // 2)
+        if self.upsample:
+            out = ws.take((b, self.out_ch, 2 * h, 2 * w), x)
+            if not per_image:
+                return self.blur(F.conv_transpose2d(x, weight, stride=2), ws, out=out)
+            for i in range(b):
+                self.blur(F.conv_transpose2d(x[i:i + 1], fold(i), stride=2), ws, out=out[i:i + 1])
+            return out
+        out = ws.take((b, self.out_ch, h, w), x)
+        if not per_image:
+            return conv2d_into(out, x, weight, None, 1, self.kernel_size // 2)
+        for i in range(b):
+            conv2d_into(out[i:i + 1], x[i:i + 1], fold(i), None, 1, self.kernel_size // 2)
+        return out
 
 
 GEMM_TRANSPOSED_MAX_SIDE = 32  # on the CPU, transposed convolutions as one matrix product up to this input side
@@ -225,7 +238,6 @@ class StyledConv(nn.Module):
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
         if torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers and compilers see no writes into views
             y = conv.convolve(x, s, x_is_scratch)
-            y = conv.blur(y) if conv.upsample else y
             out = torch.cat((torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None]),
                              torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain)), 1)
             return F.leaky_relu(out, LRELU_SLOPE)
@@ -238,8 +250,6 @@ class StyledConv(nn.Module):
             winograd.conv3x3(x, s.to(dt), u, out[:, :c], bias[:c], demod, ws)
         else:
             y = conv.convolve(x, s, x_is_scratch, ws)
-            if conv.upsample:
-                y = conv.blur(y, ws)
             torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None], out=out[:, :c])
             if ws is not None:
                 ws.give(y)

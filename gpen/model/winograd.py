@@ -105,7 +105,7 @@ def conv3x3(x: torch.Tensor, scale: torch.Tensor, u: torch.Tensor, out: torch.Te
     n = b * nb * tw
     # d and y share memory, as do v and z: each is dead when its partner is written.
     half = 36 * n * max(c, o)
-    flat = ws.scratch(2 * half, x, tag="winograd")
+    flat = ws.scratch(2 * half, x)
     d = flat[:36 * n * c].view(6, 6, b, nb, tw, c)
     y = flat[:36 * n * o].view(36, n, o)
     v = flat[half:half + 36 * n * c].view(36, n, c)

@@ -10,9 +10,12 @@ Rules the network relies on:
 
 * a buffer is handed out by :meth:`Session.take` and is the caller's until :meth:`Session.give`
   or the end of the session; a tensor that is returned to the network's caller never comes from here;
-* buffers are kept per (shape, dtype, device, tag) for the input signatures (batch, size, dtype,
-  device) of the two most recent forward passes, and dropped with :meth:`Workspace.release`, as
-  are the tensors derived from weights for the CPU paths (:meth:`Session.derived`);
+* buffers are flat blocks, and a request gets the smallest free block that holds it (a view of it
+  with the requested shape), so the blocks kept add up to about the largest amount of memory a
+  forward pass has in use at once, not to the sum of every shape it uses; blocks that the forward
+  passes of the two most recent input signatures (batch, size, dtype, device) did not use are
+  dropped, and :meth:`Workspace.release` drops all of them and the tensors derived from weights for
+  the CPU paths (:meth:`Session.derived`);
 * one forward pass at a time uses the kept buffers: a concurrent pass (another thread on the same
   model) gets a private session whose buffers are freed when it ends, so it is correct, just as slow
   as without a workspace.
@@ -20,59 +23,67 @@ Rules the network relies on:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
-Key = tuple  # (shape, dtype, device, channels_last, tag)
+
+class _Block:
+    """A kept flat buffer and the serial number of the last session that used it."""
+
+    __slots__ = ("tensor", "serial", "tag")
+
+    def __init__(self, tensor: torch.Tensor, serial: int, tag: tuple | None) -> None:
+        self.tensor, self.serial, self.tag = tensor, serial, tag
 
 
 class Session:
     """The buffers of one forward pass (see the module docstring)."""
 
-    def __init__(self, free: dict[Key, list[torch.Tensor]] | None, derived: dict) -> None:
+    def __init__(self, free: list[_Block], derived: dict, serial: int, keep: bool) -> None:
+        self._free = free
         self._derived = derived
-        self._free = free if free is not None else {}
-        self._keep = free is not None
-        self._taken: dict[int, tuple[Key, torch.Tensor]] = {}  # by storage address
-        self.used: set[Key] = set()
+        self._serial = serial
+        self._keep = keep
+        self._taken: dict[int, _Block] = {}  # by storage address
 
     def take(self, shape: tuple[int, ...], like: torch.Tensor, *, channels_last: bool = True,
              tag: str = "", zero_new: bool = False) -> torch.Tensor:
         """A buffer of ``shape`` with ``like``'s dtype and device (NHWC strides for 4-d ``channels_last``).
 
         Its contents are whatever the last user left, except that a newly made one is zero when
-        ``zero_new``; ``tag`` keeps buffers apart whose untouched parts must stay as their own users left them.
+        ``zero_new``. A ``tag`` gives a block of its own, handed out only to requests with the same
+        tag and shape (for buffers whose untouched parts must stay as their own users left them).
         """
         shape = tuple(int(s) for s in shape)
-        channels_last = channels_last and len(shape) == 4
-        key = (shape, like.dtype, like.device, channels_last, tag)
-        stack = self._free.get(key)
-        if stack:
-            buf = stack.pop()
+        n = math.prod(shape)
+        key = (tag, shape) if tag else None
+        best = None
+        for i, block in enumerate(self._free):
+            t = block.tensor
+            if t.dtype != like.dtype or t.device != like.device or block.tag != key or t.numel() < n:
+                continue
+            if best is None or t.numel() < self._free[best].tensor.numel():
+                best = i
+        if best is not None:
+            block = self._free.pop(best)
         else:
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            buf = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
-            if zero_new:
-                buf.zero_()
-        self._taken[buf.untyped_storage().data_ptr()] = (key, buf)
-        self.used.add(key)
-        return buf
+            flat = (torch.zeros if zero_new else torch.empty)(n, dtype=like.dtype, device=like.device)
+            block = _Block(flat, self._serial, key)
+        block.serial = self._serial
+        self._taken[block.tensor.untyped_storage().data_ptr()] = block
+        flat = block.tensor[:n]
+        if channels_last and len(shape) == 4:
+            b, c, h, w = shape
+            return flat.view(b, h, w, c).permute(0, 3, 1, 2)
+        return flat.view(shape)
 
-    def scratch(self, numel: int, like: torch.Tensor, tag: str = "scratch") -> torch.Tensor:
-        """A flat buffer of at least ``numel`` elements for short-lived intermediates: one per ``tag``,
-        grown to the largest request (so it is as big as the biggest layer's need, not their sum).
-        Give it back before asking for the same tag again."""
-        key = ((-1,), like.dtype, like.device, False, tag)
-        stack = self._free.get(key)
-        buf = stack.pop() if stack else None
-        if buf is None or buf.numel() < numel:
-            buf = torch.empty(int(numel), dtype=like.dtype, device=like.device)
-        self._taken[buf.untyped_storage().data_ptr()] = (key, buf)
-        self.used.add(key)
-        return buf[:numel]
+    def scratch(self, numel: int, like: torch.Tensor) -> torch.Tensor:
+        """A flat buffer of ``numel`` elements for short-lived intermediates."""
+        return self.take((numel,), like, channels_last=False)
 
     def derived(self, owner: object, name: str, source: torch.Tensor, make) -> torch.Tensor:
         """``make()``, a tensor derived from the weight ``source`` of ``owner``, kept with the workspace
@@ -93,17 +104,15 @@ class Session:
 
     def give(self, buf: torch.Tensor) -> None:
         """Hand back a taken buffer (or a view of one) before the session ends; it may be taken again."""
-        taken = self._taken.pop(buf.untyped_storage().data_ptr(), None)
-        if taken is None:
+        block = self._taken.pop(buf.untyped_storage().data_ptr(), None)
+        if block is None:
             raise ValueError("this buffer was not taken from the session")
-        self._free.setdefault(taken[0], []).append(taken[1])
+        self._free.append(block)
 
     def close(self) -> None:
-        for key, buf in self._taken.values():
-            self._free.setdefault(key, []).append(buf)
+        if self._keep:
+            self._free.extend(self._taken.values())
         self._taken.clear()
-        if not self._keep:
-            self._free.clear()
 
 
 class Workspace:
@@ -111,37 +120,40 @@ class Workspace:
 
     def __init__(self, signatures_kept: int = 2) -> None:
         self._lock = threading.Lock()
-        self._free: dict[Key, list[torch.Tensor]] = {}
+        self._free: list[_Block] = []
         self._derived: dict[tuple[int, str], tuple[tuple, torch.Tensor]] = {}
-        self._recent: list[tuple[tuple, set[Key]]] = []  # (signature, keys it used), newest last
+        self._recent: dict[tuple, int] = {}  # signature -> serial of its latest session, oldest first
+        self._serial = 0
         self._signatures_kept = signatures_kept
 
     @contextmanager
     def session(self, signature: tuple) -> Iterator[Session]:
         """Buffers for one forward pass whose input is described by ``signature``."""
         if not self._lock.acquire(blocking=False):  # another pass is running: private buffers
-            private = Session(None, self._derived)
+            private = Session([], self._derived, 0, keep=False)
             try:
                 yield private
             finally:
                 private.close()
             return
         try:
-            s = Session(self._free, self._derived)
+            self._serial += 1
+            s = Session(self._free, self._derived, self._serial, keep=True)
             try:
                 yield s
             finally:
                 s.close()
-                self._remember(signature, s.used)
+                self._remember(signature)
         finally:
             self._lock.release()
 
-    def _remember(self, signature: tuple, used: set[Key]) -> None:
-        self._recent = [(sig, keys) for sig, keys in self._recent if sig != signature] + [(signature, used)]
-        self._recent = self._recent[-self._signatures_kept:]
-        wanted = set().union(*(keys for _, keys in self._recent))
-        for key in [k for k in self._free if k not in wanted]:
-            del self._free[key]
+    def _remember(self, signature: tuple) -> None:
+        self._recent.pop(signature, None)
+        self._recent[signature] = self._serial
+        while len(self._recent) > self._signatures_kept:
+            del self._recent[next(iter(self._recent))]
+        oldest = min(self._recent.values())
+        self._free[:] = [b for b in self._free if b.serial >= oldest]
 
     def __reduce__(self):  # copies and pickles of a network start with an empty workspace
         return (Workspace, (self._signatures_kept,))
@@ -156,5 +168,5 @@ class Workspace:
 
     def nbytes(self) -> int:
         """Bytes held by the kept buffers and derived tensors."""
-        buffers = sum(b.numel() * b.element_size() for stack in self._free.values() for b in stack)
+        buffers = sum(b.tensor.numel() * b.tensor.element_size() for b in self._free)
         return buffers + sum(t.numel() * t.element_size() for _, t in self._derived.values())
