@@ -275,12 +275,13 @@ class ToRGB(nn.Module):
         weight = (self.conv.weight[0, :, :, 0, 0].float()[None] * s[:, None, :]).to(x.dtype)  # (B, 3, in)
         b, c, h, wd = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(b, h * wd, c)
-        bias = self.bias.to(x.dtype).view(1, 1, 3)
         if ws is None:
-            out = torch.baddbmm(bias, pixels, weight.transpose(1, 2))
-        else:
-            out = torch.baddbmm(bias, pixels, weight.transpose(1, 2), out=ws.take((b, h * wd, 3), x))
-        rgb = out.view(b, h, wd, 3).permute(0, 3, 1, 2)
+            out = torch.baddbmm(self.bias.to(x.dtype).view(1, 1, 3), pixels, weight.transpose(1, 2))
+            rgb = out.view(b, h, wd, 3).permute(0, 3, 1, 2)
+        else:  # (3, in) @ (in, pixels): long output rows (planar RGB), faster on the CPU
+            out = ws.take((b, 3, h * wd), x, channels_last=False)
+            torch.baddbmm(self.bias.to(x.dtype).view(1, 3, 1), weight, pixels.transpose(1, 2), out=out)
+            rgb = out.view(b, 3, h, wd)
         if skip is not None:
             up = self.upsample(skip)
             rgb = rgb + up if ws is None else rgb.add_(up)
