@@ -11,6 +11,7 @@ long video batches run in bounded memory.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,18 +20,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
-from .faces.align import TEMPLATES, estimate_similarity, invert_affine, template_points, warp_affine
+from . import compat
+from .errors import InvalidInputError, ModelLoadError
+from .faces.align import TEMPLATES, estimate_similarity, inside_image, invert_affine, template_points, warp_affine
 from .faces.color import match_color
-from .faces.paste import feather_mask, paste_back
+from .faces.helpers import HelperNetworks
+from .faces.paste import feather_mask, luma, paste_into
 from .faces.selection import Found, boxes_from_affine, check_sort, parse_selection, select_faces
 from .faces.temporal import smooth_landmarks
-from .memory import default_chunk_size, default_frames_per_chunk
+from .inputs import all_finite, check_images, check_keep_crops, check_mask, check_strength
+from .memory import default_chunk_size, default_faces_per_chunk, default_frames_per_chunk, frame_steps
 
 log = logging.getLogger(__name__)
 
 _DETECT_MIN_SIDE = 16  # images smaller than this have no detectable face
-KEEP_CROPS = ("restored", "aligned", "none")
 
 
 @dataclass(frozen=True)
@@ -67,30 +70,6 @@ Restorer = Callable[[torch.Tensor], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
 
 
-def _check_images(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise InvalidInputError(f"images must be a torch tensor (B, H, W, C), got {type(images).__name__}.")
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise InvalidInputError(f"images must have shape (B, H, W, C) with C = 1, 3 or 4 (grey, RGB, RGBA), "
-                                f"got {tuple(images.shape)}.")
-    if not images.is_floating_point():
-        raise InvalidInputError(f"images must be float 0..1, got {images.dtype}.")
-    if images.numel() and not torch.isfinite(images).all():
-        raise InvalidInputError("images contain NaN or infinite values; fix the node or file that produced them.")
-
-
-def _check_strength(strength: float) -> None:
-    if not 0.0 <= float(strength) <= 1.0:
-        raise InvalidInputError(f"strength must be within 0..1, got {strength}.")
-
-
-def _check_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> None:
-    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.shape[1:] != (h, w)
-                             or mask.shape[0] not in (1, b)):
-        raise InvalidInputError(f"mask must have shape ({b} or 1, {h}, {w}) to match the images, got "
-                                f"{tuple(getattr(mask, 'shape', ()))}.")
-
-
 def _no_faces(b: int) -> list[Found]:
     return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))] * b
 
@@ -109,7 +88,8 @@ class FaceRestorer:
     """
 
     def __init__(self, restorer: Restorer, size: int | None = None, device: torch.device | str | None = None,
-                 detector=None, parser=None) -> None:
+                 detector=None, parser=None, helpers: HelperNetworks | None = None,
+                 is_oom: Callable[[BaseException], bool] | None = None) -> None:
         self.restorer = restorer
         size = size if size is not None else getattr(restorer, "size", None)
         if not isinstance(size, int) or size < 8:
@@ -118,39 +98,23 @@ class FaceRestorer:
         if device is None:
             device = getattr(restorer, "device", None)
         self.device = torch.device(device) if device is not None else None
-        self._detector = detector
-        self._detectors: dict[tuple, object] = {}
-        self._parser = parser
+        self.helpers = helpers if helpers is not None else HelperNetworks(detector=detector, parser=parser)
+        self.is_oom = is_oom or compat.is_oom
 
-    # ---- helper networks -----------------------------------------------------------------------
+    # ---- helper networks (shared through self.helpers, independent of the restorer) -------------
 
     def detector(self, name: str, device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The detector for ``name`` (created once, then reused)."""
-        if self._detector is not None:
-            return self._detector
-        key = (name, tuple(str(d) for d in extra_dirs))
-        if key not in self._detectors:
-            from .faces.detect import FaceDetector
-
-            self._detectors[key] = FaceDetector(name, device=device, extra_dirs=extra_dirs,
-                                                allow_download=allow_download)
-        return self._detectors[key].to(device)
+        return self.helpers.detector(name, device, extra_dirs, allow_download)
 
     def parser(self, device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The face parser (created once, then reused)."""
-        if self._parser is None:
-            from .faces.parsing import FaceParser
-
-            self._parser = FaceParser(device=device, extra_dirs=extra_dirs, allow_download=allow_download)
-        return self._parser.to(device)
+        return self.helpers.parser(device, extra_dirs, allow_download)
 
     def offload(self, device: torch.device | str = "cpu") -> None:
-        """Move the detector and parser networks this restorer created to ``device`` (e.g. to free
-        GPU memory between runs); they move back to the work device on next use."""
-        for det in self._detectors.values():
-            det.to(device)
-        if self._parser is not None:
-            self._parser.to(device)
+        """Move the detector and parser networks to ``device`` (e.g. to free GPU memory between
+        runs); they move back to the work device on next use."""
+        self.helpers.offload(device)
 
     def _work_device(self, images: torch.Tensor) -> torch.device:
         return self.device if self.device is not None else images.device
@@ -225,37 +189,62 @@ class FaceRestorer:
         return warp_affine(_rgb(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp(0, 1)
 
     def run_network(self, crops: torch.Tensor, chunk_size: int | None = None, progress: ProgressFn | None = None,
-                    check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None
-                    ) -> torch.Tensor:
-        """Restore aligned crops (N, 3, S, S) 0..1 in chunks; on out-of-memory halve the chunk and retry."""
+                    check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore aligned crops (N, 3, S, S) 0..1 in chunks; on out-of-memory halve the chunk and retry.
+
+        A chunk whose output holds NaN or infinity (a 16-bit network overflowing) is restored again
+        by a float32 copy of the network, with a warning. ``out``: where to write the result
+        (may be ``crops`` itself, to restore in place); default a new tensor.
+        """
         n = crops.shape[0]
         total = n if total is None else total
         chunk = max(1, int(chunk_size or self.default_chunk_size(crops.device)))
-        out = torch.empty_like(crops)
+        out = torch.empty_like(crops) if out is None else out
+        fallback: list = []  # the float32 copy of the network, made on the first overflow
         i = 0
         while i < n:
             if check_interrupt is not None:
                 check_interrupt()
             part = crops[i:i + chunk]
             try:
-                with torch.inference_mode():
-                    restored = self.restorer(part * 2 - 1)
-            except torch.OutOfMemoryError:
-                if part.shape[0] == 1:
+                restored = self._restore_chunk(part, i, fallback)
+            except compat.OOM_ERRORS as e:
+                if not self.is_oom(e) or part.shape[0] == 1:
                     raise
                 chunk = max(1, part.shape[0] // 2)
                 log.warning("out of memory restoring %d faces at once; retrying with %d", part.shape[0], chunk)
                 if crops.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            if restored.shape != part.shape:
-                raise InvalidInputError(f"the restorer returned shape {tuple(restored.shape)} for input "
-                                        f"{tuple(part.shape)}; it must return the same shape.")
-            out[i:i + part.shape[0]] = ((restored.float().clamp(-1, 1) + 1) / 2).to(out.dtype)
+            out[i:i + part.shape[0]] = restored.to(out.dtype)
             i += part.shape[0]
             if progress is not None:
                 progress(done + i, total)
         return out
+
+    def _restore_chunk(self, part: torch.Tensor, first: int, fallback: list) -> torch.Tensor:
+        """One network call on ``part`` (0..1) -> 0..1 float32; non-finite outputs retried in float32."""
+        with torch.inference_mode():
+            restored = self.restorer(part.mul(2).sub_(1))
+        if restored.shape != part.shape:
+            raise InvalidInputError(f"the restorer returned shape {tuple(restored.shape)} for input "
+                                    f"{tuple(part.shape)}; it must return the same shape.")
+        if not all_finite(restored):
+            faces = f"faces {first}..{first + part.shape[0] - 1}"
+            if not fallback:
+                fallback.append(_float32_copy(self.restorer))
+            if fallback[0] is None:
+                raise ModelLoadError(f"the network returned NaN or infinite values for {faces} and cannot be run in "
+                                     f"float32 here; load the model with precision fp32 (or the fp32 file).")
+            log.warning("the %s network overflowed (NaN/inf) on %s; restored them again in float32",
+                        str(getattr(self.restorer, "dtype", "")).removeprefix("torch."), faces)
+            with torch.inference_mode():
+                restored = fallback[0](part.mul(2).sub_(1))
+            if not all_finite(restored):
+                raise ModelLoadError(f"the network returned NaN or infinite values for {faces} even in float32: "
+                                     f"its weights are broken; download or export the model file again.")
+        return restored.float().clamp(-1, 1).add_(1).mul_(0.5)  # clamp copies: the in-place steps touch only that copy
 
     def default_chunk_size(self, device: torch.device) -> int:
         """Faces per network call on ``device`` (see :func:`gpen.memory.default_chunk_size`)."""
@@ -268,31 +257,21 @@ class FaceRestorer:
             return None
         return self.parser(restored.device, detector_dirs, allow_download).masks(restored)
 
-    def paste_faces(self, frames: torch.Tensor, faces: Sequence[Face], first_frame: int, restored: torch.Tensor,
-                    aligned: torch.Tensor, face_masks: torch.Tensor | None, strength: float,
-                    user_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Blend ``restored`` crops into ``frames`` (F, H, W, C); returns (pasted frames, blend masks (F, H, W)).
+    def paste_faces(self, out: torch.Tensor, out_masks: torch.Tensor, frames: torch.Tensor, faces: Sequence[Face],
+                    first_frame: int, restored: torch.Tensor, aligned: torch.Tensor, face_masks: torch.Tensor | None,
+                    strength: float, user_mask: torch.Tensor | None) -> None:
+        """Blend ``restored`` crops of ``frames`` (F, H, W, C) into ``out`` and ``out_masks`` (the F
+        frames' slots of the output batch) in place, inside each face's box (:func:`gpen.faces.paste.paste_into`).
 
         ``aligned`` are the input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W)
-        bounds the blend: 0 keeps the original pixel exactly, soft values mix.
+        bounds the blend: 0 keeps the original pixel exactly, soft values mix (``out_masks`` stays
+        unscaled by it: see :meth:`_restore_frames`).
         """
         dev = frames.device
-        c = frames.shape[-1]
         idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
         inverse = torch.from_numpy(invert_affine(np.stack([f.affine for f in faces]).astype(np.float64))).float()
-        pasted, blend = paste_back(_rgb(frames) if c == 1 else frames, restored, aligned if strength < 1 else None,
-                                   inverse.to(dev), idx, face_masks, float(strength))
-        if c == 1:
-            # grey in, grey out: the luma of the restored RGB where something was blended
-            pasted = torch.where(blend[..., None] > 0, _luma(pasted), frames)
-        if user_mask is not None:
-            # the user's mask also bounds the blend: img + u * (pasted - img), exact where u == 0
-            u = user_mask.to(dev, torch.float32).clamp(0, 1)
-            src = frames.to(pasted.dtype)
-            pasted = (src + u[..., None].to(pasted.dtype) * (pasted - src)).to(pasted.dtype)
-            pasted = torch.where(u[..., None] > 0, pasted, src)
-            blend = blend * u
-        return pasted, blend
+        paste_into(out, out_masks, frames, restored, aligned if strength < 1 else None, inverse.to(dev), idx,
+                   face_masks, float(strength), user_mask)
 
     # ---- the whole pipeline -------------------------------------------------------------------
 
@@ -318,16 +297,15 @@ class FaceRestorer:
         ``keep_crops``: "restored", "aligned" (the aligned input crops) or "none".
         The input is never modified; pixels outside every face mask come back bit-identical.
         """
-        _check_images(images)
+        check_images(images)
         if template not in TEMPLATES:
             raise InvalidInputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}.")
-        _check_strength(strength)
-        if keep_crops not in KEEP_CROPS:
-            raise InvalidInputError(f"keep_crops must be 'restored', 'aligned' or 'none', got {keep_crops!r}.")
+        check_strength(strength)
+        check_keep_crops(keep_crops)
         check_sort(sort)
         parse_selection(face_selection)
         b, h, w, _ = images.shape
-        _check_mask(mask, b, h, w)
+        check_mask(mask, b, h, w)
         frames_per_chunk = frames_per_chunk or default_frames_per_chunk(h, w)
 
         found = self.find_faces(images, landmarks, detector=detector, detection_threshold=detection_threshold,
@@ -353,76 +331,105 @@ class FaceRestorer:
                         detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
                         check_interrupt: Callable[[], None] | None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Crop, restore and paste ``faces`` chunk by chunk of frames; (images, masks, crops) as in RestoreResult."""
+        """Crop, restore and paste ``faces`` step by step; (images, masks, crops) as in RestoreResult.
+
+        Each step takes consecutive frames with at most ``frames_per_chunk`` frames and
+        :func:`gpen.memory.default_faces_per_chunk` faces (a frame with more faces spans several
+        steps); the faces are pasted straight into the output inside their boxes, so the only
+        full-size tensors are the output images and masks.
+        """
         b, h, w, _ = images.shape
         out_images = images.clone()
         out_masks = torch.zeros((b, h, w), dtype=torch.float32, device=images.device)
         kept = []
         dev = self._work_device(images)
-        done = face_i = 0
-        for start in range(0, b, frames_per_chunk):
-            stop = min(b, start + frames_per_chunk)
-            sel = [f for f in faces[face_i:] if f.image_index < stop]
-            face_i += len(sel)
-            if not sel:
-                continue
-            frames = images[start:stop].to(dev)
+        net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
+        keep_aligned = strength < 1 or color_correction or keep_crops == "aligned"
+        done = 0
+        steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
+                            default_faces_per_chunk(self.size, net_chunk))
+        for start, stop, first, last in steps:
+            sel = faces[first:last]
+            frames = images[start:stop].to(dev)  # a view when the work device is the images' device
             aligned = self.crop_faces(frames, sel, start)
-            restored = self.run_network(aligned, chunk_size, progress, check_interrupt, done, len(faces))
+            restored = self.run_network(aligned, net_chunk, progress, check_interrupt, done, len(faces),
+                                        out=None if keep_aligned else aligned)
             done += len(sel)
             face_masks = self.face_masks(restored, parsing, detector_dirs, allow_download)
             if color_correction:
                 weight = face_masks if face_masks is not None else \
                     feather_mask(self.size, dev)[None].expand(len(sel), -1, -1)
-                restored = match_color(restored, aligned, weight)
+                # statistics of pixels inside the image only: the zero padding beyond a border is no face
+                inside = inside_image(np.stack([f.affine for f in sel]), (h, w), self.size).to(dev)
+                restored = match_color(restored, aligned, weight * inside)
             user_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[start:stop])
-            pasted, blend = self.paste_faces(frames, sel, start, restored, aligned, face_masks, strength, user_mask)
-            out_images[start:stop] = pasted.to(images.device)
-            out_masks[start:stop] = blend.to(images.device)
+            self.paste_faces(out_images[start:stop], out_masks[start:stop], frames, sel, start, restored, aligned,
+                             face_masks, strength, user_mask)
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
+            del frames, aligned, restored, face_masks
+        if mask is not None:  # the user's mask also bounds the blend mask, frame by frame
+            for i in sorted({f.image_index for f in faces}):
+                out_masks[i].mul_(mask[0 if mask.shape[0] == 1 else i].to(out_masks.device, torch.float32).clamp(0, 1))
         crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
         return out_images, out_masks, crops
 
     def restore_aligned(self, images: torch.Tensor, *, strength: float = 1.0, chunk_size: int | None = None,
-                        progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None
-                        ) -> RestoreResult:
+                        keep_crops: str = "restored", progress: ProgressFn | None = None,
+                        check_interrupt: Callable[[], None] | None = None) -> RestoreResult:
         """Restore frames that already are aligned face crops (B, H, W, C), e.g. from a detailer.
 
         Each frame is resized to the network size (antialiased bilinear), restored, resized back
         and mixed with the input by ``strength``. At strength 1 with S x S frames the result is
-        exactly the network output mapped to 0..1.
+        exactly the network output mapped to 0..1. Frames go to the work device a few at a time
+        (:func:`gpen.memory.default_frames_per_chunk` / ``default_faces_per_chunk``).
+        ``keep_crops``: "restored" (the network outputs at S x S), "aligned" (its inputs) or "none".
         """
-        _check_images(images)
-        _check_strength(strength)
+        check_images(images)
+        check_strength(strength)
+        check_keep_crops(keep_crops)
         b, h, w, c = images.shape
         dev = self._work_device(images)
-        x = _rgb(images).to(dev).permute(0, 3, 1, 2).float().clamp(0, 1)
-        if (h, w) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=max(h, w) > self.size)
-        restored = self.run_network(x, chunk_size, progress, check_interrupt)
-        back = restored
-        if (h, w) != (self.size, self.size):
-            back = F.interpolate(restored, size=(h, w), mode="bilinear", align_corners=False,
-                                 antialias=self.size > max(h, w)).clamp(0, 1)
-        back = back.permute(0, 2, 3, 1)
-        src = images.to(dev).float()
-        rgb = src[..., :3] if c >= 3 else src.expand(-1, -1, -1, 3)
-        mixed = back if strength == 1.0 else rgb + float(strength) * (back - rgb)
-        if c == 1:
-            mixed = _luma(mixed)
-        elif c == 4:
-            mixed = torch.cat([mixed, src[..., 3:]], dim=-1)
-        out = mixed.to(images.dtype).to(images.device)
+        net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
+        step = max(1, min(default_frames_per_chunk(h, w), default_faces_per_chunk(self.size, net_chunk)))
+        resize = (h, w) != (self.size, self.size)
+        out = torch.empty_like(images)
+        kept = []
+        for start in range(0, b, step):
+            src = images[start:start + step].to(dev)
+            x = _rgb(src).permute(0, 3, 1, 2).float().clamp(0, 1)  # a new tensor: clamp copies
+            if resize:
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                  antialias=max(h, w) > self.size)
+            if keep_crops == "aligned":
+                kept.append(x.permute(0, 2, 3, 1).to(images.device))
+            restored = self.run_network(x, net_chunk, progress, check_interrupt, start, b, out=x)
+            if keep_crops == "restored":
+                kept.append(restored.permute(0, 2, 3, 1).to(images.device))
+            back = restored
+            if resize:
+                back = F.interpolate(restored, size=(h, w), mode="bilinear", align_corners=False,
+                                     antialias=self.size > max(h, w)).clamp(0, 1)
+            back = back.permute(0, 2, 3, 1)
+            src = src.float()
+            rgb = src[..., :3] if c >= 3 else src.expand(-1, -1, -1, 3)
+            mixed = back if strength == 1.0 else rgb + float(strength) * (back - rgb)
+            if c == 1:
+                mixed = luma(mixed)
+            elif c == 4:
+                mixed = torch.cat([mixed, src[..., 3:]], dim=-1)
+            out[start:start + step] = mixed.to(images.dtype)
+            del src, x, restored, back, rgb, mixed
         masks = torch.ones((b, h, w), dtype=torch.float32, device=images.device)
-        crops = restored.permute(0, 2, 3, 1).to(images.device)
+        crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
         return RestoreResult(out, masks, crops, [], [1] * b, f"{b} aligned face crop(s) restored")
 
 
-def _luma(rgb: torch.Tensor) -> torch.Tensor:
-    """(..., 3) RGB -> (..., 1) BT.601 luma, for grey images in, grey images out."""
-    return (rgb * torch.tensor([0.299, 0.587, 0.114], device=rgb.device, dtype=rgb.dtype)).sum(-1, keepdim=True)
+def _float32_copy(restorer):
+    """A float32 copy of a 16-bit torch restorer (for chunks that overflow), or None when impossible."""
+    if not isinstance(restorer, torch.nn.Module):
+        return None
+    return copy.deepcopy(restorer).to(torch.float32)
 
 
 def _rgb(images: torch.Tensor) -> torch.Tensor:
