@@ -186,7 +186,8 @@ class FaceRestorer:
         dev = frames.device
         idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
         fwd = torch.from_numpy(np.stack([f.affine for f in faces])).to(dev)
-        return warp_affine(_rgb(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp(0, 1)
+        # warp_affine returns a new tensor: clamping it in place saves a second copy of every crop
+        return warp_affine(_rgb(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp_(0, 1)
 
     def run_network(self, crops: torch.Tensor, chunk_size: int | None = None, progress: ProgressFn | None = None,
                     check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None,
