@@ -85,6 +85,10 @@ class FaceRestorer:
     ``detector``: a :class:`gpen.faces.detect.FaceDetector` (or anything with its ``detect``); by
     default one is created on first use from the ``detector`` name given to :meth:`restore`.
     ``parser``: likewise a :class:`gpen.faces.parsing.FaceParser` for ``parsing=True``.
+    ``helpers``: a :class:`gpen.faces.helpers.HelperNetworks` to share detectors and parser with
+    other restorers (e.g. one per model); by default this restorer has its own.
+    ``is_oom``: which exceptions are out-of-memory errors that halve the chunk (default
+    :func:`gpen.compat.is_oom`; a host may pass its own).
     """
 
     def __init__(self, restorer: Restorer, size: int | None = None, device: torch.device | str | None = None,
