@@ -63,15 +63,17 @@ def check_options(*, template: str = "gpen", strength: float = 1.0, keep_crops: 
 def prepare_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> torch.Tensor | None:
     """The user's mask as (B or 1, H, W) float on the images' size.
 
-    A mask (N, h, w) or (h, w) of another size is resized to (H, W) (bilinear, as ComfyUI nodes
-    resize masks); its batch must be 1 (one mask for every image) or B. Values are used as given
+    A mask (N, h, w), (h, w) or (N, h, w, 1) of another size is resized to (H, W) (bilinear, as
+    ComfyUI nodes resize masks); its batch must be 1 (one mask for every image) or B. Values are used as given
     (selection: > 0.5; blending: clamped to 0..1). The input is not modified.
     """
     if mask is None:
         return None
-    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
-        raise InvalidInputError(f"mask must be a tensor (B, H, W) or (H, W), got "
+    if not isinstance(mask, torch.Tensor) or not (mask.ndim in (2, 3) or mask.ndim == 4 and mask.shape[-1] == 1):
+        raise InvalidInputError(f"mask must be a tensor (B, H, W), (H, W) or (B, H, W, 1), got "
                                 f"{tuple(getattr(mask, 'shape', ())) or type(mask).__name__}.")
+    if mask.ndim == 4:  # (B, H, W, 1), as some nodes hand masks on
+        mask = mask[..., 0]
     if mask.ndim == 2:
         mask = mask[None]
     if mask.shape[0] not in (1, b):

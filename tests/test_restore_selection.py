@@ -232,7 +232,9 @@ def test_empty_index_list_is_refused():
     for empty in ("", " ", ",", []):
         with pytest.raises(InvalidInputError, match="empty"):
             parse_indices(empty)
-    assert parse_indices("2, 0,2") == [2, 0] and parse_selection("") == "all"
+        with pytest.raises(InvalidInputError, match="empty"):
+            parse_selection(empty)
+    assert parse_indices("2, 0,2") == [2, 0] and parse_selection(None) == "all" and parse_selection(" All") == "all"
     with pytest.raises(InvalidInputError, match="empty"):
         gpen.FaceRestorer(Darken(), size=64).restore(astronaut(), [LM[None]], face_selection=[])
 
@@ -249,6 +251,7 @@ def test_a_mask_of_another_size_is_resized_to_the_images():
     assert len(a.faces) == 1 and torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
     assert a.masks[0, :, 300:].sum() == 0  # bounded by the (resized) mask
     assert torch.equal(r.restore(img, [LM[None]], mask=small[0]).images, a.images)  # (h, w) too
+    assert torch.equal(r.restore(img, [LM[None]], mask=small[..., None]).images, a.images)  # and (1, h, w, 1)
     with pytest.raises(InvalidInputError, match="2 frames for 3 images"):
         r.restore(img.repeat(3, 1, 1, 1), [LM[None]] * 3, mask=small.repeat(2, 1, 1))
 

@@ -49,22 +49,22 @@ def parse_indices(text: str | Sequence[int]) -> list[int]:
 
 
 def parse_selection(selection: str | Sequence[int] | None) -> str | list[int]:
-    """'all' (also None or ''), 'largest', or face indices ('0,2' / [0, 2], see :func:`parse_indices`)."""
+    """'all' (also None), 'largest', or face indices ('0,2' / [0, 2], see :func:`parse_indices`).
+
+    A blank string is refused like an empty index list (it used to mean "all", which restored every
+    face when the user meant to pick some)."""
     if selection is None:
         return "all"
     if isinstance(selection, str):
         text = selection.strip().lower()
-        if text in ("", "all"):
+        if text == "all":
             return "all"
         if text == "largest":
             return "largest"
-        try:
-            return parse_indices(text)
-        except InvalidInputError:
-            if any(c.isdigit() for c in text):
-                raise
+        if text.strip(", ") and not any(c.isdigit() for c in text):
             raise InvalidInputError(f"face selection must be 'all', 'largest' or indices like '0,2', "
-                                    f"got {selection!r}.") from None
+                                    f"got {selection!r}.")
+        return parse_indices(text)
     return parse_indices(selection)
 
 
