@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from .faces.tracking import Tracks
 
+_TRACKS_SHOWN = 32  # tracks listed by number and frames; more are counted
+
 
 def restore_summary(restored: list[int], detected: list[int], faces: Sequence = (), tracks: Tracks | None = None,
                     unchanged: int = 0) -> str:
@@ -34,7 +36,7 @@ def restore_summary(restored: list[int], detected: list[int], faces: Sequence = 
             span[0], span[1] = min(span[0], f.image_index), max(span[1], f.image_index)
             span[2] += int(f.interpolated)
         shown = [f"#{n} frames {a}-{z}" + (f" ({k} interpolated)" if k else "")
-                 for n, (a, z, k) in sorted(spans.items())[:8]]
-        more = f", +{len(spans) - 8} more" if len(spans) > 8 else ""
+                 for n, (a, z, k) in sorted(spans.items())[:_TRACKS_SHOWN]]
+        more = f", +{len(spans) - _TRACKS_SHOWN} more" if len(spans) > _TRACKS_SHOWN else ""
         text += f"; {len(spans)} track(s) restored: " + ", ".join(shown) + more
     return "; ".join([text] + notes)
