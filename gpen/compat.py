@@ -7,8 +7,9 @@ an attribute an older torch lacks:
   ``torch._dynamo.is_compiling``, else False.
 - :data:`OOM_ERRORS` / :func:`is_oom`: out-of-memory errors of any device. The device-generic
   ``torch.OutOfMemoryError`` is missing from older torch; ``torch.cuda.OutOfMemoryError`` (the same
-  class where both exist) is in every supported one; MPS and CPU allocations raise a plain
-  ``RuntimeError`` whose message says "out of memory" / "not enough memory".
+  class where both exist) is in every supported one; MPS, XPU and CPU allocations raise a plain
+  ``RuntimeError`` whose message says so ("MPS backend out of memory", "XPU out of memory",
+  "DefaultCPUAllocator: can't allocate memory" / "not enough memory").
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _oom_classes() -> tuple[type[BaseException], ...]:
 OOM_ERRORS: tuple[type[BaseException], ...] = _oom_classes() + (RuntimeError,)
 """Exception classes to catch around device work; check the instance with :func:`is_oom`."""
 
-_OOM_MESSAGES = ("out of memory", "not enough memory", "failed to allocate memory")
+_OOM_MESSAGES = ("out of memory", "not enough memory", "can't allocate memory", "failed to allocate memory")
 
 
 def is_oom(exc: BaseException) -> bool:

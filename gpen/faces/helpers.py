@@ -18,22 +18,15 @@ __all__ = ["HelperNetworks"]
 
 
 class HelperNetworks:
-    """Face detectors (one per detector name and weights folders) and the face parser, created on first use.
+    """Face detectors (one per detector name and weights folders) and the face parser, created on first use."""
 
-    ``detector`` / ``parser``: fixed objects to use instead (anything with the
-    :class:`gpen.faces.detect.FaceDetector` / :class:`gpen.faces.parsing.FaceParser` methods).
-    """
-
-    def __init__(self, detector=None, parser=None) -> None:
-        self._fixed_detector = detector
+    def __init__(self) -> None:
         self._detectors: dict[tuple, object] = {}
-        self._parser = parser
+        self._parser = None
         self._lock = threading.Lock()
 
     def detector(self, name: str, device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The detector for ``name`` on ``device`` (created once, then reused)."""
-        if self._fixed_detector is not None:
-            return self._fixed_detector
         key = (name, tuple(str(d) for d in extra_dirs))
         with self._lock:
             if key not in self._detectors:
@@ -55,8 +48,8 @@ class HelperNetworks:
         return parser.to(device)
 
     def offload(self, device: torch.device | str = "cpu") -> None:
-        """Move every network built here (and a given parser) to ``device``, e.g. to free GPU memory
-        between runs; they move back to the work device on next use."""
+        """Move every network built here to ``device``, e.g. to free GPU memory between runs; they
+        move back to the work device on next use."""
         for det in list(self._detectors.values()):
             det.to(device)
         if self._parser is not None:
