@@ -9,6 +9,11 @@ Sources of the registry (see the comments at each entry):
 - sha256 and sizes: Git LFS pointers of Hugging Face mirrors (an LFS pointer records the sha256 and
   byte size of the stored file); each value is recorded only where such a pointer was found, and
   several independent mirrors agreed.
+- XSeg occluders (DeepFaceLab, GPL-3.0): the URLs FaceFusion 3.x builds in ``facefusion/download.py``
+  (``resolve_download_url``) and ``facefusion/choices.py`` (``download_provider_set``: GitHub
+  releases of ``facefusion/facefusion-assets``, then ``huggingface.co`` / ``hf-mirror.com``
+  ``facefusion/<release>``) for the releases named in ``facefusion/face_masker.py``. FaceFusion checks
+  them with CRC32 ``.hash`` files, not sha256; see the entries for where their sha256 and size come from.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ _GPEN_OSS = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/model
 _FACEXLIB = "https://github.com/xinntao/facexlib/releases/download/"
 # A ComfyUI ``models/facedetection`` mirror on Hugging Face whose LFS pointers match the hashes below.
 _HF_FACEDETECTION = "https://huggingface.co/fofr/comfyui/resolve/main/facedetection/"
+
+
+def _facefusion_urls(release: str, file_name: str) -> tuple[str, ...]:
+    """FaceFusion's download locations of ``file_name`` in ``release`` (GitHub first, as FaceFusion)."""
+    return (
+        f"https://github.com/facefusion/facefusion-assets/releases/download/{release}/{file_name}",
+        f"https://huggingface.co/facefusion/{release}/resolve/main/{file_name}",
+        f"https://hf-mirror.com/facefusion/{release}/resolve/main/{file_name}",
+    )
 
 REGISTRY: dict[str, WeightsFile] = {
     f.name: f
@@ -91,6 +105,32 @@ REGISTRY: dict[str, WeightsFile] = {
             (_FACEXLIB + "v0.2.0/parsing_bisenet.pth",),
             sha256="468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567",
             size=53_289_463,
+        ),
+        # XSeg occluders. No LFS pointer of huggingface.co/facefusion/models-3.1.0 or -3.2.0 was found
+        # with the code search; sha256/size: the same values in the model manifests of several public
+        # projects (five or more files per value, code search 2026; one records them as taken from
+        # huggingface.co/facefusion/models-3.1.0, one as checked against FaceFusion's published CRC32
+        # f207afe3 for xseg_1). Second-hand, so a mismatch names the values it expected.
+        WeightsFile(
+            "xseg_1.onnx",
+            "facedetection",
+            _facefusion_urls("models-3.1.0", "xseg_1.onnx"),
+            sha256="c4d1498b8a03b5fe2a3a5d2ef2a0402ab03bd51edaf5b2d8d5fb764702a97dd3",
+            size=70_324_286,
+        ),
+        WeightsFile(
+            "xseg_2.onnx",
+            "facedetection",
+            _facefusion_urls("models-3.1.0", "xseg_2.onnx"),
+            sha256="cd9a0879eaf43841d765472cf1f8c330dbf9dcb03da0eace93e95f3bcc399042",
+            size=70_324_286,
+        ),
+        WeightsFile(
+            "xseg_3.onnx",
+            "facedetection",
+            _facefusion_urls("models-3.2.0", "xseg_3.onnx"),
+            sha256="48ccd7e8541e159a5a754ec9e62df2f12065f7df8f9af842c1750342c6533559",
+            size=70_327_709,
         ),
     )
 }
