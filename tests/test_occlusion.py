@@ -148,7 +148,6 @@ def test_without_onnxruntime_the_error_names_the_pip_command(tmp_path, monkeypat
 
 
 def test_wrong_graphs_and_files_are_clear_errors(tmp_path):
-    import onnx
     from onnx import TensorProto, helper
 
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 256, 256])  # NCHW: not XSeg
