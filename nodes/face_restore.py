@@ -19,7 +19,10 @@ from ..gpen import FaceRestorer
 from ..gpen.faces.detect import RETINAFACE_MODELS
 from ..gpen.errors import InvalidInputError
 from ..gpen.faces.align import TEMPLATES
+from ..gpen.faces.occlusion import OCCLUSION_CHOICES
+from ..gpen.faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from ..gpen.faces.selection import SORT_ORDERS
+from ..gpen.frames import MAX_SCALE
 from ..gpen.memory import default_frames_per_chunk, face_memory_bytes
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
@@ -30,6 +33,7 @@ logger = logging.getLogger(__name__)
 FACE_MODES = ("detect", "aligned")
 DETECTORS = tuple(RETINAFACE_MODELS)
 SELECTIONS = ("all", "largest", "by index")
+DEFAULT_REGIONS_TEXT = ",".join(DEFAULT_REGIONS)
 
 # Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
 _FACES_TO_MAKE_ROOM_FOR = 4
@@ -47,7 +51,9 @@ class GPENFaceRestore(io.ComfyNode):
             description="Restores faces with GPEN. detect: finds faces (RetinaFace), aligns each to the "
                         "GPEN template, restores it and blends it back with a feathered mask. aligned: "
                         "every frame already is an aligned face crop (e.g. from another face node) and is "
-                        "restored as a whole. Works on batches (video frames) in chunks.",
+                        "restored as a whole. Works on batches (video frames) in chunks. Optional: keep "
+                        "chosen face-parsing regions or what covers a face (occlusion) original, and output "
+                        "a picture up to 4x larger (upscale).",
             inputs=[
                 io.Image.Input("image", tooltip="Image or batch of frames (video) to restore."),
                 GPENModelType.Input("gpen_model", tooltip="Model from 'Load GPEN Model'."),
@@ -89,13 +95,31 @@ class GPENFaceRestore(io.ComfyNode):
                 io.Int.Input("face_batch_size", default=0, min=0, max=256, step=1, optional=True,
                              tooltip="Faces per network pass (0: automatic, from free GPU memory). Halved "
                                      "automatically when the GPU runs out of memory."),
+                io.String.Input("regions", default=DEFAULT_REGIONS_TEXT, optional=True,
+                                tooltip="With face_parsing: comma-separated regions taken from the restored "
+                                        f"face; the others stay original. Regions: {', '.join(REGIONS)}. "
+                                        "'teeth' is the parsers' inner-mouth class, the same pixels as "
+                                        "'mouth': to keep the original teeth leave out both."),
+                io.Combo.Input("occlusion", options=list(OCCLUSION_CHOICES), default="none", optional=True,
+                               tooltip="Keep what covers a face (hands, microphones, hair) with FaceFusion's "
+                                       "XSeg occluder (DeepFaceLab, GPL-3.0): xseg_1/2/3.onnx in "
+                                       "models/facedetection, downloaded on first use; needs onnxruntime. "
+                                       "all: the minimum of the three (detect mode)."),
+                io.Int.Input("upscale", default=1, min=1, max=MAX_SCALE, step=1, optional=True,
+                             tooltip="Output this many times larger. The background is resized (bicubic) or "
+                                     "made by upscale_model; each face is restored from the original and "
+                                     "pasted at the output size, so 1024/2048 models keep more of their detail."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Only faces inside this mask are restored, and only within it "
                                       "(detect mode). One mask or one per frame."),
+                io.UpscaleModel.Input("upscale_model", optional=True,
+                                      tooltip="Optional model from core's 'Load Upscale Model' for the background "
+                                              "(detect mode); its output is resized to exactly upscale x."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
-                io.Mask.Output(display_name="mask", tooltip="Where restored faces were blended in (0..1)."),
+                io.Mask.Output(display_name="mask", tooltip="Where restored faces were blended in (0..1), at "
+                                                            "the output size."),
                 io.Image.Output(display_name="face_crops",
                                 tooltip="Restored face crops at the model size, one per face (a single black "
                                         "crop when no face was found)."),
@@ -108,8 +132,9 @@ class GPENFaceRestore(io.ComfyNode):
                 template: str = "gpen", detector: str = "retinaface_resnet50", detection_threshold: float = 0.5,
                 face_selection: str = "all", face_indices: str = "0", sort_faces: str = "left-to-right",
                 min_face_size: int = 0, face_parsing: bool = False, color_correction: bool = False,
-                temporal_smoothing: float = 0.0, face_batch_size: int = 0,
-                mask: torch.Tensor | None = None) -> io.NodeOutput:
+                temporal_smoothing: float = 0.0, face_batch_size: int = 0, regions: str = DEFAULT_REGIONS_TEXT,
+                occlusion: str = "none", upscale: int = 1, mask: torch.Tensor | None = None,
+                upscale_model=None) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
             raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
@@ -119,10 +144,11 @@ class GPENFaceRestore(io.ComfyNode):
         net = gpen_model.model
         chunk = face_batch_size if face_batch_size > 0 else None
         per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
-        frames_on_device = min(image.shape[0], default_frames_per_chunk(image.shape[1], image.shape[2]))
+        out_h, out_w = image.shape[1] * upscale, image.shape[2] * upscale
+        frames_on_device = min(image.shape[0], default_frames_per_chunk(out_h, out_w))
         weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0  # 0: onnxruntime
         memory_required = (weights + per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
-                           + frames_on_device * image[0].nelement() * 4 * 4)  # frames + working copies
+                           + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + copies
         model_management.free_memory(memory_required, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
@@ -132,7 +158,8 @@ class GPENFaceRestore(io.ComfyNode):
         restorer = _restorer_for(net, device)
         try:
             if face_mode == "aligned":
-                result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
+                result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, upscale=upscale,
+                                                  **hooks)
             else:
                 result = restorer.restore(
                     image, strength=strength, template=template, detector=detector,
@@ -140,7 +167,9 @@ class GPENFaceRestore(io.ComfyNode):
                     face_selection=face_indices if face_selection == "by index" else face_selection,
                     sort=sort_faces, min_face_size=min_face_size, mask=_mask_batch(mask), parsing=face_parsing,
                     color_correction=color_correction, temporal_smoothing=temporal_smoothing, chunk_size=chunk,
-                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), **hooks)
+                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), regions=_regions(regions, face_parsing),
+                    occlusion=occlusion, upscale=upscale,
+                    upscaler=None if upscale_model is None else _host_upscaler(upscale_model), **hooks)
         finally:
             net.to(model_management.unet_offload_device())
             restorer.offload(model_management.unet_offload_device())
@@ -167,6 +196,25 @@ def _restorer_for(net: torch.nn.Module, device: torch.device) -> FaceRestorer:
     restorer = FaceRestorer(net, device=device)
     _last_restorer = (net, str(device), restorer)
     return restorer
+
+
+def _regions(regions: str, face_parsing: bool) -> str | None:
+    """The regions for the core: None (the default face) when parsing is off and the widget holds
+    the default set; a changed set without face_parsing goes on, so the core says to turn it on."""
+    if face_parsing or set(parse_regions(regions)) != set(DEFAULT_REGIONS):
+        return regions
+    return None
+
+
+def _host_upscaler(upscale_model):
+    """Frames (F, H, W, 3) -> larger frames through core's 'Upscale Image (using Model)' node, so the
+    host's own tiling, device placement and out-of-memory back-off apply."""
+    from comfy_extras.nodes_upscale_model import ImageUpscaleWithModel
+
+    def upscale(frames: torch.Tensor) -> torch.Tensor:
+        return ImageUpscaleWithModel.execute(upscale_model, frames)[0]
+
+    return upscale
 
 
 def _mask_batch(mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -116,11 +116,12 @@ def test_pack_loads_and_nodes_are_registered(host):
     optional = restore["input"]["optional"]
     assert optional["mask"][0] == "MASK"
     for name in ("template", "detector", "detection_threshold", "face_selection", "face_indices", "sort_faces",
-                 "min_face_size", "face_parsing", "color_correction", "temporal_smoothing", "face_batch_size"):
+                 "min_face_size", "face_parsing", "color_correction", "temporal_smoothing", "face_batch_size",
+                 "regions", "occlusion", "upscale", "upscale_model"):
         assert name in optional, name
     for name, spec in {**restore["input"]["required"], **optional, **loader["input"]["required"]}.items():
         assert spec[1].get("tooltip"), f"input {name} has no tooltip"
-        if name in optional and name != "mask":
+        if name in optional and name not in ("mask", "upscale_model"):  # sockets have no default
             assert "default" in spec[1], f"optional input {name} has no default"
     assert restore["output"] == ["IMAGE", "MASK", "IMAGE", "STRING"]
     assert restore["output_name"] == ["image", "mask", "face_crops", "info"]
