@@ -114,3 +114,22 @@ def test_occlusion_bounds_the_parsing_mask(tmp_path):
     assert torch.equal(both.images[inside], img[inside]) and not torch.equal(parsed.images[inside], img[inside])
     with pytest.raises(InvalidInputError, match="xseg_7"):
         r.restore(img, _identity_face(), occlusion="xseg_7")
+
+
+def test_occluder_file_is_found_in_the_detector_folders(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import xseg_graphs as X
+
+    folder = tmp_path / "facedetection"
+    folder.mkdir()
+    X.square_graph(folder / "xseg_2.onnx")
+    img = _image(4)
+    r = gpen.FaceRestorer(darken, size=S)
+    res = r.restore(img, _identity_face(), occlusion="xseg_2", detector_dirs=[folder], allow_download=False)
+    lo, hi = (2 * v for v in X.SQUARE)
+    inside = (0, slice(lo + 5, hi - 5), slice(lo + 5, hi - 5))
+    assert torch.equal(res.images[inside], img[inside])
+    again = r.restore(img, _identity_face(), occlusion=["xseg_2"], detector_dirs=[folder], allow_download=False)
+    assert torch.equal(again.images, res.images)
+    cpu = torch.device("cpu")
+    assert r.occluder(("xseg_2",), cpu, [folder], False) is r.occluder(("xseg_2",), cpu, [folder], False)

@@ -49,6 +49,7 @@ def test_choices_are_parsed():
     assert parse_occluders("all") == ("xseg_1", "xseg_2", "xseg_3")
     assert parse_occluders("XSEG_3, xseg_1 xseg_3") == ("xseg_3", "xseg_1")
     assert parse_occluders(["xseg_2"]) == ("xseg_2",)
+    assert parse_occluders(True) == ("xseg_1",) and parse_occluders(False) == ()
     with pytest.raises(InvalidInputError, match="xseg_9"):
         parse_occluders("xseg_9")
 

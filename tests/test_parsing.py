@@ -322,3 +322,6 @@ def test_only_the_chosen_regions_are_in_the_mask(model, labels, regions):
     for name, rows, cols in GridParserNet.cells():
         r, c = interior(rows, cols, 12)
         assert bool((default[r, c] > 0.999).all()) == (name in FACE_PARTS), name
+    # regions given at construction: the same mask
+    fixed = FaceParser(model, net=GridParserNet(labels), blur_sigma=2.0, regions=regions)
+    assert torch.equal(fixed.masks(_crops(1, 512))[0], m)

@@ -53,10 +53,12 @@ _SIGMA_BASE = 512
 
 
 def parse_occluders(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Occluder model names from ``None``/``"none"`` (no occlusion), ``"all"`` (the three XSeg
-    models), one name or a comma-separated list / sequence of names."""
-    if value is None:
+    """Occluder model names from ``None``/``False``/``"none"`` (no occlusion), ``True`` (the default
+    ``xseg_1``), ``"all"`` (the three XSeg models), one name or a comma-separated list / sequence."""
+    if value is None or value is False:
         return ()
+    if value is True:
+        return ("xseg_1",)
     names = value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
     names = [n.strip().lower() for n in names if n.strip()]
     if names in ([], ["none"]):

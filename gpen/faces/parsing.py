@@ -209,7 +209,8 @@ class FaceParser:
     ``model``: ``"parsenet"`` (default) or ``"bisenet"``. Weights come from ``weights_path`` or are
     found/downloaded through :func:`gpen.weights.download.ensure_weights` in the ``facedetection`` folder
     (``extra_dirs`` searched first). ``parts``: label names kept in the mask (default
-    :data:`FACE_PARTS`; :meth:`masks` can choose other :data:`REGIONS` per call). ``blur_sigma`` /
+    :data:`FACE_PARTS`), or ``regions`` (:data:`REGIONS` names, instead of ``parts``); :meth:`masks`
+    can choose other regions per call. ``blur_sigma`` /
     ``edge``: softening in pixels of the 512 parsing resolution (see :func:`soften_mask`; the edge
     ramp is scaled to the crop size). ``net``: an already built network (skips the weights).
     """
@@ -223,6 +224,7 @@ class FaceParser:
         allow_download: bool = True,
         *,
         parts: Iterable[str] = FACE_PARTS,
+        regions: str | Iterable[str] | None = None,
         blur_sigma: float = DEFAULT_BLUR_SIGMA,
         edge: int = DEFAULT_EDGE,
         batch_size: int = 8,
@@ -232,7 +234,7 @@ class FaceParser:
             raise InvalidInputError(f"Unknown face parsing model {model!r}; choose one of {', '.join(PARSING_MODELS)}.")
         file_name, labels, mean, std = PARSING_MODELS[model]
         self.model = model
-        self.keep = label_indices(labels, parts)
+        self.keep = label_indices(labels, parts if regions is None else region_parts(model, regions))
         self.blur_sigma = float(blur_sigma)
         self.edge = int(edge)
         self.batch_size = max(1, int(batch_size))
