@@ -135,10 +135,15 @@ def load_xseg(path: str | os.PathLike, name: str | None = None, device: torch.de
     path = Path(path)
     name = name or path.stem
     ort = import_onnxruntime_for(f"The occlusion model {path.name}")
-    providers: list = ["CPUExecutionProvider"]
-    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers = [("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}), *providers]
-    return XSegGraph(name, create_session(ort, path, providers))
+    cpu = ["CPUExecutionProvider"]
+    dev = torch.device(device)
+    if dev.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        try:
+            cuda = ("CUDAExecutionProvider", {"device_id": dev.index or 0})
+            return XSegGraph(name, create_session(ort, path, [cuda, *cpu]))
+        except ModelLoadError as e:
+            logger.warning("%s: onnxruntime's CUDA provider failed (%s); the occluder runs on the CPU", path.name, e)
+    return XSegGraph(name, create_session(ort, path, cpu))
 
 
 class FaceOccluder:
