@@ -124,6 +124,17 @@ def test_square_graph_covers_its_square(tmp_path):
     assert m[:, :lo - 16, :].min() > 1 - 1e-6 and m[:, hi + 16:, :].min() > 1 - 1e-6
 
 
+def test_a_graph_file_can_be_named_by_its_path(tmp_path):
+    path = X.square_graph(tmp_path / "my_occluder.onnx")
+    assert parse_occluders(path) == (str(path),) and parse_occluders(str(path)) == (str(path),)
+    assert parse_occluders([path, "xseg_2"]) == (str(path), "xseg_2")
+    m = FaceOccluder(path).masks(_crops(1, 512))
+    lo, hi = (2 * v for v in X.SQUARE)
+    assert torch.all(m[:, lo + 4:hi - 4, lo + 4:hi - 4] == 0)
+    with pytest.raises(InvalidInputError, match="not found: .*missing.onnx"):
+        parse_occluders(str(tmp_path / "missing.onnx"))
+
+
 def test_files_are_found_in_the_folders(tmp_path):
     folder = tmp_path / "facedetection_extra"
     folder.mkdir()

@@ -54,22 +54,32 @@ _SIGMA_BASE = 512
 
 def parse_occluders(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """Occluder model names from ``None``/``False``/``"none"`` (no occlusion), ``True`` (the default
-    ``xseg_1``), ``"all"`` (the three XSeg models), one name or a comma-separated list / sequence."""
+    ``xseg_1``), ``"all"`` (the three XSeg models), one name or a comma-separated list / sequence.
+    A path of an existing ``.onnx`` file with the occluders' interface is kept as it is."""
     if value is None or value is False:
         return ()
     if value is True:
         return ("xseg_1",)
-    names = value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
-    names = [n.strip().lower() for n in names if n.strip()]
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and _is_graph_file(value)):
+        value = [value]
+    raw = value.replace(",", " ").split() if isinstance(value, str) else [os.fspath(v) for v in value]
+    names = [n.strip() if _is_graph_file(n.strip()) else n.strip().lower() for n in raw if n.strip()]
     if names in ([], ["none"]):
         return ()
     if names == ["all"]:
         return tuple(OCCLUDER_MODELS)
-    unknown = [n for n in names if n not in OCCLUDER_MODELS]
+    unknown = [n for n in names if n not in OCCLUDER_MODELS and not _is_graph_file(n)]
+    missing = [n for n in unknown if n.lower().endswith(".onnx")]
+    if missing:
+        raise InvalidInputError(f"Occluder file(s) not found: {', '.join(missing)}.")
     if unknown:
         raise InvalidInputError(f"Unknown occlusion model(s) {unknown}; choose one of {', '.join(OCCLUSION_CHOICES)} "
                                 f"(or a comma-separated list of {', '.join(OCCLUDER_MODELS)}).")
     return tuple(dict.fromkeys(names))
+
+
+def _is_graph_file(name: str) -> bool:
+    return name.lower().endswith(".onnx") and Path(name).is_file()
 
 
 def import_onnxruntime_for(what: str):
@@ -149,7 +159,8 @@ def load_xseg(path: str | os.PathLike, name: str | None = None, device: torch.de
 class FaceOccluder:
     """Occlusion masks (where the face is visible) for batches of aligned face crops.
 
-    ``models``: occluder names or ``"all"`` (see :func:`parse_occluders`; default ``xseg_1``).
+    ``models``: occluder names, ``"all"`` or ``.onnx`` paths (see :func:`parse_occluders`; default
+    ``xseg_1``).
     Files come from ``weights_paths`` (name -> path) or are found/downloaded in the
     ``facedetection`` folder (``extra_dirs`` searched first). ``graphs``: name -> already built
     :class:`XSegGraph` (skips the files). ``blur_sigma``: px at a 512 crop, scaled to the crop size.
@@ -181,7 +192,7 @@ class FaceOccluder:
             if name in graphs:
                 self.graphs.append(graphs[name])
                 continue
-            path = paths.get(name)
+            path = paths.get(name, name if _is_graph_file(name) else None)
             if path is None:
                 path = ensure_weights(OCCLUDER_MODELS[name], WEIGHTS_KIND, extra, allow_download=allow_download,
                                       validate=lambda p, n=name: load_xseg(p, n))
