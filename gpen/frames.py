@@ -25,25 +25,17 @@ Upscaler = Callable[[torch.Tensor], torch.Tensor]
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def check_images(images: torch.Tensor) -> None:
-    """Refuse anything but a finite float (B, H, W, C) batch with C = 1, 3 or 4."""
+def check_images(images: torch.Tensor, name: str = "images") -> None:
+    """Refuse anything but a finite float (B, H, W, C) batch with C = 1, 3 or 4 (``name``: for messages)."""
     if not isinstance(images, torch.Tensor):
-        raise InvalidInputError(f"images must be a torch tensor (B, H, W, C), got {type(images).__name__}.")
+        raise InvalidInputError(f"{name} must be a torch tensor (B, H, W, C), got {type(images).__name__}.")
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise InvalidInputError(f"images must have shape (B, H, W, C) with C = 1, 3 or 4 (grey, RGB, RGBA), "
+        raise InvalidInputError(f"{name} must have shape (B, H, W, C) with C = 1, 3 or 4 (grey, RGB, RGBA), "
                                 f"got {tuple(images.shape)}.")
     if not images.is_floating_point():
-        raise InvalidInputError(f"images must be float 0..1, got {images.dtype}.")
+        raise InvalidInputError(f"{name} must be float 0..1, got {images.dtype}.")
     if images.numel() and not torch.isfinite(images).all():
-        raise InvalidInputError("images contain NaN or infinite values; fix the node or file that produced them.")
-
-
-def check_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> None:
-    """A user mask must be None or (b or 1, h, w)."""
-    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.shape[1:] != (h, w)
-                             or mask.shape[0] not in (1, b)):
-        raise InvalidInputError(f"mask must have shape ({b} or 1, {h}, {w}) to match the images, got "
-                                f"{tuple(getattr(mask, 'shape', ()))}.")
+        raise InvalidInputError(f"{name} contain NaN or infinite values; fix the node or file that produced them.")
 
 
 def rgb_view(images: torch.Tensor) -> torch.Tensor:
@@ -113,5 +105,5 @@ def upscale_images(images: torch.Tensor, scale: int, upscaler: Upscaler | None =
     return up
 
 
-__all__ = ["MAX_SCALE", "check_images", "check_mask", "check_scale", "luma", "resize_images", "resize_masks",
-           "rgb_view", "upscale_images"]
+__all__ = ["MAX_SCALE", "check_images", "check_scale", "luma", "resize_images", "resize_masks", "rgb_view",
+           "upscale_images"]

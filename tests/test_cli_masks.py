@@ -39,7 +39,7 @@ def test_upscale_writes_a_bigger_picture(photo):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--regions", "eyes"], "face parsing"),
+    (["--regions", "eyes"], "--parsing"),
     (["--parsing", "--regions", "eyes,beard"], "beard"),
     (["--occlusion", "xseg_2"], "xseg_2.onnx"),
 ])

@@ -152,7 +152,7 @@ def test_video_chunks_no_face_frames_masks_and_upscaler_calls():
     mask = torch.ones(1, 64, 80)
     mask[:, :, :40] = 0  # left half: keep the original
     res = gpen.FaceRestorer(darken, size=64).restore(frames, landmarks, upscale=2, frames_per_chunk=2,
-                                                     upscaler=upscaler, mask=mask)
+                                                     upscaler=upscaler, mask=mask, track_faces=False)
     assert res.images.shape == (5, 128, 160, 3) and res.masks.shape == (5, 128, 160)
     assert sum(calls) == 5 and max(calls) <= 2  # bounded: the background is made chunk by chunk
     background = upscale_images(frames, 2, upscaler)
