@@ -2,10 +2,11 @@
 
     python -m bench pipeline --size 512 --faces 4            # one frame: pipeline vs network time
     python -m bench pipeline --frames 32 --faces 1 --restorer identity  # memory of a video batch
+    python -m bench pipeline --restorer identity --upscale 2   # the cost of a 2x output (background + paste)
 
 In the frames mode the row's ``peak_beyond_input_ratio`` is the process's peak resident memory
 during ``FaceRestorer.restore`` beyond what it held before (the input frames), divided by the input's
-size: the output (1x) and the blend masks (1/3x for RGB frames) are part of it.
+size: the output (1x, or upscale^2 x) and the blend masks (1/3x for RGB frames) are part of it.
 
 Faces are the astronaut's face (scikit-image) pasted at several places and scales, with known
 landmarks, so no detector weights are needed for alignment; detection is timed separately with a
@@ -38,6 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--detector", default="retinaface_resnet50", help="detector to time (random weights)")
+    p.add_argument("--upscale", type=int, default=1, choices=[1, 2, 3, 4], help="output scale of the restore")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--json")
 
@@ -120,18 +122,20 @@ def run(args: argparse.Namespace) -> list[dict]:
     else:
         restorer = gpen.FaceRestorer(lambda x: x, size=args.size, device=device)
     frame, marks = synthetic_frame(args.faces)
+    upscale = getattr(args, "upscale", 1)  # callers that build their own arguments (bench device) have none
     rows = []
     if args.frames == 1:
         crops = restorer.restore(frame, [marks], keep_crops="aligned").crops.permute(0, 3, 1, 2).to(device)
         t_net = timed(lambda: restorer.run_network(crops, chunk_size=args.faces), device, args.repeat)
-        t_pipe = timed(lambda: restorer.restore(frame, [marks], chunk_size=args.faces, keep_crops="none"),
-                       device, args.repeat)
+        t_pipe = timed(lambda: restorer.restore(frame, [marks], chunk_size=args.faces, keep_crops="none",
+                                                upscale=upscale), device, args.repeat)
         detector = random_detector(args.detector, device)
         # threshold 1.0 keeps no box: random weights would send thousands of "faces" to the box
         # decoding and NMS, which real weights never do; what is timed is the network and its decoding
         t_det = timed(lambda: detector.detect(frame.to(device), threshold=1.0), device, args.repeat)
         row = {"device": str(device), "machine": device_name(device), "size": args.size, "faces": args.faces,
                "detector": args.detector, "restorer": args.restorer, "frame": "1920x1080",
+               "upscale": upscale,
                "network_s": t_net, "pipeline_with_landmarks_s": t_pipe, "detection_s": t_det,
                "pipeline_s": t_pipe + t_det, "ratio_to_network": (t_pipe + t_det) / t_net}
         print("device | size | faces | network s | align+restore+paste s | detection s | total / network")
@@ -146,11 +150,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         base = start_peak_window()
         t = time.perf_counter()
         res = restorer.restore(frames, [marks] * args.frames, keep_crops="none",
-                               frames_per_chunk=args.frames_per_chunk)
+                               frames_per_chunk=args.frames_per_chunk, upscale=upscale)
         t = time.perf_counter() - t
         beyond = peak_since(base)
         row = {"device": str(device), "machine": device_name(device), "size": args.size, "frames": args.frames,
                "frame": "1920x1080", "faces_per_frame": args.faces, "faces": len(res.faces), "restorer": args.restorer,
+               "upscale": upscale,
                "seconds": t, "input_mib": input_bytes / 2 ** 20, "peak_beyond_input_mib": beyond / 2 ** 20,
                "peak_beyond_input_ratio": beyond / input_bytes,
                "output_and_masks_mib": (res.images.numel() * res.images.element_size()

@@ -15,8 +15,11 @@ import torch
 from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
 from .faces.align import TEMPLATES
+from .faces.occlusion import OCCLUSION_CHOICES, parse_occluders
+from .faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from .faces.reference import REFERENCE_THRESHOLD
 from .faces.selection import SORT_ORDERS
+from .frames import MAX_SCALE
 from .options import check_options
 from .runtime import tune_cpu_allocator
 
@@ -81,10 +84,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
                    min_face_size=args.min_face_size, parsing=args.parsing, color_correction=args.color_correction,
                    reference_threshold=args.reference_threshold, max_gap=args.max_gap, min_track=args.min_track,
                    chunk_size=args.chunk_size, allow_download=not args.no_download,
-                   keep_crops="aligned" if args.save_crops else "none")
+                   keep_crops="aligned" if args.save_crops else "none", regions=args.regions,
+                   occlusion=args.occlusion, upscale=args.upscale)
     check_options(strength=args.strength, template=args.template, face_selection=args.select, sort=args.sort,
                   detection_threshold=args.threshold, min_face_size=args.min_face_size,
                   reference_threshold=args.reference_threshold, max_gap=args.max_gap, min_track=args.min_track)
+    if args.regions is not None:
+        if not args.parsing:
+            raise InvalidInputError("--regions chooses face-parsing classes: add --parsing.")
+        parse_regions(args.regions)
+    parse_occluders(args.occlusion)
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     if device.type == "cuda":
@@ -270,6 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face order for --select indices (score: ties keep the input order)")
     r.add_argument("--min-face-size", type=float, default=0, help="skip faces smaller than this (pixels)")
     r.add_argument("--parsing", action="store_true", help="blend with a face-parsing mask")
+    r.add_argument("--regions", help="with --parsing: comma-separated regions taken from the restored face, the rest "
+                   f"stays original; from {', '.join(REGIONS)} (default: {','.join(DEFAULT_REGIONS)}; 'teeth' is "
+                   "the parsers' inner-mouth class, the same pixels as 'mouth')")
+    r.add_argument("--occlusion", default="none", choices=OCCLUSION_CHOICES,
+                   help="keep what covers a face (hands, microphones, hair) with FaceFusion's XSeg occluder "
+                   "(xseg_N.onnx in the facedetection folder, downloaded when missing; needs onnxruntime; "
+                   "all: the minimum of the three)")
+    r.add_argument("--upscale", type=int, default=1, choices=range(1, MAX_SCALE + 1), metavar=f"{{1..{MAX_SCALE}}}",
+                   help="output this many times larger: background resized (bicubic), faces restored "
+                   "from the original and pasted at the output resolution (default: 1)")
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
     r.add_argument("--reference", help="the picture before a face swap (or a folder holding one of the same name "
                    "per input): only faces that differ from it are restored")

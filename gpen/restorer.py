@@ -6,80 +6,46 @@ batches their tracks (:meth:`~FaceRestorer.link_tracks`) -> the faces to restore
 (:func:`gpen.faces.selection.select_faces` / ``select_tracks``) -> their alignment
 (:meth:`~FaceRestorer.align_faces`) -> with a reference picture, only the faces that differ from it
 (:meth:`~FaceRestorer.reference_differences`) -> aligned crops (:meth:`~FaceRestorer.crop_faces`)
--> restored crops (:meth:`~FaceRestorer.run_network`, many faces per call) -> pasted images
-(:meth:`~FaceRestorer.paste_faces`). Images are RGB float 0..1 in ComfyUI's layout (B, H, W, C);
-crops are (N, 3, S, S). Frames are processed in chunks so that long video batches run in bounded
-memory.
+-> restored crops (:meth:`~FaceRestorer.run_network`, many faces per call) -> blend masks
+(:meth:`~FaceRestorer.face_masks`: feathered square, face-parsing regions, occlusion) -> pasted
+images (:meth:`~FaceRestorer.paste_faces`, optionally onto a background ``upscale`` times larger).
+Images are RGB float 0..1 in ComfyUI's layout (B, H, W, C); crops are (N, 3, S, S). Frames are
+processed in chunks so that long video batches run in bounded memory.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import compat
-from .errors import InvalidInputError, ModelLoadError
+from .batching import restore_in_chunks
+from .errors import InvalidInputError
 from .faces.align import estimate_similarity, inside_image, invert_affine, template_points, warp_affine
 from .faces.color import match_color
 from .faces.detect import detect_in_chunks
-from .faces.helpers import HelperNetworks
-from .faces.paste import feather_mask, luma, paste_into
+from .faces.networks import HelperNetworks, NetworkCache
+from .faces.occlusion import parse_occluders
+from .faces.parsing import parse_regions
+from .faces.paste import feather_mask, paste_into, scale_inverse
 from .faces.reference import REFERENCE_THRESHOLD, reference_differences
 from .faces.selection import Found, check_landmarks, empty_faces, faces_from_landmarks, select_faces, select_tracks
 from .faces.temporal import smooth_landmarks
 from .faces.tracking import Tracks, link_tracks
-from .inputs import all_finite, check_images
+from .frames import Upscaler, check_images, check_scale, luma, resize_masks, rgb_view, upscale_images
 from .memory import default_chunk_size, default_faces_per_chunk, default_frames_per_chunk, frame_steps
 from .options import check_options, prepare_mask
+from .results import Face, RestoreResult
 from .summary import restore_summary
 
 log = logging.getLogger(__name__)
 
 _DETECT_MIN_SIDE = 16  # images smaller than this have no detectable face
 DETECT_FRAMES = 8  # frames per detector call: the unit of detection progress, interrupts and OOM back-off
-
-
-@dataclass(frozen=True)
-class Face:
-    """One restored face: which image, where (box x1,y1,x2,y2 and 5 landmarks in image pixels),
-    the detector's score (1.0 for given landmarks) and the 2x3 image->crop alignment matrix.
-
-    With face tracking, ``track`` is the number of the face's track (the number "by index"
-    selection uses; None without tracking) and ``interpolated`` is True for a face filled in
-    between the frames where its track was detected.
-    """
-
-    image_index: int
-    box: np.ndarray
-    landmarks: np.ndarray
-    score: float
-    affine: np.ndarray
-    track: int | None = None
-    interpolated: bool = False
-
-
-@dataclass
-class RestoreResult:
-    """Output of :meth:`FaceRestorer.restore`.
-
-    ``images`` (B, H, W, C) like the input; ``masks`` (B, H, W) float 0..1, where restored pixels
-    were blended in; ``crops`` (N, S, S, 3) the restored aligned faces (or the aligned input
-    crops, or empty, see ``keep_crops``); ``faces`` one :class:`Face` per restored face, in crop
-    order; ``faces_per_image`` counts; ``info`` a one-line human summary.
-    """
-
-    images: torch.Tensor
-    masks: torch.Tensor
-    crops: torch.Tensor
-    faces: list[Face] = field(default_factory=list)
-    faces_per_image: list[int] = field(default_factory=list)
-    info: str = ""
 
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
@@ -95,7 +61,7 @@ def _check_reference(reference: torch.Tensor | None, b: int, h: int, w: int) -> 
                                 f"the images, got {tuple(reference.shape)}.")
 
 
-class FaceRestorer:
+class FaceRestorer(HelperNetworks):
     """Restore every selected face of image batches with a GPEN network (or any crop restorer).
 
     ``restorer``: a network from :func:`gpen.load_model` or any callable that maps normalised
@@ -105,16 +71,17 @@ class FaceRestorer:
     the images' device).
     ``detector``: a :class:`gpen.faces.detect.FaceDetector` (or anything with its ``detect``); by
     default one is created on first use from the ``detector`` name given to :meth:`restore`.
-    ``parser``: likewise a :class:`gpen.faces.parsing.FaceParser` for ``parsing=True``.
-    ``helpers``: a :class:`gpen.faces.helpers.HelperNetworks` that builds and keeps detectors and
-    the parser, to share them with other restorers (e.g. one per model); by default this restorer
-    has its own. A ``detector`` or ``parser`` given here is used instead of the helpers' one.
-    ``is_oom``: which exceptions are out-of-memory errors that halve the chunk (default
-    :func:`gpen.compat.is_oom`; a host may pass its own).
+    ``parser``: likewise a :class:`gpen.faces.parsing.FaceParser` for ``parsing=True`` (anything with
+    its ``masks(crops, regions=...)``); ``occluder``: a :class:`gpen.faces.occlusion.FaceOccluder`
+    (anything with its ``masks(crops)``), used for every ``occlusion`` choice.
+    ``networks``: a :class:`gpen.faces.networks.NetworkCache` where the detectors, parsers and
+    occluders built on first use are kept, to share them with other restorers (e.g. one per
+    model); by default this restorer has its own. ``is_oom``: which exceptions are out-of-memory
+    errors that halve the chunk (default :func:`gpen.compat.is_oom`; a host may pass its own).
     """
 
     def __init__(self, restorer: Restorer, size: int | None = None, device: torch.device | str | None = None,
-                 detector=None, parser=None, helpers: HelperNetworks | None = None,
+                 detector=None, parser=None, occluder=None, networks: NetworkCache | None = None,
                  is_oom: Callable[[BaseException], bool] | None = None) -> None:
         self.restorer = restorer
         size = size if size is not None else getattr(restorer, "size", None)
@@ -124,28 +91,8 @@ class FaceRestorer:
         if device is None:
             device = getattr(restorer, "device", None)
         self.device = torch.device(device) if device is not None else None
-        self.helpers = helpers if helpers is not None else HelperNetworks()
-        self._detector, self._parser = detector, parser  # given ones win over the shared helpers
+        HelperNetworks.__init__(self, detector, parser, occluder, networks)
         self.is_oom = is_oom or compat.is_oom
-
-    # ---- helper networks (shared through self.helpers, independent of the restorer) -------------
-
-    def detector(self, name: str, device: torch.device, extra_dirs=(), allow_download: bool = True):
-        """The detector given to this restorer, else the one for ``name`` (created once, then reused)."""
-        if self._detector is not None:
-            return self._detector
-        return self.helpers.detector(name, device, extra_dirs, allow_download)
-
-    def parser(self, device: torch.device, extra_dirs=(), allow_download: bool = True):
-        """The parser given to this restorer, else the shared one (created once, then reused)."""
-        if self._parser is not None:
-            return self._parser.to(device)
-        return self.helpers.parser(device, extra_dirs, allow_download)
-
-    def offload(self, device: torch.device | str = "cpu") -> None:
-        """Move the detector and parser networks to ``device`` (e.g. to free GPU memory between
-        runs); they move back to the work device on next use."""
-        self.helpers.offload(device)
 
     def _work_device(self, images: torch.Tensor) -> torch.device:
         return self.device if self.device is not None else images.device
@@ -168,7 +115,7 @@ class FaceRestorer:
             return [empty_faces()] * b
         dev = self._work_device(images)
         det = self.detector(detector, dev, detector_dirs, allow_download)
-        detections = detect_in_chunks(det, _rgb(images), threshold=detection_threshold, device=dev,
+        detections = detect_in_chunks(det, rgb_view(images), threshold=detection_threshold, device=dev,
                                       frames_per_chunk=frames_per_chunk, progress=progress,
                                       check_interrupt=check_interrupt)
         return [(d.boxes, d.scores, d.landmarks) for d in detections]
@@ -217,7 +164,7 @@ class FaceRestorer:
         """
         if reference.shape[0] == 1 and images.shape[0] > 1:
             reference = reference.expand(images.shape[0], -1, -1, -1)
-        return reference_differences(_rgb(images), _rgb(reference), np.stack([f.landmarks for f in faces]) if faces
+        return reference_differences(rgb_view(images), rgb_view(reference), np.stack([f.landmarks for f in faces]) if faces
                                      else np.zeros((0, 5, 2)), np.array([f.image_index for f in faces], dtype=np.int64),
                                      self._work_device(images), frames_per_chunk)
 
@@ -228,90 +175,60 @@ class FaceRestorer:
         idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
         fwd = torch.from_numpy(np.stack([f.affine for f in faces])).to(dev)
         # warp_affine returns a new tensor: clamping it in place saves a second copy of every crop
-        return warp_affine(_rgb(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp_(0, 1)
+        return warp_affine(rgb_view(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp_(0, 1)
 
     def run_network(self, crops: torch.Tensor, chunk_size: int | None = None, progress: ProgressFn | None = None,
                     check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None,
                     out: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore aligned crops (N, 3, S, S) 0..1 in chunks; on out-of-memory halve the chunk and retry.
-
-        A chunk whose output holds NaN or infinity (a 16-bit network overflowing) is restored again
-        by a float32 copy of the network, with a warning. ``out``: where to write the result
-        (may be ``crops`` itself, to restore in place); default a new tensor.
-        """
-        n = crops.shape[0]
-        total = n if total is None else total
-        chunk = max(1, int(chunk_size or self.default_chunk_size(crops.device)))
-        out = torch.empty_like(crops) if out is None else out
-        fallback: list = []  # the float32 copy of the network, made on the first overflow
-        i = 0
-        while i < n:
-            if check_interrupt is not None:
-                check_interrupt()
-            part = crops[i:i + chunk]
-            try:
-                restored = self._restore_chunk(part, i, fallback)
-            except compat.OOM_ERRORS as e:
-                if not self.is_oom(e) or part.shape[0] == 1:
-                    raise
-                chunk = max(1, part.shape[0] // 2)
-                log.warning("out of memory restoring %d faces at once; retrying with %d", part.shape[0], chunk)
-                if crops.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            out[i:i + part.shape[0]] = restored.to(out.dtype)
-            i += part.shape[0]
-            if progress is not None:
-                progress(done + i, total)
-        return out
-
-    def _restore_chunk(self, part: torch.Tensor, first: int, fallback: list) -> torch.Tensor:
-        """One network call on ``part`` (0..1) -> 0..1 float32; non-finite outputs retried in float32."""
-        with torch.inference_mode():
-            restored = self.restorer(part.mul(2).sub_(1))
-        if restored.shape != part.shape:
-            raise InvalidInputError(f"the restorer returned shape {tuple(restored.shape)} for input "
-                                    f"{tuple(part.shape)}; it must return the same shape.")
-        if not all_finite(restored):
-            faces = f"faces {first}..{first + part.shape[0] - 1}"
-            if not fallback:
-                fallback.append(_float32_copy(self.restorer))
-            if fallback[0] is None:
-                raise ModelLoadError(f"the network returned NaN or infinite values for {faces} and cannot be run in "
-                                     f"float32 here; load the model with precision fp32 (or the fp32 file).")
-            log.warning("the %s network overflowed (NaN/inf) on %s; restored them again in float32",
-                        str(getattr(self.restorer, "dtype", "")).removeprefix("torch."), faces)
-            with torch.inference_mode():
-                restored = fallback[0](part.mul(2).sub_(1))
-            if not all_finite(restored):
-                raise ModelLoadError(f"the network returned NaN or infinite values for {faces} even in float32: "
-                                     f"its weights are broken; download or export the model file again.")
-        return restored.float().clamp(-1, 1).add_(1).mul_(0.5)  # clamp copies: the in-place steps touch only that copy
+        """Restore aligned crops (N, 3, S, S) 0..1 in chunks (:func:`gpen.batching.restore_in_chunks`):
+        on out-of-memory (``self.is_oom``) the chunk is halved; a chunk with NaN/inf outputs (a 16-bit
+        overflow) is restored again in float32. ``out``: where the result goes (may be ``crops``)."""
+        chunk = chunk_size or self.default_chunk_size(crops.device)
+        return restore_in_chunks(self.restorer, crops, chunk, is_oom=self.is_oom, progress=progress,
+                                 check_interrupt=check_interrupt, done=done, total=total, out=out)
 
     def default_chunk_size(self, device: torch.device) -> int:
         """Faces per network call on ``device`` (see :func:`gpen.memory.default_chunk_size`)."""
         return default_chunk_size(device, self.size, getattr(self.restorer, "dtype", None))
 
-    def face_masks(self, restored: torch.Tensor, parsing: bool, detector_dirs=(), allow_download: bool = True
+    def face_masks(self, restored: torch.Tensor, parsing: bool, detector_dirs=(), allow_download: bool = True, *,
+                   aligned: torch.Tensor | None = None, regions=None, occlusion: Sequence[str] = ()
                    ) -> torch.Tensor | None:
-        """Per-crop blend masks (N, S, S) from the face parser, or None for the standard feathered mask."""
-        if not parsing:
-            return None
-        return self.parser(restored.device, detector_dirs, allow_download).masks(restored)
+        """Per-crop blend masks (N, S, S), or None for the standard feathered mask.
+
+        ``parsing``: the face parser's mask of ``regions`` (None: the default face parts) on the
+        restored crops replaces the feathered mask. ``occlusion``: XSeg model names; their mask of
+        the aligned input crops ``aligned`` (what covers the face there) bounds the mask:
+        ``min(parsing or feathered mask, occlusion mask)``.
+        """
+        masks = None
+        if parsing:
+            parser = self.parser(restored.device, detector_dirs, allow_download)
+            masks = parser.masks(restored) if regions is None else parser.masks(restored, regions=regions)
+        if occlusion:
+            if aligned is None:
+                raise InvalidInputError("occlusion masks are computed on the aligned input crops: pass aligned=.")
+            occ = self.occluder(occlusion, restored.device, detector_dirs, allow_download).masks(aligned)
+            base = masks if masks is not None else feather_mask(self.size, restored.device)[None]
+            masks = torch.minimum(base, occ.to(restored.device, torch.float32))
+        return masks
 
     def paste_faces(self, out: torch.Tensor, out_masks: torch.Tensor, frames: torch.Tensor, faces: Sequence[Face],
                     first_frame: int, restored: torch.Tensor, aligned: torch.Tensor, face_masks: torch.Tensor | None,
-                    strength: float, user_mask: torch.Tensor | None) -> None:
-        """Blend ``restored`` crops of ``frames`` (F, H, W, C) into ``out`` and ``out_masks`` (the F
-        frames' slots of the output batch) in place, inside each face's box (:func:`gpen.faces.paste.paste_into`).
+                    strength: float, user_mask: torch.Tensor | None, scale: int = 1) -> None:
+        """Blend ``restored`` crops into ``out`` and ``out_masks`` (the slots of ``frames`` (F, H, W, C)
+        in the output batch) in place, inside each face's box (:func:`gpen.faces.paste.paste_into`).
 
-        ``aligned`` are the input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W)
-        bounds the blend: 0 keeps the original pixel exactly, soft values mix (``out_masks`` stays
-        unscaled by it: see :meth:`_restore_frames`).
+        ``frames`` are the background the faces are blended with (never modified); ``aligned`` the
+        input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W) bounds the blend: 0
+        keeps the background pixel exactly, soft values mix (``out_masks`` stays unscaled by it: see
+        :meth:`_restore_frames`). ``scale``: ``frames`` are ``scale`` times larger than the images
+        the faces were aligned in.
         """
         dev = frames.device
         idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
-        inverse = torch.from_numpy(invert_affine(np.stack([f.affine for f in faces]).astype(np.float64))).float()
+        inverse = invert_affine(np.stack([f.affine for f in faces]).astype(np.float64))
+        inverse = torch.from_numpy(scale_inverse(inverse, scale)).float()
         paste_into(out, out_masks, frames, restored, aligned if strength < 1 else None, inverse.to(dev), idx,
                    face_masks, float(strength), user_mask)
 
@@ -325,7 +242,8 @@ class FaceRestorer:
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None, max_gap: int = 3,
                 min_track: int = 2, chunk_size: int | None = None, frames_per_chunk: int | None = None,
                 detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
-                progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None
+                progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None,
+                regions=None, occlusion=None, upscale: int = 1, upscaler: Upscaler | None = None
                 ) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
@@ -348,6 +266,15 @@ class FaceRestorer:
         (:meth:`reference_differences`) are restored. ``progress(done, total)``: detection is the
         first half of the total, restoration the second (given landmarks: faces only).
 
+        ``regions`` (with ``parsing``): the parsing regions taken from the restored face, a list or
+        comma string of :data:`gpen.faces.parsing.REGIONS` (None: the default face parts); the
+        others come back from the original. ``occlusion``: XSeg occluder(s) ("xseg_1", "xseg_2",
+        "xseg_3", "all", a list or ``.onnx`` paths; None/"none": off): what covers a face in the
+        input stays. ``upscale`` 1..4: the output is that many times larger; the background is
+        resized (antialiased bicubic) or made by ``upscaler`` (frames (F, H, W, 3) -> larger frames,
+        resized to exactly ``upscale`` x), and each face, warped from the original image, is pasted
+        at the output resolution (the bit-identity below then holds against the larger background).
+
         Options are checked before detection starts. The input is never modified; pixels outside
         every face mask come back bit-identical; an empty batch or one without faces passes through.
         """
@@ -356,16 +283,23 @@ class FaceRestorer:
                       sort=sort, detection_threshold=detection_threshold, min_face_size=min_face_size,
                       temporal_smoothing=temporal_smoothing, reference_threshold=reference_threshold,
                       track_faces=track_faces, max_gap=max_gap, min_track=min_track)
-        b, h, w, _ = images.shape
+        b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
         _check_reference(reference, b, h, w)
         if landmarks is not None:
             check_landmarks(landmarks, b)
+        upscale = check_scale(upscale)
+        if regions is not None and not parsing:
+            raise InvalidInputError("regions choose face-parsing classes: turn face parsing on (parsing=True, "
+                                    "--parsing) or leave regions at the default.")
+        regions = None if regions is None else parse_regions(regions)
+        occlusion = parse_occluders(occlusion)
         if b == 0:
-            return RestoreResult(images.clone(), torch.zeros((0, h, w), device=images.device),
+            return RestoreResult(images.new_zeros((0, h * upscale, w * upscale, c)),
+                                 torch.zeros((0, h * upscale, w * upscale), device=images.device),
                                  torch.zeros((0, self.size, self.size, 3), device=images.device), [], [],
-                                 "empty image batch; nothing to restore")
-        frames_per_chunk = frames_per_chunk or default_frames_per_chunk(h, w)
+                                 "empty image batch; nothing to restore", upscale)
+        frames_per_chunk = frames_per_chunk or default_frames_per_chunk(h * upscale, w * upscale)
         # one bar for both phases when the detector runs: detection first half, restoration second
         halves = progress is not None and landmarks is None and min(h, w) >= _DETECT_MIN_SIDE
         found = self.find_faces(images, landmarks, detector=detector, detection_threshold=detection_threshold,
@@ -400,34 +334,51 @@ class FaceRestorer:
             images, faces, frames_per_chunk, strength=float(strength), mask=mask, parsing=parsing,
             color_correction=color_correction, chunk_size=chunk_size, detector_dirs=detector_dirs,
             allow_download=allow_download, keep_crops=keep_crops, check_interrupt=check_interrupt,
-            progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress)
+            progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress,
+            regions=regions, occlusion=occlusion, upscale=upscale, upscaler=upscaler)
         if halves and not faces:
             progress(1, 1)
         counts = np.bincount(np.array([f.image_index for f in faces], dtype=np.int64), minlength=b).tolist()
-        info = restore_summary(counts, detected, faces, tracks, unchanged)
+        info = restore_summary(counts, detected, faces, tracks, unchanged) + (
+            f"; output x{upscale}" if upscale > 1 else "")
         log.info(info)
-        return RestoreResult(out_images, out_masks, crops, faces, counts, info)
+        return RestoreResult(out_images, out_masks, crops, faces, counts, info, upscale)
 
     def _restore_frames(self, images: torch.Tensor, faces: list[Face], frames_per_chunk: int, *, strength: float,
                         mask: torch.Tensor | None, parsing: bool, color_correction: bool, chunk_size: int | None,
                         detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
-                        check_interrupt: Callable[[], None] | None
+                        check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
+                        upscale: int = 1, upscaler: Upscaler | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop, restore and paste ``faces`` step by step; (images, masks, crops) as in RestoreResult.
 
-        Each step takes consecutive frames with at most ``frames_per_chunk`` frames and
+        A step takes consecutive frames, at most ``frames_per_chunk`` of them and
         :func:`gpen.memory.default_faces_per_chunk` faces (a frame with more faces spans several
-        steps); the faces are pasted straight into the output inside their boxes, so the only
-        full-size tensors are the output images and masks.
+        steps). Faces are cropped from the original frames and pasted straight into the output
+        inside their boxes: without ``upscale`` the only full-size tensors are the output images
+        and masks. With ``upscale``/``upscaler`` each step's background is made larger first (one
+        step of frames at the output size) and the faces are pasted onto it at that resolution.
         """
-        b, h, w, _ = images.shape
-        out_images = images.clone()
-        out_masks = torch.zeros((b, h, w), dtype=torch.float32, device=images.device)
+        b, h, w, c = images.shape
+        resized = upscale != 1 or upscaler is not None
+        oh, ow = h * upscale, w * upscale
+        out_images = torch.empty((b, oh, ow, c), dtype=images.dtype, device=images.device) if resized \
+            else images.clone()
+        out_masks = torch.zeros((b, oh, ow), dtype=torch.float32, device=images.device)
         kept = []
         dev = self._work_device(images)
         net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
-        keep_aligned = strength < 1 or color_correction or keep_crops == "aligned"
-        done = 0
+        # the aligned crops are needed after the network for these; else the network restores them in place
+        keep_aligned = strength < 1 or color_correction or keep_crops == "aligned" or bool(occlusion)
+        done = written = 0  # written: frames [0, written) of out_images hold their (resized) background
+
+        def backgrounds(upto: int) -> None:
+            nonlocal written
+            for s0 in range(written, upto, frames_per_chunk):
+                s1 = min(upto, s0 + frames_per_chunk)
+                out_images[s0:s1] = upscale_images(images[s0:s1].to(dev), upscale, upscaler).to(images.device)
+            written = max(written, upto)
+
         steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
                             default_faces_per_chunk(self.size, net_chunk))
         for start, stop, first, last in steps:
@@ -437,7 +388,8 @@ class FaceRestorer:
             restored = self.run_network(aligned, net_chunk, progress, check_interrupt, done, len(faces),
                                         out=None if keep_aligned else aligned)
             done += len(sel)
-            face_masks = self.face_masks(restored, parsing, detector_dirs, allow_download)
+            face_masks = self.face_masks(restored, parsing, detector_dirs, allow_download, aligned=aligned,
+                                         regions=regions, occlusion=occlusion)
             if color_correction:
                 weight = face_masks if face_masks is not None else \
                     feather_mask(self.size, dev)[None].expand(len(sel), -1, -1)
@@ -445,54 +397,70 @@ class FaceRestorer:
                 inside = inside_image(np.stack([f.affine for f in sel]), (h, w), self.size).to(dev)
                 restored = match_color(restored, aligned, weight * inside)
             user_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[start:stop])
-            self.paste_faces(out_images[start:stop], out_masks[start:stop], frames, sel, start, restored, aligned,
-                             face_masks, strength, user_mask)
+            background = frames
+            if resized:  # the background at the output size; the faces keep their full-resolution crops
+                backgrounds(start)
+                background = upscale_images(frames, upscale, upscaler)
+                if written < stop:
+                    out_images[written:stop] = background[written - start:].to(images.device)
+                    written = stop
+                user_mask = None if user_mask is None else resize_masks(user_mask.to(dev), (oh, ow))
+            self.paste_faces(out_images[start:stop], out_masks[start:stop], background, sel, start, restored,
+                             aligned, face_masks, strength, user_mask, scale=upscale)
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
-            del frames, aligned, restored, face_masks
+            del frames, background, aligned, restored, face_masks, user_mask
+        if resized:
+            backgrounds(b)
         if mask is not None:  # the user's mask also bounds the blend mask, frame by frame
             for i in sorted({f.image_index for f in faces}):
-                out_masks[i].mul_(mask[0 if mask.shape[0] == 1 else i].to(out_masks.device, torch.float32).clamp(0, 1))
+                m = mask[0 if mask.shape[0] == 1 else i].to(out_masks.device, torch.float32)
+                out_masks[i].mul_((resize_masks(m[None], (oh, ow))[0] if resized else m).clamp(0, 1))
         crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
         return out_images, out_masks, crops
 
     def restore_aligned(self, images: torch.Tensor, *, strength: float = 1.0, chunk_size: int | None = None,
-                        keep_crops: str = "restored", progress: ProgressFn | None = None,
-                        check_interrupt: Callable[[], None] | None = None) -> RestoreResult:
+                        progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None,
+                        upscale: int = 1, keep_crops: str = "restored") -> RestoreResult:
         """Restore frames that already are aligned face crops (B, H, W, C), e.g. from a detailer.
 
-        Each frame is resized to the network size (antialiased bilinear), restored, resized back
-        and mixed with the input by ``strength``. At strength 1 with S x S frames the result is
-        exactly the network output mapped to 0..1. Frames go to the work device a few at a time
+        Each frame is resized to the network size (antialiased bilinear), restored, resized to
+        ``upscale`` times the frame size and mixed with the (resized) input by ``strength``. At
+        strength 1 with S x S frames and ``upscale`` 1 the result is exactly the network output
+        mapped to 0..1. Frames go to the work device a step at a time
         (:func:`gpen.memory.default_frames_per_chunk` / ``default_faces_per_chunk``).
-        ``keep_crops``: "restored" (the network outputs at S x S), "aligned" (its inputs) or "none".
+        ``keep_crops``: "restored" (the network outputs, S x S), "aligned" (its inputs) or "none".
         """
         check_images(images)
         check_options(strength=strength, keep_crops=keep_crops)
-        b, h, w, c = images.shape
+        upscale = check_scale(upscale)
+        b, h0, w0, c = images.shape
+        h, w = h0 * upscale, w0 * upscale
         dev = self._work_device(images)
         net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
         step = max(1, min(default_frames_per_chunk(h, w), default_faces_per_chunk(self.size, net_chunk)))
-        resize = (h, w) != (self.size, self.size)
-        out = torch.empty_like(images)
+        out = images.new_empty((b, h, w, c))
         kept = []
         for start in range(0, b, step):
             src = images[start:start + step].to(dev)
-            x = _rgb(src).permute(0, 3, 1, 2).float().clamp(0, 1)  # a new tensor: clamp copies
-            if resize:
+            x = rgb_view(src).permute(0, 3, 1, 2).float().clamp(0, 1)  # a new tensor: clamp copies
+            if (h0, w0) != (self.size, self.size):
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                  antialias=max(h, w) > self.size)
+                                  antialias=max(h0, w0) > self.size)
             if keep_crops == "aligned":
                 kept.append(x.permute(0, 2, 3, 1).to(images.device))
-            restored = self.run_network(x, net_chunk, progress, check_interrupt, start, b, out=x)
+            restored = self.run_network(x, net_chunk, progress, check_interrupt, start, b,
+                                        out=None if keep_crops == "aligned" else x)
             if keep_crops == "restored":
                 kept.append(restored.permute(0, 2, 3, 1).to(images.device))
             back = restored
-            if resize:
+            if (h, w) != (self.size, self.size):
                 back = F.interpolate(restored, size=(h, w), mode="bilinear", align_corners=False,
                                      antialias=self.size > max(h, w)).clamp(0, 1)
             back = back.permute(0, 2, 3, 1)
             src = src.float()
+            if upscale > 1 and (strength < 1.0 or c == 4):
+                src = upscale_images(src, upscale)
             rgb = src[..., :3] if c >= 3 else src.expand(-1, -1, -1, 3)
             mixed = back if strength == 1.0 else rgb + float(strength) * (back - rgb)
             if c == 1:
@@ -503,19 +471,4 @@ class FaceRestorer:
             del src, x, restored, back, rgb, mixed
         masks = torch.ones((b, h, w), dtype=torch.float32, device=images.device)
         crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
-        return RestoreResult(out, masks, crops, [], [1] * b, f"{b} aligned face crop(s) restored")
-
-
-def _float32_copy(restorer):
-    """A float32 copy of a 16-bit torch restorer (for chunks that overflow), or None when impossible."""
-    if not isinstance(restorer, torch.nn.Module):
-        return None
-    return copy.deepcopy(restorer).to(torch.float32)
-
-
-def _rgb(images: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) RGB view of grey (C=1), RGB or RGBA images."""
-    c = images.shape[-1]
-    if c == 1:
-        return images.expand(-1, -1, -1, 3)
-    return images[..., :3]
+        return RestoreResult(out, masks, crops, [], [1] * b, f"{b} aligned face crop(s) restored", upscale)

@@ -109,7 +109,7 @@ def test_input_check_is_bounded(monkeypatch):
     with pytest.raises(gpen.InvalidInputError, match="NaN or infinite"):
         r.restore_aligned(bad)
     huge = torch.full((1, 64, 64, 3), 3e38)  # finite, but its sum overflows: the exact test decides
-    from gpen.inputs import all_finite
+    from gpen.frames import all_finite
 
     assert all_finite(huge)
 
@@ -210,7 +210,7 @@ class Overflowing(torch.nn.Module):
 def test_overflowing_chunks_are_restored_again_in_float32(caplog):
     images, marks = video(3, faces=1)
     net = Overflowing()
-    with caplog.at_level(logging.WARNING, logger="gpen.restorer"):
+    with caplog.at_level(logging.WARNING, logger="gpen"):
         res = gpen.FaceRestorer(net).restore(images, marks, chunk_size=2)
     ref = gpen.FaceRestorer(identity, size=64).restore(images, marks, chunk_size=2)
     assert torch.equal(res.images, ref.images) and torch.isfinite(res.images).all()
@@ -228,7 +228,7 @@ def test_overflowing_chunks_are_restored_again_in_float32(caplog):
 def test_helper_networks_are_shared_and_hold_no_model(monkeypatch):
     """Issue 19.7/19.11: restorers with different models share one detector; none keeps a model alive."""
     import gpen.faces.detect as detect
-    from gpen.faces.helpers import HelperNetworks
+    from gpen.faces.networks import NetworkCache
 
     built = []
 
@@ -244,17 +244,17 @@ def test_helper_networks_are_shared_and_hold_no_model(monkeypatch):
                                       np.zeros((0, 5, 2), np.float32)) for _ in range(images.shape[0])]
 
     monkeypatch.setattr(detect, "FaceDetector", Detector)
-    helpers = HelperNetworks()
+    networks = NetworkCache()
     img = astronaut()
     nets = [torch.nn.Identity(), torch.nn.Identity()]
     refs = [weakref.ref(n) for n in nets]
     for _ in range(2):
         for net in nets:
-            gpen.FaceRestorer(net, size=64, helpers=helpers).restore(img)
-    assert built == ["retinaface_resnet50"] and len(helpers) == 1
+            gpen.FaceRestorer(net, size=64, networks=networks).restore(img)
+    assert built == ["retinaface_resnet50"] and len(networks) == 1
     del nets, net
     gc.collect()
-    assert all(r() is None for r in refs)  # the helpers kept no restoration model alive
+    assert all(r() is None for r in refs)  # the shared networks kept no restoration model alive
 
 
 def test_the_group_photo_tests_run_on_a_fresh_clone():

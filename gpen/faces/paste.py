@@ -21,10 +21,11 @@ import torch.nn.functional as F
 
 from .align import affine_grid, check_image_index, compute_dtype, invert_affine
 from ..errors import InvalidInputError
+from ..frames import luma
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["feather_mask", "luma", "paste_back", "paste_into"]
+__all__ = ["feather_mask", "paste_back", "paste_into", "scale_inverse"]
 
 _MASK_BASE = 512
 # Upper bound on the elements of one batched sampling call (padded boxes x channels): 2**26 floats = 256 MiB.
@@ -53,6 +54,16 @@ def feather_mask(size: int, device=None, dtype: torch.dtype = torch.float32) -> 
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
         raise InvalidInputError(f"Mask size must be a positive integer, got {size!r}.")
     return torch.tensor(_feather_mask_np(int(size)), dtype=dtype, device=device)
+
+
+def scale_inverse(inverse: np.ndarray, scale: float) -> np.ndarray:
+    """Crop -> image matrices (N, 2, 3) for an image resized ``scale`` times (pixel centres kept, as
+    ``interpolate(..., align_corners=False)`` resizes): ``x' = scale * x + (scale - 1) / 2``."""
+    out = np.array(inverse, dtype=np.float64, copy=True)
+    if scale != 1:
+        out *= scale
+        out[..., 2] += (scale - 1) / 2.0
+    return out
 
 
 def _check_float(t, name: str, ndim: int, layout: str) -> torch.Tensor:
@@ -139,11 +150,6 @@ def _sample(src: torch.Tensor, group: np.ndarray, grid: torch.Tensor, cdt: torch
         part = part[:, None]
     part = part.to(device=grid.device, dtype=cdt)
     return F.grid_sample(part, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def luma(rgb: torch.Tensor) -> torch.Tensor:
-    """(..., 3) RGB -> (..., 1) BT.601 luma in ``rgb``'s dtype (grey images in, grey images out)."""
-    return (rgb * torch.tensor([0.299, 0.587, 0.114], device=rgb.device, dtype=rgb.dtype)).sum(-1, keepdim=True)
 
 
 def paste_back(
