@@ -115,8 +115,10 @@ def test_input_check_is_bounded(monkeypatch):
 
 
 @needs_solvay
-def test_faces_per_step_are_bounded_and_results_equal(monkeypatch):
-    """29 faces of one frame no longer go through in one step (faces x S^2 working memory)."""
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_faces_per_step_are_bounded_and_results_equal(monkeypatch, upscale):
+    """29 faces of one frame no longer go through in one step (faces x S^2 working memory); the
+    frame split over steps comes out as in one step (also onto a 2x background)."""
     img = solvay()
     lms = [landmarks_of("solvay_conference_1927.png")]
     steps = []
@@ -128,12 +130,12 @@ def test_faces_per_step_are_bounded_and_results_equal(monkeypatch):
 
     monkeypatch.setattr(gpen.FaceRestorer, "crop_faces", spy)
     r = gpen.FaceRestorer(lambda x: x * 0.5, size=512)  # darkens: overlaps matter
-    res = r.restore(img, lms, chunk_size=2)
+    res = r.restore(img, lms, chunk_size=2, upscale=upscale)
     assert sum(steps) == 29 and max(steps) < 29, steps
     assert max(steps) <= gpen.memory.default_faces_per_chunk(512, 2)
     monkeypatch.setattr(gpen.memory, "CROPS_PER_STEP_BYTES", 1 << 40)
     steps.clear()
-    whole = r.restore(img, lms, chunk_size=2)
+    whole = r.restore(img, lms, chunk_size=2, upscale=upscale)
     assert steps == [29]
     assert torch.equal(res.images, whole.images) and torch.equal(res.masks, whole.masks)
     assert torch.equal(res.crops, whole.crops)
@@ -268,3 +270,20 @@ def test_the_group_photo_tests_run_on_a_fresh_clone():
         digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
         assert digest(SOLVAY) == digest(SHARED_SOLVAY)
     assert solvay().shape == (1, 568, 1328, 3)
+
+
+def test_upscaled_output_with_frames_without_faces():
+    """With upscale, frames without faces get their resized background, and outside the faces every
+    frame equals it: the steps skip those frames but the output does not."""
+    from gpen.frames import upscale_images
+
+    images, marks = video(5, 240, 320, faces=1)
+    images = images * torch.linspace(0.5, 1.0, 5)[:, None, None, None]  # frames differ
+    given = [marks[0] if i in (1, 3) else None for i in range(5)]
+    res = gpen.FaceRestorer(lambda x: x * 0.5, size=64).restore(images, given, upscale=2, frames_per_chunk=2,
+                                                                     track_faces=False)
+    background = upscale_images(images, 2)
+    assert res.images.shape == (5, 480, 640, 3) and res.faces_per_image == [0, 1, 0, 1, 0]
+    outside = res.masks == 0
+    assert torch.equal(res.images[outside], background[outside])
+    assert res.masks[1].max() > 0.99 and (res.images[1] - background[1]).abs().max() > 0.1
