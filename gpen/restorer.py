@@ -91,6 +91,18 @@ def _check_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> None:
                                 f"{tuple(getattr(mask, 'shape', ()))}.")
 
 
+def _check_range(restore_range: tuple[int, int] | None, b: int) -> tuple[int, int]:
+    if restore_range is None:
+        return 0, b
+    try:
+        first, stop = (int(v) for v in restore_range)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"restore_range must be (start, stop) frame indices, got {restore_range!r}.") from None
+    if not 0 <= first <= stop <= b:
+        raise InvalidInputError(f"restore_range {restore_range!r} must lie within the {b} frames of the batch.")
+    return first, stop
+
+
 def _no_faces(b: int) -> list[Found]:
     return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))] * b
 
@@ -302,8 +314,8 @@ class FaceRestorer:
                 mask: torch.Tensor | None = None, parsing: bool = False, color_correction: bool = False,
                 temporal_smoothing: float = 0.0, chunk_size: int | None = None, frames_per_chunk: int | None = None,
                 detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
-                progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None
-                ) -> RestoreResult:
+                restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
+                check_interrupt: Callable[[], None] | None = None) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
@@ -316,6 +328,8 @@ class FaceRestorer:
         mask (or a face-parsing mask), mixed with the source face by ``strength`` 0..1.
         ``temporal_smoothing`` 0..1 smooths landmarks along the batch (video frames).
         ``keep_crops``: "restored", "aligned" (the aligned input crops) or "none".
+        ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are
+        context (they inform temporal smoothing and face tracks) and come back unchanged.
         The input is never modified; pixels outside every face mask come back bit-identical.
         """
         _check_images(images)
@@ -328,6 +342,7 @@ class FaceRestorer:
         parse_selection(face_selection)
         b, h, w, _ = images.shape
         _check_mask(mask, b, h, w)
+        first, stop = _check_range(restore_range, b)
         frames_per_chunk = frames_per_chunk or default_frames_per_chunk(h, w)
 
         found = self.find_faces(images, landmarks, detector=detector, detection_threshold=detection_threshold,
@@ -337,6 +352,7 @@ class FaceRestorer:
             smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found], strength=float(temporal_smoothing))
             found = [(bx, sc, lm.astype(np.float32)) for (bx, sc, _), lm in zip(found, smoothed)]
         chosen = select_faces(found, selection=face_selection, sort=sort, min_face_size=min_face_size, mask=mask)
+        chosen = [keep if first <= i < stop else keep[:0] for i, keep in enumerate(chosen)]
         faces = self.align_faces(found, chosen, template)
 
         out_images, out_masks, crops = self._restore_frames(

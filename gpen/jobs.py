@@ -1,0 +1,297 @@
+"""A restore run over files: the options, the inputs and their output names, and one input at a time.
+
+Used by the command line's local run and by the Ray runner (:mod:`gpen.distributed`), so both
+name, skip and produce outputs the same way:
+
+- every input gets one output in the output folder: images ``<stem>.png`` (16-bit where the
+  input is), videos ``<stem>`` with the input's container (mp4/m4v/mov/mkv; others become mkv);
+  inputs whose outputs would collide (``a.jpg`` and ``a.png``) get ``<stem>_<ext>`` instead;
+- an output folder that is an input folder, or an output that would replace an input, is refused;
+- an output that exists is skipped (a rerun resumes an interrupted run); outputs are written
+  under temporary names and renamed when complete, so an existing output is a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InvalidInputError
+from .faces.align import TEMPLATES
+from .faces.selection import check_sort, parse_selection
+from .imageio import encode_image, is_video, read_image
+from .segments import DEFAULT_OVERLAP, Segment, default_frames_per_segment, plan_segments, restore_segment
+from .video import VideoSettings, output_suffix
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA, else MPS, else CPU; any other name as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> str:
+    """``auto``: fp16 on GPUs, fp32 on CPU; any other name as given."""
+    if name != "auto":
+        return name
+    return "fp16" if device.type in ("cuda", "mps") else "fp32"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which network a run loads, where and how: a weights file, device and dtype names, torch
+    threads (None: torch's default) and ``torch.compile``."""
+
+    path: str
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int | None = None
+    compile: bool = False
+
+    def build(self):
+        """A :class:`gpen.restorer.FaceRestorer` holding the loaded network."""
+        from .model.loader import load_model
+        from .restorer import FaceRestorer
+
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        device = pick_device(self.device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned convolutions pay back at once
+        net = load_model(self.path, device=device, dtype=pick_dtype(self.dtype, device))
+        if self.compile:
+            from .model.network import GPEN
+
+            if not isinstance(net, GPEN):
+                raise InvalidInputError(f"--compile needs a PyTorch GPEN network; {self.path} runs in onnxruntime.")
+            net.compile()
+        return FaceRestorer(net)
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """Every option of a restore run besides the model (see ``python -m gpen restore --help``).
+
+    ``restore`` holds extra keyword arguments of :meth:`gpen.restorer.FaceRestorer.restore`
+    (for options this class does not name). ``frames_per_segment`` and ``overlap`` shape video
+    segments (see :mod:`gpen.segments`).
+    """
+
+    strength: float = 1.0
+    template: str = "gpen"
+    detector: str = "retinaface_resnet50"
+    detection_threshold: float = 0.5
+    face_selection: str = "all"
+    sort: str = "left-to-right"
+    min_face_size: float = 0.0
+    parsing: bool = False
+    color_correction: bool = False
+    temporal_smoothing: float = 0.0
+    chunk_size: int | None = None
+    allow_download: bool = True
+    save_crops: bool = False
+    aligned: bool = False
+    frames_per_segment: int | None = None
+    overlap: int = DEFAULT_OVERLAP
+    video: VideoSettings = field(default_factory=VideoSettings)
+    restore: dict = field(default_factory=dict)
+
+    def check(self) -> RestoreOptions:
+        """Raise InvalidInputError for a bad option before any file is read."""
+        if not 0.0 <= self.strength <= 1.0:
+            raise InvalidInputError(f"strength must be within 0..1, got {self.strength}.")
+        if not 0.0 <= self.temporal_smoothing <= 1.0:
+            raise InvalidInputError(f"temporal smoothing must be within 0..1, got {self.temporal_smoothing}.")
+        if self.template not in TEMPLATES:
+            raise InvalidInputError(f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}.")
+        check_sort(self.sort)
+        parse_selection(self.face_selection)
+        if self.frames_per_segment is not None and self.frames_per_segment < 1:
+            raise InvalidInputError(f"frames per segment must be >= 1, got {self.frames_per_segment}.")
+        if self.overlap < 0:
+            raise InvalidInputError(f"overlap must be >= 0 frames, got {self.overlap}.")
+        return self
+
+    def restore_kwargs(self) -> dict:
+        """Keyword arguments of FaceRestorer.restore for these options (beside landmarks and progress)."""
+        return dict(template=self.template, detector=self.detector, detection_threshold=self.detection_threshold,
+                    face_selection=self.face_selection, sort=self.sort, min_face_size=self.min_face_size,
+                    parsing=self.parsing, color_correction=self.color_correction,
+                    temporal_smoothing=self.temporal_smoothing, allow_download=self.allow_download, **self.restore)
+
+    def context_frames(self) -> int:
+        """Context frames each side of a video segment: none in aligned mode, where frames are independent."""
+        return 0 if self.aligned else self.overlap
+
+    def segments(self, frames: int, height: int, width: int) -> list[Segment]:
+        """The segments of a clip of ``frames`` frames of ``height`` x ``width`` (as restored)."""
+        length = self.frames_per_segment or default_frames_per_segment(height, width)
+        return plan_segments(frames, length, self.context_frames())
+
+
+# ---- inputs and outputs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input file, its kind (``image`` / ``video``) and its output file."""
+
+    source: Path
+    kind: str
+    output: Path
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def crop_path(self, k: int) -> Path:
+        """Where the aligned input crop of face ``k`` goes (``--save-crops``)."""
+        return self.output.with_name(f"{self.output.stem}_face{k:02d}_crop.png")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def plan_outputs(files: list[Path], out_dir: str | os.PathLike, inputs: list[str | os.PathLike] = ()) -> list[Item]:
+    """One :class:`Item` per input file, with the output names described in the module docstring.
+
+    ``inputs`` are the files and folders as given (to refuse an output folder that is one of them).
+    """
+    out_dir = Path(out_dir)
+    for given in inputs:
+        if Path(given).is_dir() and _same_path(Path(given), out_dir):
+            raise InvalidInputError(f"the output folder {out_dir} is an input folder: restored files would "
+                                    f"overwrite or mix with the originals; choose another -o folder.")
+    suffix_of = {f: (output_suffix(f) if is_video(f) else ".png") for f in files}
+    plain = {f: f"{f.stem}{suffix_of[f]}" for f in files}
+    counts: dict[str, int] = {}
+    for name in plain.values():
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    names = {f: (plain[f] if counts[plain[f].lower()] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}{suffix_of[f]}")
+             for f in files}
+    seen: dict[str, Path] = {}
+    items = []
+    for f in files:
+        key = names[f].lower()
+        if key in seen and not _same_path(seen[key], f):
+            raise InvalidInputError(f"{seen[key]} and {f} would both be written as {out_dir / names[f]}; "
+                                    f"restore them into separate -o folders.")
+        if key in seen:
+            continue  # the same file given twice
+        seen[key] = f
+        output = out_dir / names[f]
+        if any(_same_path(output, g) for g in files):
+            raise InvalidInputError(f"{output} would overwrite the input of that name; choose another -o folder.")
+        items.append(Item(f, "video" if is_video(f) else "image", output))
+    return items
+
+
+@dataclass
+class RunReport:
+    """What a run did: outputs written, inputs skipped (their output existed), failures by input name."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    faces: int = 0
+    frames: int = 0
+
+
+def pending(items: list[Item], overwrite: bool = False) -> tuple[list[Item], list[Item]]:
+    """(items to do, items whose output exists and that are skipped unless ``overwrite``)."""
+    if overwrite:
+        return list(items), []
+    todo = [it for it in items if not it.output.exists()]
+    done = [it for it in items if it.output.exists()]
+    return todo, done
+
+
+# ---- landmarks files ----------------------------------------------------------------------------
+
+LANDMARKS_FORMAT = ('{"images": {"name.png": {"faces": [{"landmarks5": [[x, y] x5]}]}}, '
+                    '"videos": {"clip.mp4": {"frames": [{"faces": [...]}, ...]}}}')
+
+
+def _faces(entry) -> np.ndarray:
+    return np.asarray([f["landmarks5"] for f in entry["faces"]], dtype=np.float32).reshape(-1, 5, 2)
+
+
+def read_landmarks_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
+    """(image name -> (K, 5, 2), video name -> per frame (K, 5, 2)) from a UTF-8 JSON landmarks file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        images = {name: _faces(entry) for name, entry in data.get("images", {}).items()}
+        videos = {name: [_faces(fr) for fr in entry["frames"]] for name, entry in data.get("videos", {}).items()}
+        if not images and not videos:
+            raise KeyError("images")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InvalidInputError(f"{path}: not a landmarks file of the form {LANDMARKS_FORMAT} ({e}).") from None
+    return images, videos
+
+
+def load_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """File name -> (K, 5, 2) from JSON ``{"images": {name: {"faces": [{"landmarks5": ...}]}}}``."""
+    return read_landmarks_file(path)[0]
+
+
+def lookup_landmarks(table: dict | None, item: Item):
+    """The landmarks of ``item`` in a table from :func:`read_landmarks_file`, or None to detect."""
+    if table is None:
+        return None
+    if item.name in table:
+        return table[item.name]
+    log.warning("%s is not in the landmarks file: detecting its faces", item.name)
+    return None
+
+
+# ---- one input ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageOutput:
+    """What restoring one image produced: file name -> bytes (crops first, the image last), faces, summary."""
+
+    files: list[tuple[str, bytes]]
+    faces: int
+    info: str
+
+
+def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.ndarray | None = None) -> ImageOutput:
+    """Restore one image file into encoded output files (not written yet)."""
+    image, bits = read_image(item.source)
+    if options.aligned:
+        result = restorer.restore_aligned(image[None], strength=options.strength, chunk_size=options.chunk_size)
+        return ImageOutput([(item.output.name, encode_image(result.images[0], bits))], 1, result.info)
+    result = restorer.restore(image[None], None if landmarks is None else [landmarks], strength=options.strength,
+                              chunk_size=options.chunk_size, keep_crops="aligned" if options.save_crops else "none",
+                              **options.restore_kwargs())
+    files = [(item.crop_path(k).name, encode_image(result.crops[k])) for k in range(result.crops.shape[0])]
+    files.append((item.output.name, encode_image(result.images[0], bits)))
+    return ImageOutput(files, len(result.faces), result.info)
+
+
+def restore_window(restorer, frames: np.ndarray, segment: Segment, landmarks: list | None, options: RestoreOptions,
+                   progress=None) -> tuple[np.ndarray, int]:
+    """Restore one video segment from the frames it reads (see :func:`gpen.segments.restore_segment`)."""
+    from .segments import window_landmarks
+
+    return restore_segment(restorer, frames, segment, window_landmarks(landmarks, segment, frames.shape[0]),
+                           aligned=options.aligned, strength=options.strength, chunk_size=options.chunk_size,
+                           restore_kwargs=options.restore_kwargs(), progress=progress)
