@@ -5,6 +5,7 @@
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
     python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs the fast path
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
+    python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench import device_check, network, onnx_bench, pipeline
+from bench import device_check, network, onnx_bench, pipeline, ray_bench
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
+    ray_bench.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         tune_cpu_allocator()
     if args.cmd == "device":
         device_check.run(args)
+        return 0
+    if args.cmd == "ray":  # its rows and the cluster facts, in one file
+        ray_bench.run(args)
         return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)

@@ -165,6 +165,8 @@ def run_ray(items: list[Item], spec: ModelSpec, options: RestoreOptions, config:
         log.info("skipping %d input(s) whose output exists (--overwrite redoes them)", len(done))
     if not todo:
         return report
+    if quiet:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = _connect(ray, config, quiet)
     try:
         workers, resources, worker_spec = _worker_resources(ray, config, spec)
