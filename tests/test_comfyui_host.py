@@ -227,6 +227,18 @@ def test_missing_model_file_names_file_and_folder(host):
     assert CHECKPOINT in err["exception_message"]  # lists what is available
 
 
+def test_released_files_not_on_disk_are_offered_and_fail_clearly_offline(host):
+    options = host.object_info["GPENModelLoader"]["input"]["required"]["model_name"][1]["options"]
+    assert options[0] == CHECKPOINT and "GPEN-BFR-512.pth [download]" in options
+    prompt = _aligned_prompt(prefix="gpen_download_offline")
+    prompt["2"]["inputs"]["model_name"] = "GPEN-BFR-2048.pth [download]"
+    err = _error(host.run(prompt))  # the host runs with GPEN_OFFLINE=1
+    assert err["node_type"] == "GPENModelLoader"
+    message = err["exception_message"]
+    assert "GPEN-BFR-2048.pth" in message and "GPEN_OFFLINE" in message and "modelscope.cn" in message
+    assert str(host.base_dir / "models" / "facerestore_models") in message
+
+
 def test_empty_model_folder_says_which_file_goes_where(host):
     folder = host.base_dir / "models" / "facerestore_models"
     parked = host.base_dir / "parked_models"

@@ -4,10 +4,23 @@ Nothing here executes pickled code: PyTorch files are read with ``torch.load(wei
 and ``.safetensors`` with safetensors. Every failure raises ``ModelLoadError`` with a message that
 names the file and says what to do. (``.onnx`` graphs are read by :mod:`gpen.model.onnx_loading`;
 :func:`gpen.model.loader.read_weights_file` picks the reader.)
+
+Containers :func:`unwrap_state_dict` opens:
+
+- a plain state dict (the released ``GPEN-BFR-*.pth``, and ModelScope's ``pytorch_model.pt`` /
+  ``pytorch_model-2048.pt``, which ModelScope's pipeline loads with ``torch.load`` straight into its
+  ``FullGenerator``);
+- dicts holding one under a usual key (``params_ema``, ``g_ema``, ``state_dict``, ...), e.g. a
+  ModelScope trainer checkpoint ``{"meta": ..., "state_dict": ..., "optimizer": ...}``;
+- a state dict of several networks under prefixes, such as the one of ModelScope's training model
+  (``generator.*``, ``g_ema.*``, ``discriminator.*``): the network holding ``anchor`` is taken,
+  the EMA copy first;
+- ``module.`` / ``_orig_mod.`` prefixes (DataParallel, ``torch.compile``) are stripped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -20,10 +33,14 @@ import torch
 
 from ..errors import MissingWeightsError, ModelLoadError
 
+log = logging.getLogger(__name__)
+
 PathLike = Union[str, os.PathLike]
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 WEIGHT_SUFFIXES = TORCH_SUFFIXES + (".safetensors",)
 CONTAINER_KEYS = ("params_ema", "g_ema", "state_dict", "params", "model", "generator_ema", "net_g")
+GPEN_ANCHOR = "ecd0.0.0.weight"
+"""The tensor every GPEN network has (its first encoder convolution): marks the GPEN sub-model."""
 
 # Key fragments of other face-restoration / vision checkpoints users keep in the same folder.
 OTHER_ARCHITECTURES = (
@@ -92,8 +109,14 @@ def read_torch_file(path: Path) -> dict[str, Any]:
         raise corrupt_file_error(path, "the data ends early or is not a PyTorch archive") from None
 
 
-def unwrap_state_dict(obj: Any, name: str = "state dict", what: str = "GPEN checkpoint") -> dict[str, torch.Tensor]:
-    """Find the tensors in the usual containers (``params_ema``, ``g_ema``, ``state_dict``, ...)."""
+def unwrap_state_dict(obj: Any, name: str = "state dict", what: str = "GPEN checkpoint",
+                      anchor: str | None = GPEN_ANCHOR) -> dict[str, torch.Tensor]:
+    """Find the tensors in the usual containers (``params_ema``, ``g_ema``, ``state_dict``, ...).
+
+    When the tensors of several networks share one dict under prefixes and ``anchor`` is not among
+    the keys, the network whose keys end in ``anchor`` is returned without its prefix (see
+    :func:`select_submodel`). Pass ``anchor=None`` to keep every tensor.
+    """
     for _ in range(4):
         if not isinstance(obj, Mapping):
             break
@@ -112,7 +135,25 @@ def unwrap_state_dict(obj: Any, name: str = "state dict", what: str = "GPEN chec
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
-    return tensors
+    return select_submodel(tensors, anchor, name) if anchor else tensors
+
+
+def select_submodel(tensors: dict[str, torch.Tensor], anchor: str, name: str = "state dict") -> dict[str, torch.Tensor]:
+    """The tensors of the one network in ``tensors`` that holds ``anchor``, without its key prefix.
+
+    ``tensors`` is returned as it is when ``anchor`` is a key or no key ends in ``.anchor``. With
+    several candidates (a training state such as ModelScope's ``generator.``, ``g_ema.``,
+    ``discriminator.``) the EMA copy wins (a prefix containing ``ema``), then the shortest prefix.
+    """
+    if anchor in tensors:
+        return tensors
+    prefixes = sorted({k[: -len(anchor)] for k in tensors if k.endswith("." + anchor)},
+                      key=lambda p: ("ema" not in p.lower(), len(p), p))
+    if not prefixes:
+        return tensors
+    pick = prefixes[0]
+    log.info("%s: using the network under %r (of %s)", name, pick, ", ".join(repr(p) for p in prefixes))
+    return {k[len(pick):]: v for k, v in tensors.items() if k.startswith(pick)}
 
 
 def identify_other_architecture(keys: list[str]) -> str | None:

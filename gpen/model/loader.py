@@ -23,14 +23,16 @@ from .onnx_loading import load_onnx_model, read_onnx_state_dict
 from .onnx_runtime import OnnxGPEN
 
 
-def read_weights_file(path: PathLike) -> dict[str, Any]:
+def read_weights_file(path: PathLike, suffix: str | None = None) -> dict[str, Any]:
     """Read a weights file without executing code; raise ``ModelLoadError`` on anything unusable.
 
-    For ``.onnx`` graphs this is the GPEN state dict recovered from the graph's weights and
-    verified against the graph (see :mod:`gpen.model.onnx_loading`).
+    The format comes from ``suffix`` when given (e.g. ``".pth"`` for a download still named
+    ``GPEN-BFR-512.pth.<id>.part``), else from the file name. For ``.onnx`` graphs this is the GPEN
+    state dict recovered from the graph's weights and verified against the graph (see
+    :mod:`gpen.model.onnx_loading`).
     """
     path = check_file(path)
-    suffix = path.suffix.lower()
+    suffix = (suffix or path.suffix).lower()
     if suffix == ".onnx":
         return read_onnx_state_dict(path)
     if suffix == ".safetensors":
