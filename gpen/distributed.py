@@ -216,49 +216,62 @@ def _run_round(ray, items: list[Item], spec: ModelSpec, options: RestoreOptions,
     total = sum(1 if t.segment is None else t.segment.stop - t.segment.start for t in tasks)
     bar = tqdm(total=total, desc="restoring (Ray)", unit="frame", disable=quiet, file=sys.stderr)
     by_output = {it.output: it for it in items}
-    writer = None
+    video = _VideoOutput(options, report)
     try:
         for task, row in zip(tasks, ds.iter_rows()):
-            item = task.item
-            key = by_output[item.output]
+            key = by_output[task.item.output]
             bar.update(1 if task.segment is None else task.segment.stop - task.segment.start)
             if key in failed:
                 continue  # an earlier segment of this video failed
-            if row["error"]:
-                failed[key] = (row["error"], bool(row["retry"]))
-                if writer is not None and task.segment is not None:
-                    writer.abort()
-                    writer = None
-                continue
-            result = pickle.loads(row["result"])
-            if task.segment is None:
-                for name, data in result.files:
-                    write_file_atomic(item.output.with_name(name), data)
-                report.written.append(item.output)
-                report.faces += result.faces
-                continue
-            writer = _write_segment(writer, task, result, options, report)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+            try:
+                if row["error"]:
+                    failed[key] = (row["error"], bool(row["retry"]))
+                elif task.segment is None:
+                    result = pickle.loads(row["result"])
+                    for name, data in result.files:
+                        write_file_atomic(task.item.output.with_name(name), data)
+                    report.written.append(task.item.output)
+                    report.faces += result.faces
+                else:
+                    video.add(task, pickle.loads(row["result"]))
+            except GPENError as e:  # this output cannot be written (e.g. the encoder refuses an option)
+                failed[key] = (f"{type(e).__name__}: {e}", False)
+            if key in failed:
+                video.abort(task.item.output)
     finally:
+        video.abort()
         bar.close()
     return failed
 
 
-def _write_segment(writer, task: Task, result, options: RestoreOptions, report: RunReport):
-    """Encode one restored segment; open the writer on the first, close it after the last."""
-    from .video import VideoWriter
+class _VideoOutput:
+    """The video being written on the driver: opened at its first segment, closed after its last."""
 
-    frames, pts, faces = result
-    if task.segment.index == 0:
-        writer = VideoWriter(task.item.output, task.info, options.video)
-    writer.write(frames, pts)
-    report.frames += frames.shape[0]
-    report.faces += faces
-    if task.segment.stop >= task.info.frames:
-        writer.close()
-        report.written.append(task.item.output)
-        return None
-    return writer
+    def __init__(self, options: RestoreOptions, report: RunReport) -> None:
+        self.options, self.report = options, report
+        self.writer = None
+        self.frames = self.faces = 0
+
+    def add(self, task: Task, result) -> None:
+        from .video import VideoWriter
+
+        frames, pts, faces = result
+        if task.segment.index == 0:
+            self.abort()
+            self.writer = VideoWriter(task.item.output, task.info, self.options.video)
+            self.frames = self.faces = 0
+        self.writer.write(frames, pts)
+        self.frames += frames.shape[0]
+        self.faces += faces
+        if task.segment.stop >= task.info.frames:
+            self.writer.close()
+            self.writer = None
+            self.report.written.append(task.item.output)
+            self.report.frames += self.frames
+            self.report.faces += self.faces
+
+    def abort(self, output: Path | None = None) -> None:
+        """Drop the partial video (only if it is ``output``, when given)."""
+        if self.writer is not None and (output is None or self.writer.path == output):
+            self.writer.abort()
+            self.writer = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -153,29 +153,32 @@ def _upright(arr: np.ndarray, rotation: int) -> np.ndarray:
 def read_frames(info: VideoInfo, start: int = 0, stop: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """Frames ``start`` .. ``stop - 1`` (in presentation order) as (upright RGB uint8 (H, W, 3), pts).
 
-    Seeks to the keyframe before ``start`` where the timestamps are known, else decodes from the
-    first frame; either way frame ``i`` is the ``i``-th frame of the clip.
+    Seeks to the keyframe before ``start`` where the timestamps are known, else (or where the seek
+    cannot place the frames) decodes from the first frame; either way frame ``i`` is the ``i``-th
+    frame of the clip.
     """
     av = require_av()
+    seek_to = None
+    if start > 0 and info.frame_pts is not None and start < len(info.frame_pts):
+        seek_to = info.frame_pts[start]
     with _open(av, info.path) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
-        index = 0
-        target = None
-        if start > 0 and info.frame_pts is not None and start < len(info.frame_pts):
-            target = info.frame_pts[start]
-            c.seek(target, stream=vs, backward=True, any_frame=False)
+        if seek_to is not None:
+            c.seek(seek_to, stream=vs, backward=True, any_frame=False)
+        index = None if seek_to is not None else 0
         try:
             for frame in c.decode(vs):
-                if target is not None:
-                    if frame.pts is None:  # cannot place the frame: start again from the beginning
-                        raise InvalidInputError(f"{info.path}: frames without timestamps after seeking.")
-                    if frame.pts < target:
-                        continue
-                    index, target = start, None
-                if index >= start:
-                    if stop is not None and index >= stop:
+                if index is None:  # after the seek: find frame ``start`` by its timestamp
+                    if frame.pts is None or frame.pts > seek_to:  # cannot place it, or the seek overshot
+                        yield from read_frames(replace(info, frame_pts=None), start, stop)
                         return
+                    if frame.pts < seek_to:
+                        continue
+                    index = start
+                if stop is not None and index >= stop:
+                    return
+                if index >= start:
                     rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
                     pts = frame.pts if frame.pts is not None else int(round(index / info.fps / info.time_base))
                     yield _upright(rgb, info.rotation), int(pts)
@@ -204,8 +207,12 @@ class VideoWriter:
         fmt = KEEP_CONTAINER.get(self.path.suffix.lower(), "matroska")
         try:
             self._out = av.open(str(self._tmp), "w", format=fmt)
+            self._out.metadata.update(self._in.metadata)  # title, creation time, ...
             self._video = self._add_video(self._in.streams.video[0])
             self._audio = [self._add_audio(s) for s in self._in.streams.audio]
+        except (av.error.FFmpegError, ValueError, TypeError) as e:
+            self.abort()
+            raise self._error(e) from None
         except BaseException:
             self.abort()
             raise
@@ -223,6 +230,8 @@ class VideoWriter:
                         cc.width, cc.height, pix_fmt)
             pix_fmt = "yuv444p"
         cc.pix_fmt = pix_fmt
+        if src.codec_context.sample_aspect_ratio:
+            cc.sample_aspect_ratio = src.codec_context.sample_aspect_ratio  # anamorphic clips stay so
         cc.time_base = self.source.time_base
         out.time_base = self.source.time_base
         self._tags = {}
@@ -249,6 +258,11 @@ class VideoWriter:
         channels = src.codec_context.channels or 2
         out.codec_context.layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, "stereo")
         return src, out, False
+
+    def _error(self, e: Exception) -> InvalidInputError:
+        s = self.settings
+        return InvalidInputError(f"{self.path}: cannot encode video with {s.codec} ({s.pix_fmt}, options "
+                                 f"{s.encoder_options()}): {e}. Check --video-codec, --pix-fmt and --video-option.")
 
     # ---- audio, interleaved with the video by time ----
 
@@ -300,6 +314,14 @@ class VideoWriter:
         if frames.ndim != 4 or frames.shape[1:] != (h, w, 3) or frames.dtype != np.uint8:
             raise InvalidInputError(f"{self.path}: frames must be uint8 (N, {h}, {w}, 3), got "
                                     f"{frames.dtype} {frames.shape}.")
+        try:
+            self._write(frames, pts)
+        except (av.error.FFmpegError, ValueError) as e:
+            self.abort()
+            raise self._error(e) from None
+
+    def _write(self, frames: np.ndarray, pts) -> None:
+        av = self.av
         cc = self._video.codec_context
         for rgb, t in zip(frames, pts):
             if self.source.rotation:
@@ -327,6 +349,9 @@ class VideoWriter:
             self._out.close()
             self._in.close()
             os.replace(self._tmp, self.path)
+        except self.av.error.FFmpegError as e:
+            self.abort()
+            raise self._error(e) from None
         except BaseException:
             self.abort()
             raise

@@ -252,3 +252,37 @@ def test_options_reach_the_video_encoder():
     assert isinstance(options, RestoreOptions) and options.video.codec == "libx265"
     assert options.video.encoder_options() == {"crf": "23", "preset": "slow", "tune": "grain"}
     assert args.model == "GPEN-BFR-512"  # the default model
+
+
+@pytest.mark.parametrize("name", ["gop.mp4", "gop.mkv"])
+def test_reading_a_segment_by_seeking_gives_the_frames_of_a_full_read(tmp_path, name):
+    from gpen.video import probe, read_frames
+
+    frames = (np.random.default_rng(3).random((23, 32, 48, 3)) * 255).astype(np.uint8)
+    src = encode_clip(tmp_path / name, frames, fps=10, pix_fmt="yuv420p",
+                      options={"preset": "medium", "g": "6", "bf": "2", "crf": "30"})  # keyframes, B-frames
+    info = probe(src)
+    assert info.frames == 23 and info.frame_pts is not None
+    full = list(read_frames(info))
+    assert len(full) == 23
+    for start, stop in [(0, 4), (5, 11), (7, 8), (12, 23), (20, 40)]:
+        part = list(read_frames(info, start, stop))
+        assert [p for _, p in part] == [p for _, p in full[start:stop]]
+        assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(part, full[start:stop]))
+    # timestamps that do not match the frames (a container that lies): decoded from the start instead
+    from dataclasses import replace
+
+    odd = replace(info, frame_pts=tuple(p - 1 for p in info.frame_pts))
+    assert [p for _, p in read_frames(odd, 12, 15)] == [p for _, p in full[12:15]]
+
+
+@pytest.mark.parametrize("option", [["--video-codec", "no-such-codec"], ["--pix-fmt", "no-such-format"],
+                                    ["--video-option", "crf=not-a-number"]])
+def test_encoder_settings_it_cannot_use_give_one_line_and_no_file(tmp_path, capsys, option):
+    src = encode_clip(tmp_path / "clip.mp4", np.zeros((3, 16, 16, 3), np.uint8), fps=3)
+    (tmp_path / "lm.json").write_text('{"videos": {"clip.mp4": {"frames": []}}}')
+    rc = main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"),
+               "--landmarks", str(tmp_path / "lm.json"), *option])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cannot encode video" in err, err
+    assert not any((tmp_path / "out").iterdir())  # no partial file left
