@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             ray.shutdown()
     base = next((r for r in rows if r["run"] == "ray" and r["workers"] == 1), None)
     for r in rows:
-        r["speedup_vs_1_worker"] = round(r["marginal_images_per_s"] / base["marginal_images_per_s"], 2) if base else None
+        r["speedup_vs_1_worker"] = (round(r["marginal_images_per_s"] / base["marginal_images_per_s"], 2)
+                                    if base else None)
     meta = {"machine": device_name(torch.device("cpu")), "torch": torch.__version__, "ray": ray.__version__,
             "cluster_start_s": round(cluster_s, 2), "load_average_after": os.getloadavg(),
             "cpu_count": os.cpu_count()}

@@ -221,20 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-download", action="store_true", help="never download weights")
     v = r.add_argument_group("video")
     v.add_argument("--video-codec", default="libx264", help="FFmpeg encoder (default: libx264, H.264)")
-    v.add_argument("--crf", type=float, default=18, help="quality for libx264/libx265/VP9/AV1: lower is better, "
-                   "18 looks like the input (default)")
+    v.add_argument("--crf", type=float, default=18,
+                   help="quality for libx264/libx265/VP9/AV1: lower is better (default: 18)")
     v.add_argument("--preset", default="medium", help="encoder speed preset of libx264/libx265 (default: medium)")
-    v.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default: yuv420p, plays everywhere)")
+    v.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default: yuv420p, what most players expect)")
     v.add_argument("--video-option", action="append", default=[], metavar="KEY=VALUE",
                    help="further encoder option, e.g. tune=film (repeatable)")
     v.add_argument("--frames-per-segment", type=int, default=None,
                    help="frames restored at once (default: from the frame size, 16 or more)")
     v.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                   help=f"context frames each side of a segment for smoothing and tracking (default: {DEFAULT_OVERLAP})")
+                   help=f"context frames each side of a segment for smoothing and tracking "
+                   f"(default: {DEFAULT_OVERLAP})")
     g = r.add_argument_group("distributed (Ray Data)")
     g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: ADDRESS (e.g. ray://head:10001 or auto), or none to start a "
-                   "local one (RAY_ADDRESS is used when set)")
+                   "local one (RAY_ADDRESS is used when set); put it after the inputs, or write --ray=ADDRESS")
     g.add_argument("--workers", type=int, default=None,
                    help="Ray workers, each with one loaded model (default: one per GPU, else one per CPU)")
     g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")

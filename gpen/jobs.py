@@ -184,7 +184,7 @@ def plan_outputs(files: list[Path], out_dir: str | os.PathLike, inputs: list[str
     counts: dict[str, int] = {}
     for name in plain.values():
         counts[name.lower()] = counts.get(name.lower(), 0) + 1
-    names = {f: (plain[f] if counts[plain[f].lower()] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}{suffix_of[f]}")
+    names = {f: plain[f] if counts[plain[f].lower()] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}{suffix_of[f]}"
              for f in files}
     seen: dict[str, Path] = {}
     items = []

@@ -35,6 +35,9 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     windows = SegmentWindows(read_frames(info))
     bar = frame_bar(info.frames, item.name, quiet)
     frames = faces = 0
+    per_call = logging.getLogger("gpen.restorer")  # one summary per clip below, not one per segment
+    level = per_call.level
+    per_call.setLevel(max(level, logging.WARNING))
     try:
         with VideoWriter(item.output, info, options.video) as writer:
             for seg in segments:
@@ -49,6 +52,7 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
                 frames += restored.shape[0]
                 faces += n_faces
     finally:
+        per_call.setLevel(level)
         bar.close()
     if frames != info.frames:
         log.warning("%s: %d frames decoded of the %d its stream lists", item.name, frames, info.frames)

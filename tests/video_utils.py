@@ -21,7 +21,8 @@ def encode_clip(path: Path, frames: np.ndarray, fps: int = 12, *, audio_seconds:
     with av.open(str(path), "w") as out:
         v = out.add_stream(codec, rate=fps)
         v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        v.options = options if options is not None else ({"crf": "0", "preset": "ultrafast"} if codec == "libx264" else {})
+        lossless = {"crf": "0", "preset": "ultrafast"} if codec == "libx264" else {}
+        v.options = options if options is not None else lossless
         if rotation:
             v.set_display_rotation(rotation)
         a = None
