@@ -13,6 +13,7 @@ from pathlib import Path
 from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
 from .faces.align import TEMPLATES
+from .faces.reference import REFERENCE_THRESHOLD
 from .faces.selection import SORT_ORDERS
 from .jobs import RestoreOptions, load_landmarks, pick_device, pick_dtype
 from .runtime import tune_cpu_allocator
@@ -42,8 +43,9 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
         face_selection=args.select, sort=args.sort, min_face_size=args.min_face_size, parsing=args.parsing,
         color_correction=args.color_correction, temporal_smoothing=args.temporal_smoothing,
         chunk_size=args.chunk_size, allow_download=not args.no_download, save_crops=args.save_crops,
-        aligned=args.aligned, frames_per_segment=args.frames_per_segment, overlap=args.overlap,
-        video=video).check()
+        aligned=args.aligned, frames_per_segment=args.frames_per_segment, overlap=args.overlap, video=video,
+        reference=args.reference, reference_threshold=args.reference_threshold, image_sequence=args.track_faces,
+        max_gap=args.max_gap, min_track=args.min_track).check()
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -214,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
     r.add_argument("--temporal-smoothing", type=float, default=0.0,
                    help="video: smooth face landmarks over frames, 0..1 (default 0)")
+    r.add_argument("--reference", help="the picture before a face swap (or a folder holding one of the same name "
+                   "per input): only faces that differ from it are restored")
+    r.add_argument("--reference-threshold", type=float, default=REFERENCE_THRESHOLD,
+                   help=f"how much a face must differ from the reference to count as swapped (mean absolute "
+                   f"difference over the face, 0..1; default {REFERENCE_THRESHOLD})")
+    r.add_argument("--track-faces", action="store_true",
+                   help="restore the images as the frames of one video (same size, in name order, in segments): "
+                   "faces are tracked across them, so --select indices and largest pick the same person in every "
+                   "frame, missed faces are interpolated and short false detections dropped (videos are tracked "
+                   "anyway)")
+    r.add_argument("--max-gap", type=int, default=3,
+                   help="tracking: frames a tracked face may be missing and still be restored there")
+    r.add_argument("--min-track", type=int, default=2,
+                   help="tracking: tracks found in fewer frames are dropped as false detections")
     r.add_argument("--chunk-size", type=int, default=None, help="faces per network call")
     r.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (compiles for tens of seconds first; "

@@ -27,7 +27,8 @@ import numpy as np
 
 from .errors import GPENError, InvalidInputError, MissingDependencyError
 from .imageio import write_file_atomic
-from .jobs import Item, ModelSpec, RestoreOptions, RunReport, lookup_landmarks, pending, restore_image, restore_window
+from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, lookup_landmarks, pending, restore_image, restore_window,
+                   video_reference)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Task:
     landmarks: object = None
     segment: object = None
     info: object = None
+    reference: object = None  # a video's reference: its VideoInfo, or one picture
 
 
 class RestoreWorker:
@@ -106,7 +108,10 @@ class RestoreWorker:
         seg = task.segment
         decoded = list(read_frames(task.info, seg.context_start, seg.context_stop))
         frames = np.stack([f for f, _ in decoded])
-        restored, faces = restore_window(self.restorer, frames, seg, task.landmarks, self.options)
+        ref = task.reference
+        if ref is not None and hasattr(ref, "frame_pts"):  # a reference clip: the same frames of it
+            ref = np.stack([f for f, _ in read_frames(ref, seg.context_start, seg.context_stop)])
+        restored, faces = restore_window(self.restorer, frames, seg, task.landmarks, self.options, ref)
         a, _ = seg.core
         return restored, [p for _, p in decoded][a:a + restored.shape[0]], faces
 
@@ -120,7 +125,8 @@ def _tasks(item: Item, options: RestoreOptions, image_lms: dict | None, video_lm
     info = probe(source.source)
     h, w = info.upright_size
     lms = lookup_landmarks(video_lms, item)
-    return [Task(source, lms, seg, info) for seg in options.segments(info.frames, h, w)]
+    ref = video_reference(item, options)
+    return [Task(source, lms, seg, info, ref) for seg in options.segments(info.frames, h, w)]
 
 
 def _connect(ray, config: RayConfig, quiet: bool) -> bool:
@@ -158,6 +164,11 @@ def run_ray(items: list[Item], spec: ModelSpec, options: RestoreOptions, config:
     """
     ray = require_ray()
     config = config or RayConfig()
+    if options.image_sequence:
+        raise InvalidInputError("--track-faces (images as the frames of one video) runs in this process only: "
+                                "drop --ray, or make the frames a video file.")
+    if options.reference is not None:  # workers run elsewhere: absolute paths
+        options = replace(options, reference=str(Path(options.reference).resolve()))
     report = RunReport()
     todo, done = pending(items, overwrite)
     report.skipped = [it.output for it in done]

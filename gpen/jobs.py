@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
-from .faces.align import TEMPLATES
-from .faces.selection import check_sort, parse_selection
-from .imageio import encode_image, is_video, read_image
-from .segments import DEFAULT_OVERLAP, Segment, default_frames_per_segment, plan_segments, restore_segment
+from .faces.reference import REFERENCE_THRESHOLD
+from .imageio import encode_image, is_video, read_image, to_uint8
+from .options import check_options
+from .segments import (DEFAULT_OVERLAP, Segment, default_frames_per_segment, plan_segments, restore_segment,
+                       window_landmarks)
 from .video import VideoSettings, output_suffix
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,9 @@ class RestoreOptions:
 
     ``restore`` holds extra keyword arguments of :meth:`gpen.restorer.FaceRestorer.restore`
     (for options this class does not name). ``frames_per_segment`` and ``overlap`` shape video
-    segments (see :mod:`gpen.segments`).
+    segments (see :mod:`gpen.segments`). ``reference``: the picture (or clip) before a face swap,
+    or a folder holding one of the same name per input. ``image_sequence``: the images are the
+    frames of one video (restored in segments, faces tracked across them).
     """
 
     strength: float = 1.0
@@ -107,18 +110,22 @@ class RestoreOptions:
     frames_per_segment: int | None = None
     overlap: int = DEFAULT_OVERLAP
     video: VideoSettings = field(default_factory=VideoSettings)
+    reference: str | None = None
+    reference_threshold: float = REFERENCE_THRESHOLD
+    image_sequence: bool = False
+    track_faces: bool | None = None
+    max_gap: int = 3
+    min_track: int = 2
     restore: dict = field(default_factory=dict)
 
     def check(self) -> RestoreOptions:
-        """Raise InvalidInputError for a bad option before any file is read."""
-        if not 0.0 <= self.strength <= 1.0:
-            raise InvalidInputError(f"strength must be within 0..1, got {self.strength}.")
-        if not 0.0 <= self.temporal_smoothing <= 1.0:
-            raise InvalidInputError(f"temporal smoothing must be within 0..1, got {self.temporal_smoothing}.")
-        if self.template not in TEMPLATES:
-            raise InvalidInputError(f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}.")
-        check_sort(self.sort)
-        parse_selection(self.face_selection)
+        """Raise InvalidInputError for a bad option before any file is read or model loaded."""
+        check_options(template=self.template, strength=self.strength, face_selection=self.face_selection,
+                      sort=self.sort, detection_threshold=self.detection_threshold, min_face_size=self.min_face_size,
+                      temporal_smoothing=self.temporal_smoothing, reference_threshold=self.reference_threshold,
+                      track_faces=self.track_faces, max_gap=self.max_gap, min_track=self.min_track)
+        if self.reference is not None and not Path(self.reference).exists():
+            raise InvalidInputError(f"--reference {self.reference}: no such file or folder.")
         if self.frames_per_segment is not None and self.frames_per_segment < 1:
             raise InvalidInputError(f"frames per segment must be >= 1, got {self.frames_per_segment}.")
         if self.overlap < 0:
@@ -130,11 +137,15 @@ class RestoreOptions:
         return dict(template=self.template, detector=self.detector, detection_threshold=self.detection_threshold,
                     face_selection=self.face_selection, sort=self.sort, min_face_size=self.min_face_size,
                     parsing=self.parsing, color_correction=self.color_correction,
-                    temporal_smoothing=self.temporal_smoothing, allow_download=self.allow_download, **self.restore)
+                    temporal_smoothing=self.temporal_smoothing, allow_download=self.allow_download,
+                    reference_threshold=self.reference_threshold,
+                    track_faces=True if self.image_sequence else self.track_faces, max_gap=self.max_gap,
+                    min_track=self.min_track, **self.restore)
 
     def context_frames(self) -> int:
-        """Context frames each side of a video segment: none in aligned mode, where frames are independent."""
-        return 0 if self.aligned else self.overlap
+        """Context frames each side of a segment (enough to bridge a tracking gap of ``max_gap``
+        frames); none in aligned mode, where frames are independent."""
+        return 0 if self.aligned else max(self.overlap, self.max_gap + 1)
 
     def segments(self, frames: int, height: int, width: int) -> list[Segment]:
         """The segments of a clip of ``frames`` frames of ``height`` x ``width`` (as restored)."""
@@ -223,6 +234,19 @@ def pending(items: list[Item], overwrite: bool = False) -> tuple[list[Item], lis
     return todo, done
 
 
+def reference_for(item: Item, reference: str | os.PathLike | None) -> Path | None:
+    """The reference of input ``item``: ``reference`` itself (a file), or the file of the same name
+    in the ``reference`` folder."""
+    if reference is None:
+        return None
+    reference = Path(reference)
+    ref = reference / item.name if reference.is_dir() else reference
+    if not ref.is_file():
+        raise InvalidInputError(f"no reference picture for {item.name}: {ref} does not exist (--reference takes "
+                                f"the picture before the swap, or a folder holding one of the same name per input).")
+    return ref
+
+
 # ---- landmarks files ----------------------------------------------------------------------------
 
 LANDMARKS_FORMAT = ('{"images": {"name.png": {"faces": [{"landmarks5": [[x, y] x5]}]}}, '
@@ -279,19 +303,66 @@ def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.n
     if options.aligned:
         result = restorer.restore_aligned(image[None], strength=options.strength, chunk_size=options.chunk_size)
         return ImageOutput([(item.output.name, encode_image(result.images[0], bits))], 1, result.info)
+    ref = reference_for(item, options.reference)
     result = restorer.restore(image[None], None if landmarks is None else [landmarks], strength=options.strength,
                               chunk_size=options.chunk_size, keep_crops="aligned" if options.save_crops else "none",
-                              **options.restore_kwargs())
+                              reference=None if ref is None else read_image(ref)[0][None], **options.restore_kwargs())
     files = [(item.crop_path(k).name, encode_image(result.crops[k])) for k in range(result.crops.shape[0])]
     files.append((item.output.name, encode_image(result.images[0], bits)))
     return ImageOutput(files, len(result.faces), result.info)
 
 
-def restore_window(restorer, frames: np.ndarray, segment: Segment, landmarks: list | None, options: RestoreOptions,
-                   progress=None) -> tuple[np.ndarray, int]:
-    """Restore one video segment from the frames it reads (see :func:`gpen.segments.restore_segment`)."""
-    from .segments import window_landmarks
+def video_reference(item: Item, options: RestoreOptions):
+    """The reference of a video input: None, a :class:`gpen.video.VideoInfo` (a clip, read frame by
+    frame alongside) or a picture (1, H, W, C) for every frame."""
+    ref = reference_for(item, options.reference)
+    if ref is None:
+        return None
+    if is_video(ref):
+        from .video import probe
 
-    return restore_segment(restorer, frames, segment, window_landmarks(landmarks, segment, frames.shape[0]),
-                           aligned=options.aligned, strength=options.strength, chunk_size=options.chunk_size,
-                           restore_kwargs=options.restore_kwargs(), progress=progress)
+        return probe(ref)
+    return read_image(ref)[0][None]
+
+
+def restore_window(restorer, frames: np.ndarray, segment: Segment, landmarks: list | None, options: RestoreOptions,
+                   reference: np.ndarray | torch.Tensor | None = None, progress=None) -> tuple[np.ndarray, int]:
+    """Restore one video segment from the uint8 frames it reads (and the reference clip's frames, or a
+    reference picture); returns (restored uint8 frames, faces restored)."""
+    images = torch.from_numpy(frames).float() / 255.0
+    if isinstance(reference, np.ndarray):
+        reference = torch.from_numpy(reference).float() / 255.0
+    out, result, _ = restore_segment(restorer, images, segment, window_landmarks(landmarks, segment, frames.shape[0]),
+                                     aligned=options.aligned, strength=options.strength,
+                                     chunk_size=options.chunk_size, reference=reference,
+                                     restore_kwargs=options.restore_kwargs(), progress=progress)
+    return to_uint8(out), (out.shape[0] if options.aligned else len(result.faces))
+
+
+def restore_sequence_segment(restorer, items: list[Item], segment: Segment, options: RestoreOptions,
+                             landmarks: dict | None) -> ImageOutput:
+    """Restore the images ``segment`` covers of an image sequence (``items``, the frames of one video)."""
+    window = items[segment.context_start:segment.context_stop]
+    read = [read_image(it.source) for it in window]
+    if len({tuple(img.shape) for img, _ in read}) > 1:
+        raise InvalidInputError("--track-faces restores the images as the frames of one video: they must all "
+                                "have the same size and channels.")
+    images = torch.stack([img for img, _ in read])
+    lms = None
+    if landmarks is not None:
+        lms = [landmarks.get(it.name, np.zeros((0, 5, 2), np.float32)) for it in window]
+    refs = [reference_for(it, options.reference) for it in window]
+    ref = None if options.reference is None else torch.stack([read_image(r)[0] for r in refs])
+    out, result, counts = restore_segment(restorer, images, segment, lms, aligned=options.aligned,
+                                          strength=options.strength, chunk_size=options.chunk_size, reference=ref,
+                                          keep_crops="aligned" if options.save_crops else "none",
+                                          restore_kwargs=options.restore_kwargs())
+    a, _ = segment.core
+    files, crop = [], 0
+    for k in range(out.shape[0]):
+        item, bits = window[a + k], read[a + k][1]
+        for j in range(counts[k] if options.save_crops and not options.aligned else 0):
+            files.append((item.crop_path(j).name, encode_image(result.crops[crop + j])))
+        crop += counts[k]
+        files.append((item.output.name, encode_image(out[k], bits)))
+    return ImageOutput(files, sum(counts), result.info)

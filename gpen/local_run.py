@@ -11,7 +11,8 @@ import logging
 import sys
 
 from .imageio import write_file_atomic
-from .jobs import Item, RestoreOptions, RunReport, lookup_landmarks, pending, restore_image, restore_window
+from .jobs import (Item, RestoreOptions, RunReport, lookup_landmarks, pending, restore_image,
+                   restore_sequence_segment, restore_window, video_reference)
 from .segments import SegmentWindows
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     h, w = info.upright_size
     segments = options.segments(info.frames, h, w)
     windows = SegmentWindows(read_frames(info))
+    reference = video_reference(item, options)
+    ref_windows = SegmentWindows(read_frames(reference)) if hasattr(reference, "frame_pts") else None
     bar = frame_bar(info.frames, item.name, quiet)
     frames = faces = 0
     per_call = logging.getLogger("gpen.restorer")  # one summary per clip below, not one per segment
@@ -45,7 +48,8 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
                 if not len(pts):
                     break
                 done_before = bar.n
-                restored, n_faces = restore_window(restorer, window, seg, landmarks, options,
+                ref = ref_windows.take(seg)[0] if ref_windows is not None else reference
+                restored, n_faces = restore_window(restorer, window, seg, landmarks, options, ref,
                                                    progress=lambda k, base=done_before: bar.update(base + k - bar.n))
                 a, _ = seg.core
                 writer.write(restored, pts[a:a + restored.shape[0]])
@@ -57,6 +61,16 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     if frames != info.frames:
         log.warning("%s: %d frames decoded of the %d its stream lists", item.name, frames, info.frames)
     return frames, faces
+
+
+def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
+    """The segments of an image sequence (``--track-faces``), sized by its first image."""
+    from .imageio import read_image
+
+    if not sequence:
+        return []
+    h, w = read_image(sequence[0].source)[0].shape[:2]
+    return options.segments(len(sequence), h, w)
 
 
 def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_landmarks: dict | None = None,
@@ -72,6 +86,18 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
     images = [it for it in todo if it.kind == "image"]
     bar = tqdm(total=len(images), desc="restoring", unit="image", disable=quiet or len(images) < 2, file=sys.stderr)
     try:
+        if options.image_sequence:  # the images are the frames of one video: restored in segments, like a clip
+            todo = [it for it in todo if it.kind == "video"]
+            sequence = [it for it in items if it.kind == "image"]
+            for seg in sequence_segments(sequence, options):
+                if all(it.output.exists() and not overwrite for it in sequence[seg.start:seg.stop]):
+                    continue
+                out = restore_sequence_segment(restorer, sequence, seg, options, image_landmarks)
+                for name, data in out.files:
+                    write_file_atomic(sequence[0].output.with_name(name), data)
+                report.written.extend(it.output for it in sequence[seg.start:seg.stop])
+                report.faces += out.faces
+                bar.update(seg.stop - seg.start)
         for item in todo:
             if item.kind == "video":
                 lms = lookup_landmarks(video_landmarks, item)

@@ -1,12 +1,15 @@
 """Whole-image face restoration: find faces, select, align, restore in batches, paste back.
 
 The data path reads in one direction, one step per method of :class:`FaceRestorer`:
-image batch -> faces (:meth:`~FaceRestorer.find_faces`: detector or given landmarks) -> the faces to
-restore (:func:`gpen.faces.selection.select_faces`) -> their alignment (:meth:`~FaceRestorer.align_faces`)
--> aligned crops (:meth:`~FaceRestorer.crop_faces`) -> restored crops (:meth:`~FaceRestorer.run_network`,
-many faces per call) -> pasted images (:meth:`~FaceRestorer.paste_faces`). Images are RGB float 0..1
-in ComfyUI's layout (B, H, W, C); crops are (N, 3, S, S). Frames are processed in chunks so that
-long video batches run in bounded memory.
+image batch -> faces (:meth:`~FaceRestorer.find_faces`: detector or given landmarks) -> for video
+batches their tracks (:meth:`~FaceRestorer.link_tracks`) -> the faces to restore
+(:func:`gpen.faces.selection.select_faces` / ``select_tracks``) -> their alignment
+(:meth:`~FaceRestorer.align_faces`) -> with a reference picture, only the faces that differ from it
+(:meth:`~FaceRestorer.reference_differences`) -> aligned crops (:meth:`~FaceRestorer.crop_faces`)
+-> restored crops (:meth:`~FaceRestorer.run_network`, many faces per call) -> pasted images
+(:meth:`~FaceRestorer.paste_faces`). Images are RGB float 0..1 in ComfyUI's layout (B, H, W, C);
+crops are (N, 3, S, S). Frames are processed in chunks so that long video batches run in bounded
+memory.
 """
 
 from __future__ import annotations
@@ -20,29 +23,42 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
-from .faces.align import TEMPLATES, estimate_similarity, invert_affine, template_points, warp_affine
+from .faces.align import estimate_similarity, invert_affine, template_points, warp_affine
 from .faces.color import match_color
 from .faces.paste import feather_mask, paste_back
-from .faces.selection import Found, boxes_from_affine, check_sort, parse_selection, select_faces
+from .faces.detect import detect_in_chunks
+from .faces.reference import REFERENCE_THRESHOLD, reference_differences
+from .faces.selection import Found, check_landmarks, empty_faces, faces_from_landmarks, select_faces, select_tracks
 from .faces.temporal import smooth_landmarks
+from .faces.tracking import Tracks, link_tracks
 from .memory import default_chunk_size, default_frames_per_chunk
+from .options import check_options, prepare_mask
+from .options import check_strength as _check_strength
+from .summary import restore_summary
 
 log = logging.getLogger(__name__)
 
 _DETECT_MIN_SIDE = 16  # images smaller than this have no detectable face
-KEEP_CROPS = ("restored", "aligned", "none")
+DETECT_FRAMES = 8  # frames per detector call: the unit of detection progress, interrupts and OOM back-off
 
 
 @dataclass(frozen=True)
 class Face:
     """One restored face: which image, where (box x1,y1,x2,y2 and 5 landmarks in image pixels),
-    the detector's score (1.0 for given landmarks) and the 2x3 image->crop alignment matrix."""
+    the detector's score (1.0 for given landmarks) and the 2x3 image->crop alignment matrix.
+
+    With face tracking, ``track`` is the number of the face's track (the number "by index"
+    selection uses; None without tracking) and ``interpolated`` is True for a face filled in
+    between the frames where its track was detected.
+    """
 
     image_index: int
     box: np.ndarray
     landmarks: np.ndarray
     score: float
     affine: np.ndarray
+    track: int | None = None
+    interpolated: bool = False
 
 
 @dataclass
@@ -67,28 +83,25 @@ Restorer = Callable[[torch.Tensor], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
 
 
-def _check_images(images: torch.Tensor) -> None:
+def _check_images(images: torch.Tensor, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor):
-        raise InvalidInputError(f"images must be a torch tensor (B, H, W, C), got {type(images).__name__}.")
+        raise InvalidInputError(f"{name} must be a torch tensor (B, H, W, C), got {type(images).__name__}.")
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise InvalidInputError(f"images must have shape (B, H, W, C) with C = 1, 3 or 4 (grey, RGB, RGBA), "
+        raise InvalidInputError(f"{name} must have shape (B, H, W, C) with C = 1, 3 or 4 (grey, RGB, RGBA), "
                                 f"got {tuple(images.shape)}.")
     if not images.is_floating_point():
-        raise InvalidInputError(f"images must be float 0..1, got {images.dtype}.")
+        raise InvalidInputError(f"{name} must be float 0..1, got {images.dtype}.")
     if images.numel() and not torch.isfinite(images).all():
-        raise InvalidInputError("images contain NaN or infinite values; fix the node or file that produced them.")
+        raise InvalidInputError(f"{name} contain NaN or infinite values; fix the node or file that produced them.")
 
 
-def _check_strength(strength: float) -> None:
-    if not 0.0 <= float(strength) <= 1.0:
-        raise InvalidInputError(f"strength must be within 0..1, got {strength}.")
-
-
-def _check_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> None:
-    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.shape[1:] != (h, w)
-                             or mask.shape[0] not in (1, b)):
-        raise InvalidInputError(f"mask must have shape ({b} or 1, {h}, {w}) to match the images, got "
-                                f"{tuple(getattr(mask, 'shape', ()))}.")
+def _check_reference(reference: torch.Tensor | None, b: int, h: int, w: int) -> None:
+    if reference is None:
+        return
+    _check_images(reference, "reference")
+    if reference.shape[0] not in (1, b) or reference.shape[1:3] != (h, w):
+        raise InvalidInputError(f"reference must be the picture before the face swap, (1 or {b}, {h}, {w}, C) like "
+                                f"the images, got {tuple(reference.shape)}.")
 
 
 def _check_range(restore_range: tuple[int, int] | None, b: int) -> tuple[int, int]:
@@ -101,10 +114,6 @@ def _check_range(restore_range: tuple[int, int] | None, b: int) -> tuple[int, in
     if not 0 <= first <= stop <= b:
         raise InvalidInputError(f"restore_range {restore_range!r} must lie within the {b} frames of the batch.")
     return first, stop
-
-
-def _no_faces(b: int) -> list[Found]:
-    return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))] * b
 
 
 class FaceRestorer:
@@ -171,43 +180,24 @@ class FaceRestorer:
 
     def find_faces(self, images: torch.Tensor, landmarks=None, *, detector: str = "retinaface_resnet50",
                    detection_threshold: float = 0.5, detector_dirs=(), allow_download: bool = True,
-                   frames_per_chunk: int = 8) -> list[Found]:
-        """Per image (boxes (K,4), scores (K,), landmarks (K,5,2)) from the detector or ``landmarks``."""
+                   frames_per_chunk: int = DETECT_FRAMES, progress: ProgressFn | None = None,
+                   check_interrupt: Callable[[], None] | None = None) -> list[Found]:
+        """Per image (boxes (K,4), scores (K,), landmarks (K,5,2)) from the detector or ``landmarks``.
+
+        The detector sees ``frames_per_chunk`` frames per call, with progress, interrupt checks and
+        out-of-memory back-off between calls (:func:`gpen.faces.detect.detect_in_chunks`).
+        """
         b, h, w = images.shape[:3]
         if landmarks is not None:
-            return [self._given_faces(i, lm) for i, lm in enumerate(self._check_landmarks(landmarks, b))]
+            return faces_from_landmarks(landmarks, b, self.size)
         if min(h, w) < _DETECT_MIN_SIDE:
-            return _no_faces(b)
+            return [empty_faces()] * b
         dev = self._work_device(images)
         det = self.detector(detector, dev, detector_dirs, allow_download)
-        found = []
-        for start in range(0, b, frames_per_chunk):
-            chunk = _rgb(images[start:start + frames_per_chunk]).to(dev)
-            for d in det.detect(chunk, threshold=detection_threshold):
-                found.append((d.boxes, d.scores, d.landmarks))
-        return found
-
-    @staticmethod
-    def _check_landmarks(landmarks, b: int) -> list:
-        if len(landmarks) != b:
-            raise InvalidInputError(f"landmarks must list one array (K, 5, 2) per image: got {len(landmarks)} "
-                                    f"for {b} images.")
-        return list(landmarks)
-
-    def _given_faces(self, i: int, lm) -> Found:
-        """Boxes and scores for faces that come as landmarks (image ``i``): boxes from the alignment."""
-        lm = np.zeros((0, 5, 2), np.float32) if lm is None else np.asarray(lm, dtype=np.float32)
-        if lm.size == 0:
-            lm = lm.reshape(0, 5, 2)
-        if lm.ndim == 2 and lm.shape == (5, 2):
-            lm = lm[None]
-        if lm.ndim != 3 or lm.shape[1:] != (5, 2) or not np.isfinite(lm).all():
-            raise InvalidInputError(f"landmarks of image {i} must be finite numbers of shape (K, 5, 2), "
-                                    f"got {lm.shape}.")
-        if not len(lm):
-            return _no_faces(1)[0]
-        affine = estimate_similarity(lm, template_points("gpen", self.size))
-        return boxes_from_affine(affine, self.size), np.ones(len(lm), np.float32), lm
+        detections = detect_in_chunks(det, _rgb(images), threshold=detection_threshold, device=dev,
+                                      frames_per_chunk=frames_per_chunk, progress=progress,
+                                      check_interrupt=check_interrupt)
+        return [(d.boxes, d.scores, d.landmarks) for d in detections]
 
     @staticmethod
     def select_faces(found: Sequence[Found], *, selection="all", sort: str = "left-to-right",
@@ -215,8 +205,20 @@ class FaceRestorer:
         """Indices of the faces to restore per image (see :func:`gpen.faces.selection.select_faces`)."""
         return select_faces(found, selection=selection, sort=sort, min_face_size=min_face_size, mask=mask)
 
-    def align_faces(self, found: Sequence[Found], chosen: Sequence[np.ndarray], template: str = "gpen") -> list[Face]:
-        """One :class:`Face` (with its image -> crop similarity to ``template``) per chosen face, in order."""
+    @staticmethod
+    def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2) -> Tracks:
+        """Face tracks over a frame batch (see :func:`gpen.faces.tracking.link_tracks`): short tracks
+        dropped, gaps of up to ``max_gap`` frames filled with interpolated faces."""
+        return link_tracks(found, max_gap=max_gap, min_track=min_track)
+
+    def align_faces(self, found: Sequence[Found], chosen: Sequence[np.ndarray], template: str = "gpen",
+                    tracks: Sequence[np.ndarray] | None = None, interpolated: Sequence[np.ndarray] | None = None
+                    ) -> list[Face]:
+        """One :class:`Face` (with its image -> crop similarity to ``template``) per chosen face, in order.
+
+        ``tracks``: per image the track number of each chosen face (parallel to ``chosen``);
+        ``interpolated``: per image a flag for every face of ``found``.
+        """
         tmpl = template_points(template, self.size)
         faces: list[Face] = []
         for i, keep in enumerate(chosen):
@@ -225,8 +227,25 @@ class FaceRestorer:
             boxes, scores, lms = found[i]
             affine = estimate_similarity(lms[keep], tmpl)
             for j, k in enumerate(keep):
-                faces.append(Face(i, boxes[k].copy(), lms[k].copy(), float(scores[k]), affine[j].astype(np.float32)))
+                track = None if tracks is None else int(tracks[i][j])
+                filled = False if interpolated is None else bool(interpolated[i][k])
+                faces.append(Face(i, boxes[k].copy(), lms[k].copy(), float(scores[k]), affine[j].astype(np.float32),
+                                  track, filled))
         return faces
+
+    def reference_differences(self, images: torch.Tensor, reference: torch.Tensor, faces: Sequence[Face],
+                              frames_per_chunk: int = 8) -> np.ndarray:
+        """Per face, how much it differs from the same face in ``reference`` (B or 1, H, W, C).
+
+        The mean absolute difference of RGB values (0..1 scale) over the face region of both
+        pictures aligned alike (:func:`gpen.faces.reference.reference_differences`); 0 for an
+        untouched face; compare with :data:`gpen.faces.reference.REFERENCE_THRESHOLD`.
+        """
+        if reference.shape[0] == 1 and images.shape[0] > 1:
+            reference = reference.expand(images.shape[0], -1, -1, -1)
+        return reference_differences(_rgb(images), _rgb(reference), np.stack([f.landmarks for f in faces]) if faces
+                                     else np.zeros((0, 5, 2)), np.array([f.image_index for f in faces], dtype=np.int64),
+                                     self._work_device(images), frames_per_chunk)
 
     def crop_faces(self, frames: torch.Tensor, faces: Sequence[Face], first_frame: int = 0) -> torch.Tensor:
         """Aligned crops (N, 3, S, S) 0..1 of ``faces`` from ``frames`` (F, H, W, C), the frames of
@@ -312,55 +331,94 @@ class FaceRestorer:
                 detector: str = "retinaface_resnet50", detection_threshold: float = 0.5,
                 face_selection: str | Sequence[int] = "all", sort: str = "left-to-right", min_face_size: float = 0,
                 mask: torch.Tensor | None = None, parsing: bool = False, color_correction: bool = False,
-                temporal_smoothing: float = 0.0, chunk_size: int | None = None, frames_per_chunk: int | None = None,
+                temporal_smoothing: float = 0.0, reference: torch.Tensor | None = None,
+                reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None, max_gap: int = 3,
+                min_track: int = 2, chunk_size: int | None = None, frames_per_chunk: int | None = None,
                 detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
                 restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 check_interrupt: Callable[[], None] | None = None) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
-        left and right mouth corner, in pixels) or from the ``detector`` (score >= threshold).
-        They are filtered (``min_face_size`` pixels, face centre inside ``mask`` (B, H, W) > 0.5, and
-        the mask also bounds the blend: 0 keeps the original pixel, soft values mix),
-        ordered (``sort``) and picked (``face_selection``: "all", "largest" or indices "0,2" in that
-        order), aligned to ``template`` ("gpen" or "ffhq"), restored in chunks of ``chunk_size``
-        faces, optionally colour-matched to the source face, and pasted back with the feathered
-        mask (or a face-parsing mask), mixed with the source face by ``strength`` 0..1.
-        ``temporal_smoothing`` 0..1 smooths landmarks along the batch (video frames).
-        ``keep_crops``: "restored", "aligned" (the aligned input crops) or "none".
+        left and right mouth corner, in pixels) or from the ``detector`` (score >= threshold). They
+        are filtered (``min_face_size`` pixels; face centre inside ``mask`` (B or 1, H, W) > 0.5, a
+        mask of another size being resized; the mask also bounds the blend), ordered (``sort``),
+        picked (``face_selection``: "all", "largest" or indices "0,2" in that order), aligned to
+        ``template`` ("gpen" or "ffhq"), restored in chunks of ``chunk_size`` faces, optionally
+        colour-matched, and pasted back with the feathered (or face-parsing) mask, mixed with the
+        source face by ``strength`` 0..1. ``keep_crops``: "restored", "aligned" or "none".
+
+        ``track_faces`` (None: for batches of 3+ frames) links faces into tracks
+        (:func:`gpen.faces.tracking.link_tracks`); indices and "largest" then pick tracks, numbered
+        in ``sort`` order on the frame where each first appears (:func:`select_tracks`), faces
+        missing from up to ``max_gap`` frames are restored at interpolated landmarks, and (3+
+        frames) tracks found in fewer than ``min_track`` frames are dropped. ``temporal_smoothing``
+        0..1 smooths landmarks along tracks. ``reference`` (B or 1, H, W, C), the picture before a
+        face swap: only faces differing from it by more than ``reference_threshold``
+        (:meth:`reference_differences`) are restored. ``progress(done, total)``: detection is the
+        first half of the total, restoration the second (given landmarks: faces only).
         ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are
         context (they inform temporal smoothing and face tracks) and come back unchanged.
-        The input is never modified; pixels outside every face mask come back bit-identical.
+
+        Options are checked before detection starts. The input is never modified; pixels outside
+        every face mask come back bit-identical; an empty batch or one without faces passes through.
         """
         _check_images(images)
-        if template not in TEMPLATES:
-            raise InvalidInputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}.")
-        _check_strength(strength)
-        if keep_crops not in KEEP_CROPS:
-            raise InvalidInputError(f"keep_crops must be 'restored', 'aligned' or 'none', got {keep_crops!r}.")
-        check_sort(sort)
-        parse_selection(face_selection)
+        check_options(template=template, strength=strength, keep_crops=keep_crops, face_selection=face_selection,
+                      sort=sort, detection_threshold=detection_threshold, min_face_size=min_face_size,
+                      temporal_smoothing=temporal_smoothing, reference_threshold=reference_threshold,
+                      track_faces=track_faces, max_gap=max_gap, min_track=min_track)
         b, h, w, _ = images.shape
-        _check_mask(mask, b, h, w)
+        mask = prepare_mask(mask, b, h, w)
         first, stop = _check_range(restore_range, b)
+        _check_reference(reference, b, h, w)
+        if landmarks is not None:
+            check_landmarks(landmarks, b)
+        if b == 0:
+            return RestoreResult(images.clone(), torch.zeros((0, h, w), device=images.device),
+                                 torch.zeros((0, self.size, self.size, 3), device=images.device), [], [],
+                                 "empty image batch; nothing to restore")
         frames_per_chunk = frames_per_chunk or default_frames_per_chunk(h, w)
-
+        # one bar for both phases when the detector runs: detection first half, restoration second
+        halves = progress is not None and landmarks is None and min(h, w) >= _DETECT_MIN_SIDE
         found = self.find_faces(images, landmarks, detector=detector, detection_threshold=detection_threshold,
                                 detector_dirs=detector_dirs, allow_download=allow_download,
-                                frames_per_chunk=frames_per_chunk)
+                                frames_per_chunk=min(frames_per_chunk, DETECT_FRAMES),
+                                progress=(lambda d, t: progress(d, 2 * t)) if halves else None,
+                                check_interrupt=check_interrupt)
+        detected = [len(f[0]) for f in found]
+        tracks = None
+        if track_faces or (track_faces is None and b >= 3):
+            tracks = self.link_tracks(found, max_gap=int(max_gap), min_track=int(min_track) if b >= 3 else 1)
+            found = tracks.found
         if temporal_smoothing > 0 and b > 2:
-            smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found], strength=float(temporal_smoothing))
+            smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found],
+                                        strength=float(temporal_smoothing), max_gap=int(max_gap),
+                                        tracks=None if tracks is None else tracks.ids)
             found = [(bx, sc, lm.astype(np.float32)) for (bx, sc, _), lm in zip(found, smoothed)]
-        chosen = select_faces(found, selection=face_selection, sort=sort, min_face_size=min_face_size, mask=mask)
-        chosen = [keep if first <= i < stop else keep[:0] for i, keep in enumerate(chosen)]
-        faces = self.align_faces(found, chosen, template)
+        if tracks is None:
+            chosen = select_faces(found, selection=face_selection, sort=sort, min_face_size=min_face_size, mask=mask)
+            faces = self.align_faces(found, chosen, template)
+        else:
+            chosen, numbers = select_tracks(found, tracks.ids, selection=face_selection, sort=sort,
+                                            min_face_size=min_face_size, mask=mask)
+            faces = self.align_faces(found, chosen, template, numbers, tracks.interpolated)
+        faces = [f for f in faces if first <= f.image_index < stop]  # context frames are not restored
+        unchanged = 0
+        if reference is not None and faces:
+            changed = self.reference_differences(images, reference, faces, frames_per_chunk) > reference_threshold
+            unchanged = int((~changed).sum())
+            faces = [f for f, c in zip(faces, changed) if c]
 
         out_images, out_masks, crops = self._restore_frames(
             images, faces, frames_per_chunk, strength=float(strength), mask=mask, parsing=parsing,
             color_correction=color_correction, chunk_size=chunk_size, detector_dirs=detector_dirs,
-            allow_download=allow_download, keep_crops=keep_crops, progress=progress, check_interrupt=check_interrupt)
-        counts = [int(len(k)) for k in chosen]
-        info = _summary(counts, [len(f[0]) for f in found])
+            allow_download=allow_download, keep_crops=keep_crops, check_interrupt=check_interrupt,
+            progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress)
+        if halves and not faces:
+            progress(1, 1)
+        counts = np.bincount(np.array([f.image_index for f in faces], dtype=np.int64), minlength=b).tolist()
+        info = restore_summary(counts, detected, faces, tracks, unchanged)
         log.info(info)
         return RestoreResult(out_images, out_masks, crops, faces, counts, info)
 
@@ -447,15 +505,3 @@ def _rgb(images: torch.Tensor) -> torch.Tensor:
     if c == 1:
         return images.expand(-1, -1, -1, 3)
     return images[..., :3]
-
-
-def _summary(restored: list[int], detected: list[int]) -> str:
-    b = len(restored)
-    total = sum(restored)
-    if total == 0:
-        return f"no faces found in {b} image(s); images returned unchanged" if sum(detected) == 0 else \
-            f"{sum(detected)} face(s) found but none selected in {b} image(s); images returned unchanged"
-    if b == 1:
-        return f"{total} face(s) restored" + (f" of {detected[0]} found" if detected[0] != total else "")
-    per = ",".join(str(r) for r in restored[:64]) + ("..." if b > 64 else "")
-    return f"{total} face(s) restored in {b} images; per image: {per}"

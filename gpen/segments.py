@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
-from .imageio import to_uint8
 from .memory import default_frames_per_chunk
 
 DEFAULT_OVERLAP = 4  # frames of context each side: the smoothing window's reach (2) and a tracking gap of 3
@@ -93,37 +92,37 @@ def window_landmarks(landmarks: list | None, segment: Segment, count: int) -> li
             for i in range(segment.context_start, segment.context_start + count)]
 
 
-def restore_segment(restorer, frames: np.ndarray, segment: Segment, landmarks: list | None = None, *,
+def restore_segment(restorer, images: torch.Tensor, segment: Segment, landmarks: list | None = None, *,
                     aligned: bool = False, strength: float = 1.0, chunk_size: int | None = None,
-                    restore_kwargs: dict | None = None, progress: Callable[[int], None] | None = None
-                    ) -> tuple[np.ndarray, int]:
-    """Restore the frames of ``segment`` from the frames it reads (T, H, W, 3) uint8.
+                    reference: torch.Tensor | None = None, keep_crops: str = "none", restore_kwargs: dict | None = None,
+                    progress: Callable[[int], None] | None = None):
+    """Restore the frames of ``segment`` from the frames it reads, ``images`` (T, H, W, C) float 0..1.
 
     ``restorer`` is a :class:`gpen.restorer.FaceRestorer`; ``landmarks`` per frame read (or None
-    to detect); ``restore_kwargs`` the options of :meth:`~gpen.restorer.FaceRestorer.restore`.
+    to detect); ``reference`` the frames read of the picture before a face swap (T or 1 frames);
+    ``restore_kwargs`` further options of :meth:`~gpen.restorer.FaceRestorer.restore`.
     ``aligned``: every frame is an aligned face crop (:meth:`~gpen.restorer.FaceRestorer.restore_aligned`).
     ``progress(frames_done)`` is called as the segment's faces get restored. Returns (restored frames
-    (N, H, W, 3) uint8, faces restored).
+    (N, H, W, C), the :class:`~gpen.restorer.RestoreResult`, faces per restored frame).
     """
     a, b = segment.core
-    b = min(b, frames.shape[0])
-    if b <= a:
-        return np.zeros((0,) + frames.shape[1:], np.uint8), 0
-    n = b - a
+    b = min(b, images.shape[0])
+    n = max(0, b - a)
 
     def faces_done(done: int, total: int) -> None:
         if progress is not None and total:
             progress(math.floor(n * done / total))
 
     if aligned:
-        images = torch.from_numpy(frames[a:b]).float() / 255.0
-        result = restorer.restore_aligned(images, strength=strength, chunk_size=chunk_size, progress=faces_done)
-        out, faces = result.images, n
+        result = restorer.restore_aligned(images[a:b], strength=strength, chunk_size=chunk_size, progress=faces_done)
+        out, counts = result.images, [1] * n
     else:
-        images = torch.from_numpy(frames).float() / 255.0
-        result = restorer.restore(images, landmarks, strength=strength, chunk_size=chunk_size, keep_crops="none",
-                                  restore_range=(a, b), progress=faces_done, **(restore_kwargs or {}))
-        out, faces = result.images[a:b], len(result.faces)
+        if reference is not None and reference.shape[0] > 1:
+            reference = reference[: images.shape[0]]
+        result = restorer.restore(images, landmarks, strength=strength, chunk_size=chunk_size, keep_crops=keep_crops,
+                                  reference=reference, restore_range=(a, b), progress=faces_done,
+                                  **(restore_kwargs or {}))
+        out, counts = result.images[a:b], list(result.faces_per_image[a:b])
     if progress is not None:
         progress(n)
-    return to_uint8(out), faces
+    return out, result, counts

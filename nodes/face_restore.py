@@ -16,11 +16,14 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
-from ..gpen.faces.detect import RETINAFACE_MODELS
+from ..gpen.faces.detect import RETINAFACE_MODELS, detection_memory_bytes
 from ..gpen.errors import InvalidInputError
 from ..gpen.faces.align import TEMPLATES
-from ..gpen.faces.selection import SORT_ORDERS
+from ..gpen.faces.reference import REFERENCE_THRESHOLD
+from ..gpen.faces.selection import SORT_ORDERS, parse_indices
 from ..gpen.memory import default_frames_per_chunk, face_memory_bytes
+from ..gpen.options import check_options
+from ..gpen.restorer import DETECT_FRAMES
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
 from .preview import ui_payload
@@ -71,7 +74,9 @@ class GPENFaceRestore(io.ComfyNode):
                                        "ones listed in face_indices."),
                 io.String.Input("face_indices", default="0", optional=True,
                                 tooltip="With face_selection 'by index': comma-separated face numbers "
-                                        "(0 = first face in sort order), e.g. 0,2."),
+                                        "(0 = first face in sort order), e.g. 0,2. With track_faces the "
+                                        "numbers are people: numbered in sort order on the frame where each "
+                                        "first appears."),
                 io.Combo.Input("sort_faces", options=list(SORT_ORDERS), default="left-to-right", optional=True,
                                tooltip="Order in which faces are numbered for face_indices: by position, by "
                                        "size, or by detector confidence (score)."),
@@ -91,7 +96,32 @@ class GPENFaceRestore(io.ComfyNode):
                                      "automatically when the GPU runs out of memory."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Only faces inside this mask are restored, and only within it "
-                                      "(detect mode). One mask or one per frame."),
+                                      "(detect mode). One mask or one per frame; a mask of another size "
+                                      "is resized to the image."),
+                io.Image.Input("reference", optional=True,
+                               tooltip="The picture before the face swap (e.g. the image that goes into "
+                                       "ReActor; one frame or one per frame, same size as image). Only "
+                                       "faces that differ from it are restored, so faces that were never "
+                                       "swapped stay untouched (detect mode)."),
+                io.Float.Input("reference_threshold", default=REFERENCE_THRESHOLD, min=0.0, max=1.0, step=0.005,
+                               optional=True,
+                               tooltip="With a reference: how much a face must differ from it to count as "
+                                       "swapped (mean absolute difference over the face, 0..1). The default "
+                                       "sits between JPEG noise (at most 0.0115) and face swaps (0.046 and "
+                                       "more), measured on real faces."),
+                io.Boolean.Input("track_faces", default=True, optional=True,
+                                 tooltip="For batches of 3 or more frames: follow each face from frame to "
+                                         "frame, so face_indices and 'largest' pick the same person in every "
+                                         "frame, faces the detector misses for up to max_gap frames are "
+                                         "restored at interpolated places, and detections seen in fewer "
+                                         "than min_track frames are ignored as false."),
+                io.Int.Input("max_gap", default=3, min=0, max=64, step=1, optional=True,
+                             tooltip="With track_faces: a face missing from up to this many frames in a row "
+                                     "keeps its track and is restored there at landmarks interpolated from "
+                                     "its neighbours."),
+                io.Int.Input("min_track", default=2, min=1, max=64, step=1, optional=True,
+                             tooltip="With track_faces: faces found in fewer frames than this are dropped as "
+                                     "false detections (1: keep all)."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
@@ -109,11 +139,26 @@ class GPENFaceRestore(io.ComfyNode):
                 face_selection: str = "all", face_indices: str = "0", sort_faces: str = "left-to-right",
                 min_face_size: int = 0, face_parsing: bool = False, color_correction: bool = False,
                 temporal_smoothing: float = 0.0, face_batch_size: int = 0,
-                mask: torch.Tensor | None = None) -> io.NodeOutput:
+                mask: torch.Tensor | None = None, reference: torch.Tensor | None = None,
+                reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool = True, max_gap: int = 3,
+                min_track: int = 2) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
             raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
             raise InvalidInputError(f"face_mode must be one of {', '.join(FACE_MODES)}, got {face_mode!r}.")
+        if face_selection not in SELECTIONS:
+            raise InvalidInputError(f"face_selection must be one of {', '.join(SELECTIONS)}, got {face_selection!r}.")
+        # Every option is checked before memory is freed, models move or the detector runs.
+        selection = parse_indices(face_indices) if face_selection == "by index" else face_selection
+        options = dict(template=template, detection_threshold=detection_threshold, face_selection=selection,
+                       sort=sort_faces, min_face_size=min_face_size, temporal_smoothing=temporal_smoothing,
+                       reference_threshold=reference_threshold, track_faces=None if track_faces else False,
+                       max_gap=max_gap, min_track=min_track)
+        check_options(strength=strength, **options)
+        if image.shape[0] == 0:  # an empty batch passes through
+            b, h, w = image.shape[:3]
+            return io.NodeOutput(image, torch.zeros((0, h, w)), _crops_or_placeholder(image[:0], gpen_model.size),
+                                 "empty image batch; nothing to restore")
 
         device = model_management.get_torch_device()
         net = gpen_model.model
@@ -121,9 +166,14 @@ class GPENFaceRestore(io.ComfyNode):
         per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
         frames_on_device = min(image.shape[0], default_frames_per_chunk(image.shape[1], image.shape[2]))
         weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0  # 0: onnxruntime
-        memory_required = (weights + per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
-                           + frames_on_device * image[0].nelement() * 4 * 4)  # frames + working copies
-        model_management.free_memory(memory_required, device)
+        restoring = per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR) + frames_on_device * image[0].nelement() * 4 * 4
+        detector_weights = detecting = 0
+        if face_mode == "detect":  # the detector stays loaded; its working memory is needed before restoration's
+            frames = min(image.shape[0], DETECT_FRAMES)
+            detector_weights = detection_memory_bytes(detector, image.shape[1], image.shape[2], 0)
+            detecting = detection_memory_bytes(detector, image.shape[1], image.shape[2], frames) \
+                - detector_weights + frames * image[0].nelement() * 4
+        model_management.free_memory(weights + detector_weights + max(restoring, detecting), device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
@@ -135,12 +185,9 @@ class GPENFaceRestore(io.ComfyNode):
                 result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
             else:
                 result = restorer.restore(
-                    image, strength=strength, template=template, detector=detector,
-                    detection_threshold=detection_threshold,
-                    face_selection=face_indices if face_selection == "by index" else face_selection,
-                    sort=sort_faces, min_face_size=min_face_size, mask=_mask_batch(mask), parsing=face_parsing,
-                    color_correction=color_correction, temporal_smoothing=temporal_smoothing, chunk_size=chunk,
-                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), **hooks)
+                    image, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
+                    color_correction=color_correction, chunk_size=chunk, reference=reference,
+                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), **options, **hooks)
         finally:
             net.to(model_management.unet_offload_device())
             restorer.offload(model_management.unet_offload_device())

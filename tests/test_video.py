@@ -80,9 +80,9 @@ def _segmented(restorer, frames, lms, length, overlap, **kwargs) -> tuple[np.nda
     outs = []
     for seg in plan_segments(len(frames), length, overlap):
         window, _ = windows.take(seg)
-        restored, _ = restore_segment(restorer, window, seg, window_landmarks(lms, seg, len(window)),
-                                      restore_kwargs=kwargs)
-        outs.append(restored)
+        restored, _, _ = restore_segment(restorer, torch.from_numpy(window).float() / 255.0, seg,
+                                         window_landmarks(lms, seg, len(window)), restore_kwargs=kwargs)
+        outs.append(to_uint8(restored))
     return np.concatenate(outs)
 
 
