@@ -286,3 +286,57 @@ def test_encoder_settings_it_cannot_use_give_one_line_and_no_file(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "cannot encode video" in err, err
     assert not any((tmp_path / "out").iterdir())  # no partial file left
+
+
+def test_video_reference_restores_only_the_face_the_swap_changed(tmp_path):
+    before, lms = moving_faces(6)
+    after = before.copy()
+    after[:, 140:190, 55:110] = after[:, 140:190, 55:110][:, :, ::-1] // 2  # the lower face "swapped"
+    src = encode_clip(tmp_path / "clip.mp4", after, fps=6)
+    ref = encode_clip(tmp_path / "before.mp4", before, fps=6)
+    write_video_landmarks(tmp_path / "lm.json", {"clip.mp4": lms})
+    assert main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--landmarks",
+                 str(tmp_path / "lm.json"), "--reference", str(ref), *LOSSLESS]) == 0
+    got, _ = decode_clip(tmp_path / "out" / "clip.mp4")
+    shown, _ = decode_clip(src)
+    assert np.abs(got[:, :90].astype(int) - shown[:, :90]).max() <= 3  # the upper face: left alone
+    assert np.abs(got[:, 145:185, 60:105].astype(int) - shown[:, 145:185, 60:105]).mean() > 10  # the swapped one
+
+
+def test_a_face_missed_at_a_segment_border_is_filled_in_from_the_context(tmp_path):
+    frames, lms = moving_faces(12)
+    missed = [lm.copy() for lm in lms]
+    missed[4] = lms[4][1:]  # the upper face is missing in frame 4, the first frame of the second segment
+    assert lms[4][0, 0, 1] < 90
+    src = encode_clip(tmp_path / "clip.mp4", frames, fps=6)
+    write_video_landmarks(tmp_path / "lm.json", {"clip.mp4": missed})
+    assert main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--landmarks",
+                 str(tmp_path / "lm.json"), "--frames-per-segment", "4", *LOSSLESS]) == 0
+    got, _ = decode_clip(tmp_path / "out" / "clip.mp4")
+    shown, _ = decode_clip(src)
+    upper = (slice(20, 70), slice(5, 60))
+    assert np.abs(got[4][upper].astype(int) - shown[4][upper]).mean() > 10  # restored at interpolated landmarks
+    # the same segment without context frames: the gap sits at the start of its frames and stays a gap
+    restorer = FaceRestorer(load_model(SMALL_256))
+    cut = _segmented(restorer, shown, missed, 4, 0)
+    assert np.abs(cut[4][upper].astype(int) - shown[4][upper]).max() == 0
+
+
+def test_image_sequence_in_segments_equals_one_segment(tmp_path):
+    frames, lms = moving_faces(6)
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(src / f"f{i}.png"), f[:, :, ::-1])
+    write_video_landmarks(tmp_path / "lm.json", {}, {f"f{i}.png": lm for i, lm in enumerate(lms) if i != 3})
+    outs = {}
+    for per in ("2", "16"):
+        out = tmp_path / f"out{per}"
+        assert main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(out), "--landmarks",
+                     str(tmp_path / "lm.json"), "--track-faces", "--select", "0", "--frames-per-segment", per,
+                     "--temporal-smoothing", "1"]) == 0
+        outs[per] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert list(outs["2"]) == [f"f{i}.png" for i in range(6)]
+    assert outs["2"] == outs["16"]  # three segments give the files of one
+    f3 = cv2.imread(str(tmp_path / "out2" / "f3.png"))[:, :, ::-1]
+    assert np.abs(f3[20:70, 5:60].astype(int) - frames[3][20:70, 5:60]).mean() > 10  # track 0 filled in frame 3
