@@ -340,3 +340,19 @@ def test_image_sequence_in_segments_equals_one_segment(tmp_path):
     assert outs["2"] == outs["16"]  # three segments give the files of one
     f3 = cv2.imread(str(tmp_path / "out2" / "f3.png"))[:, :, ::-1]
     assert np.abs(f3[20:70, 5:60].astype(int) - frames[3][20:70, 5:60]).mean() > 10  # track 0 filled in frame 3
+
+
+def test_restore_range_restores_only_its_frames():
+    from gpen.errors import InvalidInputError
+
+    frames, lms = moving_faces(5)
+    x = torch.from_numpy(frames).float() / 255.0
+    restorer = FaceRestorer(load_model(SMALL_256))
+    whole = restorer.restore(x, lms)
+    part = restorer.restore(x, lms, restore_range=(1, 3))
+    assert torch.equal(part.images[[0, 3, 4]], x[[0, 3, 4]])  # context frames come back bit-identical
+    assert torch.equal(part.images[1:3], whole.images[1:3])
+    assert part.faces_per_image == [0, 2, 2, 0, 0] and {f.image_index for f in part.faces} == {1, 2}
+    for bad in [(3, 1), (0, 6), (-1, 2), "x"]:
+        with pytest.raises(InvalidInputError, match="restore_range"):
+            restorer.restore(x, lms, restore_range=bad)
