@@ -190,6 +190,10 @@ def plan_outputs(files: list[Path], out_dir: str | os.PathLike, inputs: list[str
         if Path(given).is_dir() and _same_path(Path(given), out_dir):
             raise InvalidInputError(f"the output folder {out_dir} is an input folder: restored files would "
                                     f"overwrite or mix with the originals; choose another -o folder.")
+    unique: dict[Path, Path] = {}
+    for f in files:  # a file given twice (itself and through its folder) is restored once
+        unique.setdefault(f.resolve(), f)
+    files = list(unique.values())
     suffix_of = {f: (output_suffix(f) if is_video(f) else ".png") for f in files}
     plain = {f: f"{f.stem}{suffix_of[f]}" for f in files}
     counts: dict[str, int] = {}
@@ -199,16 +203,21 @@ def plan_outputs(files: list[Path], out_dir: str | os.PathLike, inputs: list[str
              for f in files}
     seen: dict[str, Path] = {}
     items = []
+    inodes: set | None = None  # (device, inode) of every input, read once where an output exists already
     for f in files:
         key = names[f].lower()
-        if key in seen and not _same_path(seen[key], f):
+        if key in seen:
             raise InvalidInputError(f"{seen[key]} and {f} would both be written as {out_dir / names[f]}; "
                                     f"restore them into separate -o folders.")
-        if key in seen:
-            continue  # the same file given twice
         seen[key] = f
         output = out_dir / names[f]
-        if any(_same_path(output, g) for g in files):
+        clash = output.resolve() in unique
+        if not clash and output.exists():  # the same file under another name (hard link, case-blind disk)?
+            if inodes is None:
+                inodes = {(st.st_dev, st.st_ino) for st in (g.stat() for g in files)}
+            st = output.stat()
+            clash = (st.st_dev, st.st_ino) in inodes
+        if clash:
             raise InvalidInputError(f"{output} would overwrite the input of that name; choose another -o folder.")
         items.append(Item(f, "video" if is_video(f) else "image", output))
     return items

@@ -139,3 +139,13 @@ def test_landmarks_file_is_utf8_whatever_the_locale(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = cv2.imread(str(tmp_path / "out" / "a.png"))
     assert out.shape == img.shape and not np.array_equal(out, img[:, :, ::-1])  # the face was restored
+
+
+def test_a_file_given_twice_is_restored_once_under_its_plain_name(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    _no_faces(tmp_path / "lm.json", ["a.png"])
+    rc = main(["-q", "restore", str(src), str(src / "a.png"), "--model", str(MODEL_512), "-o", str(tmp_path / "out"),
+               "--landmarks", str(tmp_path / "lm.json")])
+    assert rc == 0 and [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
