@@ -13,9 +13,12 @@ from pathlib import Path
 from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
 from .faces.align import TEMPLATES
+from .faces.occlusion import OCCLUSION_CHOICES, parse_occluders
+from .faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from .faces.reference import REFERENCE_THRESHOLD
 from .faces.selection import SORT_ORDERS
 from .jobs import RestoreOptions, load_landmarks, pick_device, pick_dtype
+from .frames import MAX_SCALE
 from .runtime import tune_cpu_allocator
 from .segments import DEFAULT_OVERLAP
 
@@ -45,7 +48,8 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
         chunk_size=args.chunk_size, allow_download=not args.no_download, save_crops=args.save_crops,
         aligned=args.aligned, frames_per_segment=args.frames_per_segment, overlap=args.overlap, video=video,
         reference=args.reference, reference_threshold=args.reference_threshold, image_sequence=args.track_faces,
-        max_gap=args.max_gap, min_track=args.min_track).check()
+        max_gap=args.max_gap, min_track=args.min_track, regions=args.regions, occlusion=args.occlusion,
+        upscale=args.upscale).check()
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -213,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face order for --select indices (score: ties keep the input order)")
     r.add_argument("--min-face-size", type=float, default=0, help="skip faces smaller than this (pixels)")
     r.add_argument("--parsing", action="store_true", help="blend with a face-parsing mask")
+    r.add_argument("--regions", help="with --parsing: comma-separated regions taken from the restored face, the rest "
+                   f"stays original; from {', '.join(REGIONS)} (default: {','.join(DEFAULT_REGIONS)}; 'teeth' is "
+                   "the parsers' inner-mouth class, the same pixels as 'mouth')")
+    r.add_argument("--occlusion", default="none", choices=OCCLUSION_CHOICES,
+                   help="keep what covers a face (hands, microphones, hair) with FaceFusion's XSeg occluder "
+                   "(xseg_N.onnx in the facedetection folder, downloaded when missing; needs onnxruntime; "
+                   "all: the minimum of the three)")
+    r.add_argument("--upscale", type=int, default=1, choices=range(1, MAX_SCALE + 1), metavar=f"{{1..{MAX_SCALE}}}",
+                   help="output this many times larger: background resized (bicubic), faces restored "
+                   "from the original and pasted at the output resolution (default: 1)")
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
     r.add_argument("--temporal-smoothing", type=float, default=0.0,
                    help="video: smooth face landmarks over frames, 0..1 (default 0)")

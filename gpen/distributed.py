@@ -269,7 +269,7 @@ class _VideoOutput:
         frames, pts, faces = result
         if task.segment.index == 0:
             self.abort()
-            self.writer = VideoWriter(task.item.output, task.info, self.options.video)
+            self.writer = VideoWriter(task.item.output, task.info, self.options.video, self.options.upscale)
             self.frames = self.faces = 0
         self.writer.write(frames, pts)
         self.frames += frames.shape[0]

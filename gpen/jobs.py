@@ -23,7 +23,10 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
+from .faces.occlusion import parse_occluders
+from .faces.parsing import parse_regions
 from .faces.reference import REFERENCE_THRESHOLD
+from .frames import MAX_SCALE
 from .imageio import encode_image, is_video, read_image, to_uint8
 from .options import check_options
 from .segments import (DEFAULT_OVERLAP, Segment, default_frames_per_segment, plan_segments, restore_segment,
@@ -116,6 +119,9 @@ class RestoreOptions:
     track_faces: bool | None = None
     max_gap: int = 3
     min_track: int = 2
+    regions: str | None = None
+    occlusion: str | None = None
+    upscale: int = 1
     restore: dict = field(default_factory=dict)
 
     def check(self) -> RestoreOptions:
@@ -124,6 +130,13 @@ class RestoreOptions:
                       sort=self.sort, detection_threshold=self.detection_threshold, min_face_size=self.min_face_size,
                       temporal_smoothing=self.temporal_smoothing, reference_threshold=self.reference_threshold,
                       track_faces=self.track_faces, max_gap=self.max_gap, min_track=self.min_track)
+        if self.regions is not None:
+            if not self.parsing:
+                raise InvalidInputError("--regions chooses face-parsing classes: add --parsing.")
+            parse_regions(self.regions)
+        parse_occluders(self.occlusion)
+        if not 1 <= int(self.upscale) <= MAX_SCALE:
+            raise InvalidInputError(f"upscale must be 1..{MAX_SCALE}, got {self.upscale}.")
         if self.reference is not None and not Path(self.reference).exists():
             raise InvalidInputError(f"--reference {self.reference}: no such file or folder.")
         if self.frames_per_segment is not None and self.frames_per_segment < 1:
@@ -140,7 +153,8 @@ class RestoreOptions:
                     temporal_smoothing=self.temporal_smoothing, allow_download=self.allow_download,
                     reference_threshold=self.reference_threshold,
                     track_faces=True if self.image_sequence else self.track_faces, max_gap=self.max_gap,
-                    min_track=self.min_track, **self.restore)
+                    min_track=self.min_track, regions=self.regions, occlusion=self.occlusion, upscale=self.upscale,
+                    **self.restore)
 
     def context_frames(self) -> int:
         """Context frames each side of a segment (enough to bridge a tracking gap of ``max_gap``
@@ -310,7 +324,8 @@ def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.n
     """Restore one image file into encoded output files (not written yet)."""
     image, bits = read_image(item.source)
     if options.aligned:
-        result = restorer.restore_aligned(image[None], strength=options.strength, chunk_size=options.chunk_size)
+        result = restorer.restore_aligned(image[None], strength=options.strength, chunk_size=options.chunk_size,
+                                          upscale=options.upscale)
         return ImageOutput([(item.output.name, encode_image(result.images[0], bits))], 1, result.info)
     ref = reference_for(item, options.reference)
     result = restorer.restore(image[None], None if landmarks is None else [landmarks], strength=options.strength,

@@ -42,7 +42,7 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     level = per_call.level
     per_call.setLevel(max(level, logging.WARNING))
     try:
-        with VideoWriter(item.output, info, options.video) as writer:
+        with VideoWriter(item.output, info, options.video, options.upscale) as writer:
             for seg in segments:
                 window, pts = windows.take(seg)
                 if not len(pts):

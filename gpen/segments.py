@@ -114,7 +114,9 @@ def restore_segment(restorer, images: torch.Tensor, segment: Segment, landmarks:
             progress(math.floor(n * done / total))
 
     if aligned:
-        result = restorer.restore_aligned(images[a:b], strength=strength, chunk_size=chunk_size, progress=faces_done)
+        upscale = (restore_kwargs or {}).get("upscale", 1)
+        result = restorer.restore_aligned(images[a:b], strength=strength, chunk_size=chunk_size,
+                                          progress=faces_done, upscale=upscale)
         out, counts = result.images, [1] * n
     else:
         if reference is not None and reference.shape[0] > 1:

@@ -195,10 +195,12 @@ class VideoWriter:
     always complete (:meth:`abort` removes the partial file). Use as a context manager.
     """
 
-    def __init__(self, path: str | os.PathLike, source: VideoInfo, settings: VideoSettings | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, source: VideoInfo, settings: VideoSettings | None = None,
+                 scale: int = 1) -> None:
         self.av = av = require_av("writing video")
         self.path = Path(path)
         self.source = source
+        self.scale = int(scale)  # the restored frames are this many times larger than the source's
         self.settings = settings or VideoSettings()
         self.frames_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +225,7 @@ class VideoWriter:
         s = self.settings
         out = self._out.add_stream(s.codec, rate=self.source.fps)
         cc = out.codec_context
-        cc.width, cc.height = self.source.width, self.source.height
+        cc.width, cc.height = self.source.width * self.scale, self.source.height * self.scale
         pix_fmt = s.pix_fmt
         if pix_fmt in CHROMA_SUBSAMPLED and (cc.width % 2 or cc.height % 2):
             log.warning("%s: %dx%d is odd-sized, which %s cannot hold: encoding yuv444p", self.path.name,
@@ -310,7 +312,7 @@ class VideoWriter:
         """Encode upright RGB uint8 frames (N, H, W, 3) with their presentation timestamps."""
         av = self.av
         frames = np.asarray(frames)
-        h, w = self.source.upright_size
+        h, w = (self.scale * n for n in self.source.upright_size)
         if frames.ndim != 4 or frames.shape[1:] != (h, w, 3) or frames.dtype != np.uint8:
             raise InvalidInputError(f"{self.path}: frames must be uint8 (N, {h}, {w}, 3), got "
                                     f"{frames.dtype} {frames.shape}.")

@@ -19,8 +19,11 @@ from ..gpen import FaceRestorer
 from ..gpen.faces.detect import RETINAFACE_MODELS, detection_memory_bytes
 from ..gpen.errors import InvalidInputError
 from ..gpen.faces.align import TEMPLATES
+from ..gpen.faces.occlusion import OCCLUSION_CHOICES, parse_occluders
+from ..gpen.faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from ..gpen.faces.reference import REFERENCE_THRESHOLD
 from ..gpen.faces.selection import SORT_ORDERS, parse_indices
+from ..gpen.frames import MAX_SCALE, check_scale
 from ..gpen.memory import default_frames_per_chunk, face_memory_bytes
 from ..gpen.options import check_options
 from ..gpen.restorer import DETECT_FRAMES
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 FACE_MODES = ("detect", "aligned")
 DETECTORS = tuple(RETINAFACE_MODELS)
 SELECTIONS = ("all", "largest", "by index")
+DEFAULT_REGIONS_TEXT = ",".join(DEFAULT_REGIONS)
 
 # Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
 _FACES_TO_MAKE_ROOM_FOR = 4
@@ -50,7 +54,9 @@ class GPENFaceRestore(io.ComfyNode):
             description="Restores faces with GPEN. detect: finds faces (RetinaFace), aligns each to the "
                         "GPEN template, restores it and blends it back with a feathered mask. aligned: "
                         "every frame already is an aligned face crop (e.g. from another face node) and is "
-                        "restored as a whole. Works on batches (video frames) in chunks.",
+                        "restored as a whole. Works on batches (video frames) in chunks. Optional: keep "
+                        "chosen face-parsing regions or what covers a face (occlusion) original, and output "
+                        "a picture up to 4x larger (upscale).",
             inputs=[
                 io.Image.Input("image", tooltip="Image or batch of frames (video) to restore."),
                 GPENModelType.Input("gpen_model", tooltip="Model from 'Load GPEN Model'."),
@@ -122,10 +128,28 @@ class GPENFaceRestore(io.ComfyNode):
                 io.Int.Input("min_track", default=2, min=1, max=64, step=1, optional=True,
                              tooltip="With track_faces: faces found in fewer frames than this are dropped as "
                                      "false detections (1: keep all)."),
+                io.String.Input("regions", default=DEFAULT_REGIONS_TEXT, optional=True,
+                                tooltip="With face_parsing: comma-separated regions taken from the restored "
+                                        f"face; the others stay original. Regions: {', '.join(REGIONS)}. "
+                                        "'teeth' is the parsers' inner-mouth class, the same pixels as "
+                                        "'mouth': to keep the original teeth leave out both."),
+                io.Combo.Input("occlusion", options=list(OCCLUSION_CHOICES), default="none", optional=True,
+                               tooltip="Keep what covers a face (hands, microphones, hair) with FaceFusion's "
+                                       "XSeg occluder (DeepFaceLab, GPL-3.0): xseg_1/2/3.onnx in "
+                                       "models/facedetection, downloaded on first use; needs onnxruntime. "
+                                       "all: the minimum of the three (detect mode)."),
+                io.Int.Input("upscale", default=1, min=1, max=MAX_SCALE, step=1, optional=True,
+                             tooltip="Output this many times larger. The background is resized (bicubic) or "
+                                     "made by upscale_model; each face is restored from the original and "
+                                     "pasted at the output size, so 1024/2048 models keep more of their detail."),
+                io.UpscaleModel.Input("upscale_model", optional=True,
+                                      tooltip="Optional model from core's 'Load Upscale Model' for the background "
+                                              "(detect mode); its output is resized to exactly upscale x."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
-                io.Mask.Output(display_name="mask", tooltip="Where restored faces were blended in (0..1)."),
+                io.Mask.Output(display_name="mask", tooltip="Where restored faces were blended in (0..1), at "
+                                                            "the output size."),
                 io.Image.Output(display_name="face_crops",
                                 tooltip="Restored face crops at the model size, one per face (a single black "
                                         "crop when no face was found)."),
@@ -141,7 +165,8 @@ class GPENFaceRestore(io.ComfyNode):
                 temporal_smoothing: float = 0.0, face_batch_size: int = 0,
                 mask: torch.Tensor | None = None, reference: torch.Tensor | None = None,
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool = True, max_gap: int = 3,
-                min_track: int = 2) -> io.NodeOutput:
+                min_track: int = 2, regions: str = DEFAULT_REGIONS_TEXT, occlusion: str = "none", upscale: int = 1,
+                upscale_model=None) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
             raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
@@ -155,18 +180,24 @@ class GPENFaceRestore(io.ComfyNode):
                        reference_threshold=reference_threshold, track_faces=None if track_faces else False,
                        max_gap=max_gap, min_track=min_track)
         check_options(strength=strength, **options)
+        upscale = check_scale(upscale)
+        regions_arg = _regions(regions, face_parsing)
+        parse_occluders(occlusion)
         if image.shape[0] == 0:  # an empty batch passes through
-            b, h, w = image.shape[:3]
-            return io.NodeOutput(image, torch.zeros((0, h, w)), _crops_or_placeholder(image[:0], gpen_model.size),
-                                 "empty image batch; nothing to restore")
+            b, h, w, c = image.shape
+            return io.NodeOutput(image.new_zeros((0, h * upscale, w * upscale, c)),
+                                 torch.zeros((0, h * upscale, w * upscale)),
+                                 _crops_or_placeholder(image[:0], gpen_model.size), "empty image batch; nothing to restore")
 
         device = model_management.get_torch_device()
         net = gpen_model.model
         chunk = face_batch_size if face_batch_size > 0 else None
         per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
-        frames_on_device = min(image.shape[0], default_frames_per_chunk(image.shape[1], image.shape[2]))
+        out_h, out_w = image.shape[1] * upscale, image.shape[2] * upscale
+        frames_on_device = min(image.shape[0], default_frames_per_chunk(out_h, out_w))
         weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0  # 0: onnxruntime
-        restoring = per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR) + frames_on_device * image[0].nelement() * 4 * 4
+        restoring = (per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
+                     + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + working copies
         detector_weights = detecting = 0
         if face_mode == "detect":  # the detector stays loaded; its working memory is needed before restoration's
             frames = min(image.shape[0], DETECT_FRAMES)
@@ -182,12 +213,15 @@ class GPENFaceRestore(io.ComfyNode):
         restorer = _restorer_for(net, device)
         try:
             if face_mode == "aligned":
-                result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
+                result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, upscale=upscale,
+                                                  **hooks)
             else:
                 result = restorer.restore(
                     image, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
                     color_correction=color_correction, chunk_size=chunk, reference=reference,
-                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), **options, **hooks)
+                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), regions=regions_arg, occlusion=occlusion,
+                    upscale=upscale, upscaler=None if upscale_model is None else _host_upscaler(upscale_model),
+                    **options, **hooks)
         finally:
             net.to(model_management.unet_offload_device())
             restorer.offload(model_management.unet_offload_device())
@@ -214,6 +248,29 @@ def _restorer_for(net: torch.nn.Module, device: torch.device) -> FaceRestorer:
     restorer = FaceRestorer(net, device=device)
     _last_restorer = (net, str(device), restorer)
     return restorer
+
+
+def _regions(regions: str, face_parsing: bool) -> str | None:
+    """The regions for the core (checked here, before anything runs): with face_parsing as given;
+    without it None, as long as the widget holds the default set (else the user is told)."""
+    chosen = parse_regions(regions)
+    if face_parsing:
+        return regions
+    if set(chosen) != set(DEFAULT_REGIONS):
+        raise InvalidInputError(f"regions choose face-parsing classes: turn face parsing (face_parsing) on, or set "
+                                f"regions back to {DEFAULT_REGIONS_TEXT}.")
+    return None
+
+
+def _host_upscaler(upscale_model):
+    """Frames (F, H, W, 3) -> larger frames through core's 'Upscale Image (using Model)' node, so the
+    host's own tiling, device placement and out-of-memory back-off apply."""
+    from comfy_extras.nodes_upscale_model import ImageUpscaleWithModel
+
+    def upscale(frames: torch.Tensor) -> torch.Tensor:
+        return ImageUpscaleWithModel.execute(upscale_model, frames)[0]
+
+    return upscale
 
 
 def _mask_batch(mask: torch.Tensor | None) -> torch.Tensor | None:

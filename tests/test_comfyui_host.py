@@ -117,13 +117,14 @@ def test_pack_loads_and_nodes_are_registered(host):
     assert optional["mask"][0] == "MASK" and optional["reference"][0] == "IMAGE"
     for name in ("template", "detector", "detection_threshold", "face_selection", "face_indices", "sort_faces",
                  "min_face_size", "face_parsing", "color_correction", "temporal_smoothing", "face_batch_size",
-                 "reference_threshold", "track_faces", "max_gap", "min_track"):
+                 "reference_threshold", "track_faces", "max_gap", "min_track", "regions", "occlusion", "upscale",
+                 "upscale_model"):
         assert name in optional, name
     assert optional["track_faces"][1]["default"] is True and optional["max_gap"][1]["default"] == 3
     assert optional["min_track"][1]["default"] == 2
     for name, spec in {**restore["input"]["required"], **optional, **loader["input"]["required"]}.items():
         assert spec[1].get("tooltip"), f"input {name} has no tooltip"
-        if name in optional and name not in ("mask", "reference"):
+        if name in optional and name not in ("mask", "reference", "upscale_model"):  # sockets have no default
             assert "default" in spec[1], f"optional input {name} has no default"
     assert restore["output"] == ["IMAGE", "MASK", "IMAGE", "STRING"]
     assert restore["output_name"] == ["image", "mask", "face_crops", "info"]

@@ -356,3 +356,14 @@ def test_restore_range_restores_only_its_frames():
     for bad in [(3, 1), (0, 6), (-1, 2), "x"]:
         with pytest.raises(InvalidInputError, match="restore_range"):
             restorer.restore(x, lms, restore_range=bad)
+
+
+def test_upscaled_video_is_that_many_times_larger(tmp_path):
+    frames, lms = moving_faces(3)
+    src = encode_clip(tmp_path / "clip.mkv", frames, fps=3, audio_seconds=1.0)
+    write_video_landmarks(tmp_path / "lm.json", {"clip.mkv": lms})
+    assert main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--landmarks",
+                 str(tmp_path / "lm.json"), "--upscale", "2"]) == 0
+    facts = stream_facts(tmp_path / "out" / "clip.mkv")
+    assert (facts["frames"], facts["width"], facts["height"]) == (3, 256, 384)
+    assert facts["audio"] == stream_facts(src)["audio"]
