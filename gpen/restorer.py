@@ -36,7 +36,7 @@ from .faces.temporal import smooth_landmarks
 from .faces.tracking import Tracks, link_tracks
 from .frames import Upscaler, check_images, check_scale, luma, resize_masks, rgb_view, upscale_images
 from .memory import default_chunk_size, default_frames_per_chunk
-from .options import check_options, prepare_mask
+from .options import check_options, check_restore_range, prepare_mask
 from .options import check_strength as _check_strength
 from .results import Face, RestoreResult
 from .summary import restore_summary
@@ -58,18 +58,6 @@ def _check_reference(reference: torch.Tensor | None, b: int, h: int, w: int) -> 
     if reference.shape[0] not in (1, b) or reference.shape[1:3] != (h, w):
         raise InvalidInputError(f"reference must be the picture before the face swap, (1 or {b}, {h}, {w}, C) like "
                                 f"the images, got {tuple(reference.shape)}.")
-
-
-def _check_range(restore_range: tuple[int, int] | None, b: int) -> tuple[int, int]:
-    if restore_range is None:
-        return 0, b
-    try:
-        first, stop = (int(v) for v in restore_range)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"restore_range must be (start, stop) frame indices, got {restore_range!r}.") from None
-    if not 0 <= first <= stop <= b:
-        raise InvalidInputError(f"restore_range {restore_range!r} must lie within the {b} frames of the batch.")
-    return first, stop
 
 
 class FaceRestorer(HelperNetworks):
@@ -323,7 +311,7 @@ class FaceRestorer(HelperNetworks):
                       track_faces=track_faces, max_gap=max_gap, min_track=min_track)
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
-        first, stop = _check_range(restore_range, b)
+        first, stop = check_restore_range(restore_range, b)
         _check_reference(reference, b, h, w)
         if landmarks is not None:
             check_landmarks(landmarks, b)
