@@ -38,7 +38,7 @@ from .faces.temporal import smooth_landmarks
 from .faces.tracking import Tracks, link_tracks
 from .frames import Upscaler, check_images, check_scale, luma, resize_masks, rgb_view, upscale_images
 from .memory import default_chunk_size, default_faces_per_chunk, default_frames_per_chunk, frame_steps
-from .options import check_options, prepare_mask
+from .options import check_options, check_restore_range, prepare_mask
 from .results import Face, RestoreResult
 from .summary import restore_summary
 
@@ -180,9 +180,8 @@ class FaceRestorer(HelperNetworks):
     def run_network(self, crops: torch.Tensor, chunk_size: int | None = None, progress: ProgressFn | None = None,
                     check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None,
                     out: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore aligned crops (N, 3, S, S) 0..1 in chunks (:func:`gpen.batching.restore_in_chunks`):
-        on out-of-memory (``self.is_oom``) the chunk is halved; a chunk with NaN/inf outputs (a 16-bit
-        overflow) is restored again in float32. ``out``: where the result goes (may be ``crops``)."""
+        """Restore aligned crops (N, 3, S, S) 0..1 in chunks, halved on out-of-memory, NaN/inf chunks
+        again in float32 (:func:`gpen.batching.restore_in_chunks`); ``out`` may be ``crops``."""
         chunk = chunk_size or self.default_chunk_size(crops.device)
         return restore_in_chunks(self.restorer, crops, chunk, is_oom=self.is_oom, progress=progress,
                                  check_interrupt=check_interrupt, done=done, total=total, out=out)
@@ -216,14 +215,11 @@ class FaceRestorer(HelperNetworks):
     def paste_faces(self, out: torch.Tensor, out_masks: torch.Tensor, frames: torch.Tensor, faces: Sequence[Face],
                     first_frame: int, restored: torch.Tensor, aligned: torch.Tensor, face_masks: torch.Tensor | None,
                     strength: float, user_mask: torch.Tensor | None, scale: int = 1) -> None:
-        """Blend ``restored`` crops into ``out`` and ``out_masks`` (the slots of ``frames`` (F, H, W, C)
-        in the output batch) in place, inside each face's box (:func:`gpen.faces.paste.paste_into`).
+        """Blend ``restored`` crops onto the background ``frames`` (F, H, W, C), in place into ``out`` and
+        ``out_masks`` (those frames' slots of the output), inside each face's box (:func:`paste_into`).
 
-        ``frames`` are the background the faces are blended with (never modified); ``aligned`` the
-        input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W) bounds the blend: 0
-        keeps the background pixel exactly, soft values mix (``out_masks`` stays unscaled by it: see
-        :meth:`_restore_frames`). ``scale``: ``frames`` are ``scale`` times larger than the images
-        the faces were aligned in.
+        ``aligned``: the input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W) bounds the
+        blend (``out_masks`` stays unscaled by it); ``scale``: ``frames`` are that many times larger.
         """
         dev = frames.device
         idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
@@ -242,9 +238,9 @@ class FaceRestorer(HelperNetworks):
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None, max_gap: int = 3,
                 min_track: int = 2, chunk_size: int | None = None, frames_per_chunk: int | None = None,
                 detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
-                progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None,
-                regions=None, occlusion=None, upscale: int = 1, upscaler: Upscaler | None = None
-                ) -> RestoreResult:
+                restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
+                check_interrupt: Callable[[], None] | None = None, regions=None, occlusion=None, upscale: int = 1,
+                upscaler: Upscaler | None = None) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
@@ -265,6 +261,8 @@ class FaceRestorer(HelperNetworks):
         face swap: only faces differing from it by more than ``reference_threshold``
         (:meth:`reference_differences`) are restored. ``progress(done, total)``: detection is the
         first half of the total, restoration the second (given landmarks: faces only).
+        ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are
+        context (they inform temporal smoothing and face tracks) and come back unchanged.
 
         ``regions`` (with ``parsing``): the parsing regions taken from the restored face, a list or
         comma string of :data:`gpen.faces.parsing.REGIONS` (None: the default face parts); the
@@ -285,6 +283,7 @@ class FaceRestorer(HelperNetworks):
                       track_faces=track_faces, max_gap=max_gap, min_track=min_track)
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
+        first, stop = check_restore_range(restore_range, b)
         _check_reference(reference, b, h, w)
         if landmarks is not None:
             check_landmarks(landmarks, b)
@@ -324,6 +323,7 @@ class FaceRestorer(HelperNetworks):
             chosen, numbers = select_tracks(found, tracks.ids, selection=face_selection, sort=sort,
                                             min_face_size=min_face_size, mask=mask)
             faces = self.align_faces(found, chosen, template, numbers, tracks.interpolated)
+        faces = [f for f in faces if first <= f.image_index < stop]  # context frames are not restored
         unchanged = 0
         if reference is not None and faces:
             changed = self.reference_differences(images, reference, faces, frames_per_chunk) > reference_threshold
@@ -350,14 +350,10 @@ class FaceRestorer(HelperNetworks):
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
                         upscale: int = 1, upscaler: Upscaler | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Crop, restore and paste ``faces`` step by step; (images, masks, crops) as in RestoreResult.
-
-        A step takes consecutive frames, at most ``frames_per_chunk`` of them and
-        :func:`gpen.memory.default_faces_per_chunk` faces (a frame with more faces spans several
-        steps). Faces are cropped from the original frames and pasted straight into the output
-        inside their boxes: without ``upscale`` the only full-size tensors are the output images
-        and masks. With ``upscale``/``upscaler`` each step's background is made larger first (one
-        step of frames at the output size) and the faces are pasted onto it at that resolution.
+        """Crop, restore and paste ``faces`` step by step (:func:`gpen.memory.frame_steps`: at most
+        ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
+        RestoreResult. Faces are pasted straight into the output inside their boxes: without ``upscale``
+        the only full-size tensors are the output images and masks; with it, one step's background.
         """
         b, h, w, c = images.shape
         resized = upscale != 1 or upscaler is not None
@@ -427,9 +423,8 @@ class FaceRestorer(HelperNetworks):
         Each frame is resized to the network size (antialiased bilinear), restored, resized to
         ``upscale`` times the frame size and mixed with the (resized) input by ``strength``. At
         strength 1 with S x S frames and ``upscale`` 1 the result is exactly the network output
-        mapped to 0..1. Frames go to the work device a step at a time
-        (:func:`gpen.memory.default_frames_per_chunk` / ``default_faces_per_chunk``).
-        ``keep_crops``: "restored" (the network outputs, S x S), "aligned" (its inputs) or "none".
+        mapped to 0..1. Frames go to the work device a step at a time. ``keep_crops``: "restored"
+        (the network outputs, S x S), "aligned" (its inputs) or "none".
         """
         check_images(images)
         check_options(strength=strength, keep_crops=keep_crops)
