@@ -6,6 +6,9 @@
     python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs gpen.load_model
     python -m bench layers --size 512                          # each generator layer with every CPU path
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
+    python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
+    python -m bench detection-memory                          # RetinaFace working memory per frame
+    python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from bench import device_check, layers, network, onnx_bench, pipeline
+from bench import (detection_memory, device_check, layers, network, onnx_bench, pipeline, ray_bench,
+                   reference_threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
+    reference_threshold.add_parser(sub)
+    detection_memory.add_parser(sub)
+    ray_bench.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -45,12 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "device":
         device_check.run(args)
         return 0
+    if args.cmd == "ray":  # its rows and the cluster facts, in one file
+        ray_bench.run(args)
+        return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)
     elif args.cmd == "onnx":
         rows = onnx_bench.run(args)
     elif args.cmd == "layers":
         rows = layers.run(args)
+    elif args.cmd == "reference":
+        rows = reference_threshold.run(args)
+    elif args.cmd == "detection-memory":
+        rows = detection_memory.run(args)
     else:
         rows = network.run(args)
     if getattr(args, "json", None):

@@ -8,7 +8,8 @@ tensor: GPEN-BFR-2048 went from 4.0 s to 2.4 s per face and GPEN-BFR-512 from 1.
 The cost: the process keeps its peak memory reserved instead of returning it to the system.
 
 The command line and the benchmarks opt in; inside ComfyUI (a shared host process) it is off
-unless the environment variable ``GPEN_TUNE_MALLOC=1`` is set.
+unless the environment variable ``GPEN_TUNE_MALLOC=1`` is set when ComfyUI starts (the pack
+calls :func:`tune_from_environment` when it loads).
 """
 
 from __future__ import annotations
@@ -46,5 +47,12 @@ def tune_cpu_allocator() -> bool:
 
 
 def tune_from_environment() -> bool:
-    """Apply :func:`tune_cpu_allocator` when ``GPEN_TUNE_MALLOC=1`` is set."""
-    return os.environ.get("GPEN_TUNE_MALLOC", "") == "1" and tune_cpu_allocator()
+    """Apply :func:`tune_cpu_allocator` when ``GPEN_TUNE_MALLOC=1`` is set; True when applied."""
+    if os.environ.get("GPEN_TUNE_MALLOC", "") != "1":
+        return False
+    applied = tune_cpu_allocator()
+    if applied:
+        log.info("GPEN_TUNE_MALLOC=1: glibc allocator tuned for large tensors (freed blocks stay reserved)")
+    else:
+        log.warning("GPEN_TUNE_MALLOC=1 has no effect here: the allocator is not glibc's (Linux only)")
+    return applied

@@ -283,8 +283,8 @@ def test_bad_arguments():
         r.restore(img, [None], strength=2)
     with pytest.raises(InvalidInputError, match="one array"):
         r.restore(img, [None, None])
-    with pytest.raises(InvalidInputError, match="mask"):
-        r.restore(img, [None], mask=torch.ones(1, 10, 10))
+    with pytest.raises(InvalidInputError, match="mask"):  # another size is resized; another batch length is not
+        r.restore(img, [None], mask=torch.ones(2, 10, 10))
     with pytest.raises(InvalidInputError, match="crop size"):
         gpen.FaceRestorer(identity)
 

@@ -25,15 +25,12 @@ formulation's to float rounding, which the tests check against the official outp
   so float16/bfloat16 inference cannot overflow there, while convolutions run in the model's
   dtype.
 
-On the CPU two more:
-
-* activations live in buffers that the network keeps between calls (``gpen.model.workspace``;
-  convolutions write into them through oneDNN, ``gpen.model.onednn``), so no call faults in
-  gigabytes of fresh pages; :meth:`GPEN.release_buffers` gives them back;
-* in float32, the 3x3 convolutions where it pays (many channels, see ``winograd.pays``) run as
-  Winograd F(4x4, 3x3) products with 4x fewer multiplications (``gpen.model.winograd``); the
-  modulation goes into the input transform and the demodulation and bias into the write of the
-  output tile into the concatenation buffer.
+On the CPU three more (``bench/`` measures each): activations live in buffers kept between calls
+(``gpen.model.workspace``; convolutions write into them, ``gpen.model.cpu_conv``), so no call
+faults in gigabytes of fresh pages (:meth:`GPEN.release_buffers` gives them back); in float32 the
+many-channel 3x3 layers run as Winograd F(4x4, 3x3) products, 4x fewer multiplications, with the
+modulation in the input transform and demodulation and bias in the write of the output tiles
+(``gpen.model.winograd``); transposed convolutions of small images run as one matrix product.
 
 The forward pass is for inference (it writes into its own intermediate buffers); it runs under
 ``torch.inference_mode`` and never modifies its input.
@@ -42,43 +39,66 @@ The forward pass is for inference (it writes into its own intermediate buffers);
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import is_compiling
 from . import winograd
 from .config import GPENConfig, default_channels
+from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols
 from .filters import Blur, Upsample, blur_kernel
 from .layers import LRELU_SLOPE, SQRT2, ConstantInput, EqualLinear, NoiseInjection, PixelNorm
-from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols
-from .workspace import Session, Workspace
+from .workspace import KeepsBuffers, Session, Workspace
 
-__all__ = ["GPEN", "GPENConfig", "blur_kernel", "default_channels"]
+__all__ = ["DERIVED_CACHE", "GPEN", "GPENConfig", "blur_kernel", "default_channels", "drop_derived"]
 
 MAPPING_LR_MUL = 0.01
 
 
+DERIVED_CACHE = "_gpen_derived"  # a module's __dict__ entry: {name: (key, tensor derived from its weights)}
+
+
 def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.Tensor:
-    """A tensor derived from a weight, kept until the weight changes (new data, in-place edit, move)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # export/compile see the computation itself
+    """A tensor derived from ``source``, a weight of ``module`` (a :class:`CachingModule`), kept until
+    the weight changes (new data, in-place edit, move) or the module is moved or cast."""
+    if is_compiling() or torch.jit.is_tracing():  # export/compile see the computation itself
         return make()
     try:
         version = source._version
     except RuntimeError:  # inference tensors (made under torch.inference_mode) have no version counter
         version = -1
     key = (source.data_ptr(), version, source.dtype, source.device)
-    cached = module.__dict__.get(name)
+    caches = module.__dict__.setdefault(DERIVED_CACHE, {})
+    cached = caches.get(name)
     if cached is None or cached[0] != key:
+        caches.pop(name, None)  # free the stale tensor before making the new one
         with torch.no_grad():
             cached = (key, make())
-        module.__dict__[name] = cached
+        caches[name] = cached
     return cached[1]
 
 
-class EqualConv2d(nn.Module):
+def drop_derived(module: nn.Module) -> int:
+    """Forget every cached derived tensor in ``module`` and its submodules; returns how many there were."""
+    dropped = 0
+    for m in module.modules():
+        dropped += len(m.__dict__.pop(DERIVED_CACHE, None) or ())
+    return dropped
+
+
+class CachingModule(nn.Module):
+    """Owner of weights with derived tensors cached: any move or cast (``.to``, ``.cpu``... of it
+    alone, as ComfyUI's model patcher does, or of a parent) drops them, so no copy stays on the old
+    device; the next forward pass rebuilds them."""
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop(DERIVED_CACHE, None)
+        return super()._apply(fn, *args, **kwargs)
+
+
+class EqualConv2d(CachingModule):
     """Weights of a convolution with equalised learning rate (computed by ``ConvLayer``, fused)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
@@ -89,7 +109,7 @@ class EqualConv2d(nn.Module):
         self.padding = padding
 
 
-class FusedLeakyReLU(nn.Module):
+class FusedLeakyReLU(CachingModule):
     """Bias of the scaled leaky ReLU (applied inside ``ConvLayer`` / ``StyledConv``)."""
 
     def __init__(self, channels: int) -> None:
@@ -117,8 +137,8 @@ class ConvLayer(nn.Sequential):
             blurred = blur(x, ws)
             x = blurred
         # lrelu(z) * sqrt2 == lrelu(sqrt2 * z): the gain and the bias go into the convolution.
-        weight = _derived(self, "_scaled_weight", conv.weight, lambda: conv.weight * (conv.scale * SQRT2))
-        bias = _derived(self, "_scaled_bias", act.bias, lambda: act.bias * SQRT2)
+        weight = _derived(conv, "scaled_weight", conv.weight, lambda: conv.weight * (conv.scale * SQRT2))
+        bias = _derived(act, "scaled_bias", act.bias, lambda: act.bias * SQRT2)
         weight, bias = weight.to(x.dtype), bias.to(x.dtype)
         if ws is None:
             out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
@@ -132,7 +152,7 @@ class ConvLayer(nn.Sequential):
         return F.leaky_relu_(out, LRELU_SLOPE)
 
 
-class ModulatedConv2d(nn.Module):
+class ModulatedConv2d(CachingModule):
     """StyleGAN2 modulated convolution, optionally with 2x upsampling (transposed conv + blur).
 
     The reference formulation scales the weight per sample, ``w'[b,o,i] = w[o,i] * s[b,i]``,
@@ -160,7 +180,7 @@ class ModulatedConv2d(nn.Module):
         s = self.modulation(style) * self.scale
         if not self.demodulate:
             return s, None
-        wsq = _derived(self, "_weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
+        wsq = _derived(self, "weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
         return s, torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)
 
     def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool, ws: Session | None = None) -> torch.Tensor:
@@ -186,7 +206,7 @@ class ModulatedConv2d(nn.Module):
             return out
         weight = self.weight[0]
         if self.upsample:  # conv_transpose2d wants (in, out, k, k)
-            weight = _derived(self, "_weight_t", self.weight, lambda: self.weight[0].transpose(0, 1).contiguous())
+            weight = _derived(self, "weight_t", self.weight, lambda: self.weight[0].transpose(0, 1).contiguous())
         per_image = weight.numel() < x[0].numel() and (b == 1 or ws is not None)
         if not per_image:
             scale = s.to(x.dtype)[:, :, None, None]
@@ -236,7 +256,7 @@ class StyledConv(nn.Module):
         bias = (self.activate.bias.float() * SQRT2).to(dt)
         demod = (d * SQRT2).to(dt)
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers and compilers see no writes into views
+        if torch.jit.is_tracing() or is_compiling():  # tracers and compilers see no writes into views
             y = conv.convolve(x, s, x_is_scratch)
             out = torch.cat((torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None]),
                              torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain)), 1)
@@ -336,7 +356,7 @@ class Generator(nn.Module):
         return skip
 
 
-class GPEN(nn.Module):
+class GPEN(KeepsBuffers, nn.Module):
     """GPEN blind face restoration network (the ``FullGenerator`` of the released checkpoints).
 
     ``forward(x)``: ``x`` is a batch (B, 3, size, size) of RGB faces aligned to the GPEN template,
@@ -360,7 +380,7 @@ class GPEN(nn.Module):
         self.generator = Generator(config)
         self._encoder = [getattr(self, f"ecd{i}") for i in range(n)]
         self._compiled = None
-        self._workspace = Workspace()
+        self._workspace = Workspace()  # CPU buffers and transformed weights (KeepsBuffers)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -375,19 +395,8 @@ class GPEN(nn.Module):
             x = x.to(device=self.device, dtype=self.dtype)
             if self._compiled is not None:
                 return self._compiled(x)
-            with self._session(x) as ws:
+            with self.buffer_session(x) as ws:
                 return self._restore(x, ws)
-
-    @contextmanager
-    def _session(self, x: torch.Tensor) -> Iterator[Session | None]:
-        """The workspace session of a CPU forward pass (None elsewhere, and for tracers/compilers)."""
-        if x.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
-            if x.device.type != "cpu" and self._workspace.nbytes():  # moved piecewise off the CPU
-                self._workspace.release()
-            yield None
-            return
-        with self._workspace.session((tuple(x.shape), x.dtype, x.device)) as ws:
-            yield ws
 
     def _restore(self, x: torch.Tensor, ws: Session | None = None) -> torch.Tensor:
         if ws is None:
@@ -405,23 +414,6 @@ class GPEN(nn.Module):
         if ws is None:
             return rgb.contiguous()
         return torch.empty(rgb.shape, dtype=rgb.dtype, device=rgb.device).copy_(rgb)  # never a workspace buffer
-
-    def release_buffers(self) -> None:
-        """Give back the memory kept for speed between CPU calls: the activation buffers and the
-        weights transformed for the CPU paths (the next call makes them again). Thread-safe; waits
-        for a call that is using them."""
-        self._workspace.release()
-
-    def workspace_bytes(self) -> int:
-        """Bytes that :meth:`release_buffers` would give back."""
-        return self._workspace.nbytes()
-
-    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .half(), ...: buffers of the old place go
-        before = (self.device, self.dtype)
-        result = super()._apply(fn, recurse)
-        if (self.device, self.dtype) != before:
-            self.release_buffers()
-        return result
 
     def compile(self, **options) -> GPEN:
         """Run the forward pass through ``torch.compile`` from now on (one graph for the whole network).

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 
 import torch
 
+from ..compat import is_compiling
+
 
 class _Block:
     """A kept flat buffer and the serial number of the last session that used it."""
@@ -170,3 +172,39 @@ class Workspace:
         """Bytes held by the kept buffers and derived tensors."""
         buffers = sum(b.tensor.numel() * b.tensor.element_size() for b in self._free)
         return buffers + sum(t.numel() * t.element_size() for _, t in self._derived.values())
+
+
+class KeepsBuffers:
+    """Mixin of an ``nn.Module`` with ``device``/``dtype`` properties and a ``_workspace``: CPU forward
+    passes run in a :meth:`buffer_session`, and a move or cast that changes the module's device or
+    dtype drops the kept buffers (a no-op ``.to()``, as ComfyUI does after each use, keeps them)."""
+
+    _workspace: Workspace
+
+    @contextmanager
+    def buffer_session(self, x: torch.Tensor) -> Iterator[Session | None]:
+        """The workspace session of a CPU forward pass on ``x`` (None elsewhere and for tracers/compilers)."""
+        if x.device.type != "cpu" or torch.jit.is_tracing() or is_compiling():
+            if x.device.type != "cpu" and self._workspace.nbytes():  # its layers were moved one by one
+                self._workspace.release()
+            yield None
+            return
+        with self._workspace.session((tuple(x.shape), x.dtype, x.device)) as ws:
+            yield ws
+
+    def release_buffers(self) -> None:
+        """Give back the memory kept for speed between CPU calls: the activation buffers and the
+        weights transformed for the CPU paths (the next call makes them again). Thread-safe; waits
+        for a call that is using them."""
+        self._workspace.release()
+
+    def workspace_bytes(self) -> int:
+        """Bytes that :meth:`release_buffers` would give back."""
+        return self._workspace.nbytes()
+
+    def _apply(self, fn, *args, **kwargs):
+        before = (self.device, self.dtype)
+        result = super()._apply(fn, *args, **kwargs)
+        if (self.device, self.dtype) != before:
+            self.release_buffers()
+        return result
