@@ -90,8 +90,12 @@ def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x + bias.to(x.dtype).view(shape), LRELU_SLOPE) * SQRT2
 
 
+DERIVED_CACHE = "_gpen_derived"  # a module's __dict__ entry: {name: (key, tensor derived from its weights)}
+
+
 def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.Tensor:
-    """A tensor derived from a weight, kept until the weight changes (new data, in-place edit, move)."""
+    """A tensor derived from ``source``, a weight of ``module`` (a :class:`CachingModule`), kept until
+    the weight changes (new data, in-place edit, move) or the module is moved or cast."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():  # export/compile see the computation itself
         return make()
     try:
@@ -99,12 +103,32 @@ def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.
     except RuntimeError:  # inference tensors (made under torch.inference_mode) have no version counter
         version = -1
     key = (source.data_ptr(), version, source.dtype, source.device)
-    cached = module.__dict__.get(name)
+    caches = module.__dict__.setdefault(DERIVED_CACHE, {})
+    cached = caches.get(name)
     if cached is None or cached[0] != key:
+        caches.pop(name, None)  # free the stale tensor before making the new one
         with torch.no_grad():
             cached = (key, make())
-        module.__dict__[name] = cached
+        caches[name] = cached
     return cached[1]
+
+
+def drop_derived(module: nn.Module) -> int:
+    """Forget every cached derived tensor in ``module`` and its submodules; returns how many there were."""
+    dropped = 0
+    for m in module.modules():
+        dropped += len(m.__dict__.pop(DERIVED_CACHE, None) or ())
+    return dropped
+
+
+class CachingModule(nn.Module):
+    """Owner of weights with derived tensors cached: any move or cast (``.to``, ``.cpu``... of it
+    alone, as ComfyUI's model patcher does, or of a parent) drops them, so no copy stays on the old
+    device; the next forward pass rebuilds them."""
+
+    def _apply(self, fn, recurse: bool = True):
+        self.__dict__.pop(DERIVED_CACHE, None)
+        return super()._apply(fn, recurse)
 
 
 def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1) -> torch.Tensor:
@@ -191,7 +215,7 @@ class Upsample(nn.Module):
         return _fir(x, self.kernel, self.pad, up=2)
 
 
-class EqualConv2d(nn.Module):
+class EqualConv2d(CachingModule):
     """Weights of a convolution with equalised learning rate (computed by ``ConvLayer``, fused)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
@@ -202,7 +226,7 @@ class EqualConv2d(nn.Module):
         self.padding = padding
 
 
-class FusedLeakyReLU(nn.Module):
+class FusedLeakyReLU(CachingModule):
     """Bias of the scaled leaky ReLU (applied inside ``ConvLayer`` / ``StyledConv``)."""
 
     def __init__(self, channels: int) -> None:
@@ -229,13 +253,13 @@ class ConvLayer(nn.Sequential):
         for blur in pre:
             x = blur(x)
         # lrelu(z) * sqrt2 == lrelu(sqrt2 * z): the gain and the bias go into the convolution.
-        weight = _derived(self, "_scaled_weight", conv.weight, lambda: conv.weight * (conv.scale * SQRT2))
-        bias = _derived(self, "_scaled_bias", act.bias, lambda: act.bias * SQRT2)
+        weight = _derived(conv, "scaled_weight", conv.weight, lambda: conv.weight * (conv.scale * SQRT2))
+        bias = _derived(act, "scaled_bias", act.bias, lambda: act.bias * SQRT2)
         out = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=conv.stride, padding=conv.padding)
         return F.leaky_relu_(out, LRELU_SLOPE)
 
 
-class ModulatedConv2d(nn.Module):
+class ModulatedConv2d(CachingModule):
     """StyleGAN2 modulated convolution, optionally with 2x upsampling (transposed conv + blur).
 
     The reference formulation scales the weight per sample, ``w'[b,o,i] = w[o,i] * s[b,i]``,
@@ -263,7 +287,7 @@ class ModulatedConv2d(nn.Module):
         s = self.modulation(style) * self.scale
         if not self.demodulate:
             return s, None
-        wsq = _derived(self, "_weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
+        wsq = _derived(self, "weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
         return s, torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)
 
     def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool) -> torch.Tensor:
