@@ -66,6 +66,19 @@ class RestoreResult:
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
+PlaceFn = Callable[[str, object, torch.Tensor], None]
+"""``place(role, network, inputs)``: called right before ``network`` runs on ``inputs``; ``role`` is
+"restorer" (the GPEN network or crop restorer), "detector" (a ``FaceDetector``) or "parser" (a
+``FaceParser``). A host uses it to load the network where its memory manager wants it."""
+
+_OOM_ERRORS = tuple(e for e in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+                    if isinstance(e, type))
+
+
+def default_is_oom(exc: BaseException) -> bool:
+    """True for torch's out-of-memory error (``torch.OutOfMemoryError``; ``torch.cuda.OutOfMemoryError``
+    on older torch)."""
+    return isinstance(exc, _OOM_ERRORS)
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -116,10 +129,15 @@ class FaceRestorer:
     ``detector``: a :class:`gpen.detect.FaceDetector` (or anything with its ``detect``); by default
     one is created on first use from the ``detector`` name given to :meth:`restore`.
     ``parser``: likewise a :class:`gpen.parsing.FaceParser` for ``parsing=True``.
+    ``place``: see :data:`PlaceFn`; by default the detector and parser are moved to the work device
+    and the restorer is left where it is. ``is_oom``: which exceptions are out-of-memory errors that
+    halve the chunk (default :func:`default_is_oom`; a host passes its own, e.g. ComfyUI's
+    ``model_management.is_oom``).
     """
 
     def __init__(self, restorer: Restorer, size: int | None = None, device: torch.device | str | None = None,
-                 detector=None, parser=None) -> None:
+                 detector=None, parser=None, place: PlaceFn | None = None,
+                 is_oom: Callable[[BaseException], bool] | None = None) -> None:
         self.restorer = restorer
         size = size if size is not None else getattr(restorer, "size", None)
         if not isinstance(size, int) or size < 8:
@@ -131,6 +149,8 @@ class FaceRestorer:
         self._detector = detector
         self._detectors: dict[tuple, object] = {}
         self._parser = parser
+        self.place = place
+        self.is_oom = is_oom or default_is_oom
 
     # ---- faces -------------------------------------------------------------------------------
 
@@ -142,17 +162,31 @@ class FaceRestorer:
         if key not in self._detectors:
             from .detect import FaceDetector
 
-            self._detectors[key] = FaceDetector(name, device=device, extra_dirs=extra_dirs,
+            self._detectors[key] = FaceDetector(name, device=self._build_device(device), extra_dirs=extra_dirs,
                                                 allow_download=allow_download)
-        return self._detectors[key].to(device)
+        return self._detectors[key]
 
     def parser(self, device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The face parser (created once, then reused)."""
         if self._parser is None:
             from .parsing import FaceParser
 
-            self._parser = FaceParser(device=device, extra_dirs=extra_dirs, allow_download=allow_download)
-        return self._parser.to(device)
+            self._parser = FaceParser(device=self._build_device(device), extra_dirs=extra_dirs,
+                                      allow_download=allow_download)
+        return self._parser
+
+    def _build_device(self, device: torch.device) -> torch.device:
+        """Where new detector/parser networks are built: the CPU when a ``place`` hook will move them
+        (the host makes room first), else the work device."""
+        return torch.device("cpu") if self.place is not None else device
+
+    def _ready(self, role: str, network, inputs: torch.Tensor, device: torch.device):
+        """Hand ``network`` to the ``place`` hook (or move a detector/parser to ``device``) before it runs."""
+        if self.place is not None:
+            self.place(role, network, inputs)
+        elif role != "restorer":
+            network.to(device)
+        return network
 
     def offload(self, device: torch.device | str = "cpu") -> None:
         """Move the detector and parser networks this restorer created to ``device`` (e.g. to free
@@ -192,7 +226,7 @@ class FaceRestorer:
         found = []
         for start in range(0, b, frames_per_chunk):
             chunk = _rgb(images[start:start + frames_per_chunk]).to(dev)
-            for d in det.detect(chunk, threshold=detection_threshold):
+            for d in self._ready("detector", det, chunk, dev).detect(chunk, threshold=detection_threshold):
                 found.append((d.boxes, d.scores, d.landmarks))
         return found
 
@@ -251,10 +285,11 @@ class FaceRestorer:
                 check_interrupt()
             part = crops[i:i + chunk]
             try:
+                self._ready("restorer", self.restorer, part, crops.device)
                 with torch.inference_mode():
                     restored = self.restorer(part * 2 - 1)
-            except torch.OutOfMemoryError:
-                if part.shape[0] == 1:
+            except Exception as exc:
+                if part.shape[0] == 1 or not self.is_oom(exc):
                     raise
                 chunk = max(1, part.shape[0] // 2)
                 log.warning("out of memory restoring %d faces at once; retrying with %d", part.shape[0], chunk)
@@ -355,7 +390,8 @@ class FaceRestorer:
             done += len(sel)
             face_masks = None
             if parsing:
-                face_masks = self.parser(dev, detector_dirs, allow_download).masks(restored)
+                parser = self.parser(dev, detector_dirs, allow_download)
+                face_masks = self._ready("parser", parser, restored, dev).masks(restored)
             if color_correction:
                 weight = face_masks if face_masks is not None else feather_mask(self.size, dev)[None].expand(len(sel), -1, -1)
                 restored = match_color(restored, aligned, weight)
