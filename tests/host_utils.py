@@ -1,15 +1,31 @@
-"""Running the real ComfyUI host for tests: locate/install it, start a headless server, talk to it.
+"""Running real ComfyUI hosts for tests: install them, start a headless server, talk to it.
 
-The host is ComfyUI 0.8.0 from ``<shared>/comfyui`` (``<repo>/../shared`` or ``$GPEN_SHARED_DIR``),
-installed on demand into ``<repo>/.cache/comfyui`` (or used from ``$GPEN_COMFYUI_DIR``, a folder
-holding ComfyUI's ``main.py``). Each test session starts its own server on a free local port with
-``--cpu --base-directory <tmp>``, where ``<tmp>/custom_nodes/<pack>`` links to this repository.
+Hosts are the ComfyUI versions in :data:`HOST_VERSIONS`, unpacked from ``<shared>/comfyui``
+(``<repo>/../shared`` or ``$GPEN_SHARED_DIR``) by its ``install.sh``. Their requirements conflict
+(frontend and template packages, comfy-aimdo, av...), so each version gets its own virtual
+environment in ``<repo>/.cache/comfyui-<version>/venv``. That environment does not reinstall torch:
+a ``.pth`` file appends the test interpreter's site-packages to the END of its ``sys.path``, so
+torch, torchvision and the pack's own requirements come from the test's environment while the
+host's own packages, installed into the version's environment, come first. The first use of a
+version installs it (about a minute, needs the package registry); later runs reuse it.
+
+``$GPEN_COMFYUI_VERSIONS`` (comma-separated) narrows the versions tested. With
+``$GPEN_REQUIRE_HOST=1`` (set by ``.ci/run``) a host that cannot be installed fails the tests that
+need it instead of skipping them.
+
+Each test session starts its own servers on free local ports with ``--cpu --base-directory <tmp>``,
+where ``<tmp>/custom_nodes/<pack>`` links to this repository.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import shutil
+import site
 import socket
 import subprocess
 import sys
@@ -18,10 +34,20 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_DIR_NAME = "ComfyUI-GPEN"
+HOST_VERSIONS = ("0.8.0", "0.33.0")
+"""ComfyUI versions the pack is tested in: the one of January 2026 and the newest available."""
+ENV_VERSIONS = "GPEN_COMFYUI_VERSIONS"
+ENV_REQUIRE = "GPEN_REQUIRE_HOST"
+INSTALL_TIMEOUT_S = 1800
+
+
+class HostUnavailable(RuntimeError):
+    """A ComfyUI host cannot be installed or started here (the message says why)."""
 
 
 def shared_dir() -> Path:
@@ -29,23 +55,107 @@ def shared_dir() -> Path:
     return Path(os.environ.get("GPEN_SHARED_DIR") or REPO.parent / "shared")
 
 
-def comfyui_dir() -> Path | None:
-    """Folder holding ComfyUI's ``main.py``, installing it when needed; None when impossible."""
-    env = os.environ.get("GPEN_COMFYUI_DIR")
-    if env:
-        return Path(env) if (Path(env) / "main.py").is_file() else None
-    dest = REPO / ".cache" / "comfyui"
-    main = dest / "ComfyUI" / "main.py"
-    if main.is_file():
-        return main.parent
+def host_required() -> bool:
+    """True where a missing host (or browser, or comfy-cli) is a failure, not a skip (CI)."""
+    return os.environ.get(ENV_REQUIRE, "") == "1"
+
+
+def host_versions() -> list[str]:
+    """The versions to test: all of :data:`HOST_VERSIONS`, or those named in ``$GPEN_COMFYUI_VERSIONS``."""
+    wanted = [v.strip() for v in os.environ.get(ENV_VERSIONS, "").split(",") if v.strip()]
+    unknown = sorted(set(wanted) - set(HOST_VERSIONS))
+    if unknown:
+        raise ValueError(f"${ENV_VERSIONS}: unknown ComfyUI version(s) {unknown}; known: {HOST_VERSIONS}")
+    return wanted or list(HOST_VERSIONS)
+
+
+@dataclass(frozen=True)
+class Host:
+    """An installed ComfyUI version: its source folder and the python that runs it."""
+
+    version: str
+    root: Path
+    comfy_dir: Path
+    python: Path
+
+    def __str__(self) -> str:
+        return f"ComfyUI {self.version}"
+
+
+def _test_site_packages() -> list[str]:
+    """The site-packages folders of the interpreter running the tests (torch lives there)."""
+    paths = [*site.getsitepackages(), site.getusersitepackages() if site.ENABLE_USER_SITE else ""]
+    return list(dict.fromkeys(str(Path(p).resolve()) for p in paths if p and Path(p).is_dir()))
+
+
+def _fingerprint(version: str, tarball: Path, installer: Path) -> str:
+    """What an installed host depends on: version, archive, installer and the test interpreter."""
+    h = hashlib.sha256()
+    for part in (version, str(tarball.stat().st_size), installer.read_bytes().decode(), sys.version,
+                 *_test_site_packages()):
+        h.update(part.encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _install_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def install_host(version: str) -> Host:
+    """The host ``version``, installed into ``<repo>/.cache/comfyui-<version>`` when needed.
+
+    Raises :class:`HostUnavailable` when the shared archive is absent or the installation fails.
+    """
+    root = REPO / ".cache" / f"comfyui-{version}"
+    comfy_dir, venv = root / "ComfyUI", root / "venv"
+    python = venv / "bin" / "python"
     installer = shared_dir() / "comfyui" / "install.sh"
-    if not installer.is_file():
-        return None
-    proc = subprocess.run(["bash", str(installer), str(dest)], env={**os.environ, "PYTHON": sys.executable},
-                          capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0 or not main.is_file():
-        raise RuntimeError(f"installing ComfyUI into {dest} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return main.parent
+    tarball = shared_dir() / "comfyui" / f"ComfyUI-{version}.tar.gz"
+    if not installer.is_file() or not tarball.is_file():
+        raise HostUnavailable(f"ComfyUI {version} cannot be installed: {tarball} or {installer} not found "
+                              f"(the shared reference folder; set $GPEN_SHARED_DIR)")
+    marker = root / ".installed"
+    fingerprint = _fingerprint(version, tarball, installer)
+    with _install_lock(REPO / ".cache" / f"comfyui-{version}.lock"):
+        if marker.is_file() and marker.read_text() == fingerprint and python.is_file():
+            return Host(version, root, comfy_dir, python)
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        log = root / "install.log"
+        _run([sys.executable, "-m", "venv", str(venv)], log, f"creating the environment of ComfyUI {version}")
+        purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        # Plain paths in a .pth file are appended to sys.path after the environment's own
+        # site-packages: the host's packages shadow, everything else comes from the test python.
+        (Path(purelib) / "zz_gpen_test_python.pth").write_text("\n".join(_test_site_packages()) + "\n")
+        _run(["bash", str(installer), str(root), version], log, f"installing ComfyUI {version}",
+             env={**os.environ, "PYTHON": str(python)})
+        if (Path(purelib) / "torch").exists():
+            raise HostUnavailable(f"installing ComfyUI {version} pulled a second torch into {purelib}; "
+                                  f"the host must use the test interpreter's torch (see {log})")
+        _run([str(python), "-c", "import torch, aiohttp, yaml"], log, f"checking ComfyUI {version}'s environment")
+        marker.write_text(fingerprint)
+    return Host(version, root, comfy_dir, python)
+
+
+def _run(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        try:
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=INSTALL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise HostUnavailable(f"{what} took over {INSTALL_TIMEOUT_S}s (log: {log})") from None
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise HostUnavailable(f"{what} failed (exit {proc.returncode}; log: {log}):\n{tail}")
 
 
 def free_port() -> int:
@@ -55,21 +165,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_base_dir(base: Path, pack: Path = REPO) -> Path:
-    """A ComfyUI ``--base-directory`` with this pack linked into ``custom_nodes``."""
+def make_base_dir(base: Path, pack: Path = REPO, extra_nodes: tuple[Path, ...] = ()) -> Path:
+    """A ComfyUI ``--base-directory`` with this pack (and ``extra_nodes`` packs) linked into ``custom_nodes``."""
     for sub in ("custom_nodes", "models/facerestore_models", "models/facedetection", "input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    link = base / "custom_nodes" / PACK_DIR_NAME
-    if not link.exists():
-        link.symlink_to(pack, target_is_directory=True)
+    for target, name in ((pack, PACK_DIR_NAME), *((p, p.name) for p in extra_nodes)):
+        link = base / "custom_nodes" / name
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=True)
     return base
 
 
 class ComfyServer:
     """A headless ComfyUI server process and a small JSON client for it."""
 
-    def __init__(self, comfy_dir: Path, base_dir: Path, port: int | None = None, env: dict | None = None):
-        self.comfy_dir = comfy_dir
+    def __init__(self, host: Host, base_dir: Path, port: int | None = None, env: dict | None = None):
+        self.host = host
+        self.comfy_dir = host.comfy_dir
         self.base_dir = base_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -81,7 +193,7 @@ class ComfyServer:
 
     def start(self, timeout: float = 120.0) -> "ComfyServer":
         """Start the server and wait until ``/system_stats`` answers."""
-        cmd = [sys.executable, str(self.comfy_dir / "main.py"), "--cpu", "--listen", "127.0.0.1",
+        cmd = [str(self.host.python), str(self.comfy_dir / "main.py"), "--cpu", "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--base-directory", str(self.base_dir),
                "--database-url", "sqlite:///:memory:", "--disable-api-nodes"]
         self._log = open(self.log_path, "w")
@@ -244,3 +356,51 @@ def widget_value_ok(spec, value) -> bool:
     if kind == "STRING":
         return isinstance(value, str)
     return False
+
+
+# ---- what the test hosts hold ------------------------------------------------------------------
+
+PROBE_NODES = REPO / "tests" / "host_nodes" / "gpen_test_probe"
+CHECKPOINT = "GPEN-BFR-256-seeded.pth"
+"""A checkpoint in the full GPEN-BFR-256 layout with seeded random weights (no real weights here)."""
+FACE_CROP = "gpen_host_input.png"
+"""256 x 256 crop around the astronaut's face (``skimage.data.astronaut``), an aligned-mode input."""
+CLIP = "input.mp4"
+"""A short generated clip of that face crop moving a few pixels per frame (the video template's file)."""
+CLIP_FRAMES = 8
+SEEDED_DETECTION_FILES = ("detection_mobilenet0.25_Final.pth", "parsing_parsenet.pth")
+"""facexlib networks with seeded random weights: they run (through ComfyUI's memory manager) but
+find meaningless faces. ``detection_Resnet50_Final.pth`` stays absent on purpose (error tests)."""
+TEMPLATE_IMAGES = ("example.png", "target.png", "source_face.png")
+"""Images the example workflows name, so that they load without missing media."""
+
+
+def prepare_base(base: Path) -> Path:
+    """Fill a base directory (see :func:`make_base_dir`) with the seeded models and inputs above."""
+    import cv2
+    import numpy as np
+    import torch
+    from PIL import Image
+    from skimage.data import astronaut
+
+    from gpen.detect import build_retinaface
+    from gpen.layouts import seeded_state_dict
+    from gpen.parsing import build_parsing_net
+
+    models = base / "models"
+    torch.save(seeded_state_dict("GPEN-BFR-256", seed=1234), models / "facerestore_models" / CHECKPOINT)
+    with torch.random.fork_rng():  # the networks' own random initialisation, seeded
+        torch.manual_seed(0)
+        for name, net in zip(SEEDED_DETECTION_FILES, (build_retinaface("mobile0.25"), build_parsing_net("parsenet"))):
+            torch.save(net.state_dict(), models / "facedetection" / name)
+    photo = Image.fromarray(astronaut())
+    crop = photo.crop((96, 0, 352, 256))
+    crop.save(base / "input" / FACE_CROP)
+    for name in TEMPLATE_IMAGES:
+        photo.save(base / "input" / name)
+    writer = cv2.VideoWriter(str(base / "input" / CLIP), cv2.VideoWriter_fourcc(*"mp4v"), 8.0, (256, 256))
+    big = np.asarray(photo)[:, :, ::-1]  # BGR for OpenCV
+    for i in range(CLIP_FRAMES):
+        writer.write(np.ascontiguousarray(big[2 * i:256 + 2 * i, 96 + 3 * i:352 + 3 * i]))
+    writer.release()
+    return base

@@ -1,9 +1,11 @@
-"""The pack inside the real ComfyUI 0.8.0 host: registration, a full run, errors, templates, docs.
+"""The pack inside real ComfyUI hosts (0.8.0 and 0.33.0): registration, a full run, errors,
+templates, docs.
 
-One headless server (``--cpu``) runs for the whole module, with this repository linked into
-``custom_nodes`` and a seeded checkpoint in the full GPEN-BFR-256 layout in
-``models/facerestore_models``. Skipped when ComfyUI is not available (``<repo>/../shared/comfyui``
-absent and no ``$GPEN_COMFYUI_DIR``).
+Every test runs once per host version (the session fixture ``comfy_server`` of conftest.py: one
+headless ``--cpu`` server per version, with this repository linked into ``custom_nodes`` and a
+seeded checkpoint in the full GPEN-BFR-256 layout in ``models/facerestore_models``). Skipped when
+a host cannot be installed (``<repo>/../shared/comfyui`` absent), failed instead under
+``$GPEN_REQUIRE_HOST=1``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from PIL import Image
 import host_utils as H
 
 OUR_NODES = ("GPENModelLoader", "GPENFaceRestore")
-CHECKPOINT = "GPEN-BFR-256-seeded.pth"
-INPUT_IMAGE = "gpen_host_input.png"
+CHECKPOINT = H.CHECKPOINT
+INPUT_IMAGE = H.FACE_CROP
 FRONTEND_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 THIRD_PARTY_NODES = {"ReActorFaceSwap"}  # ReActor is not installed in the test host
 REACTOR_SCHEMA = {  # ReActor's published ReActorFaceSwap inputs/outputs, for the template check
@@ -38,33 +40,9 @@ REACTOR_SCHEMA = {  # ReActor's published ReActorFaceSwap inputs/outputs, for th
 }
 
 
-def _comfyui_or_skip() -> Path:
-    try:
-        comfy = H.comfyui_dir()
-    except RuntimeError as exc:  # the installer ran and failed (e.g. no package registry)
-        pytest.skip(str(exc))
-    if comfy is None:
-        pytest.skip(f"ComfyUI host not available: not installed in {H.REPO / '.cache' / 'comfyui'} "
-                    f"and {H.shared_dir() / 'comfyui'} absent (or $GPEN_COMFYUI_DIR invalid)")
-    return comfy
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    comfy = _comfyui_or_skip()
-    from gpen.layouts import seeded_state_dict
-
-    base = H.make_base_dir(tmp_path_factory.mktemp("comfy_base"))
-    torch.save(seeded_state_dict("GPEN-BFR-256", seed=1234), base / "models" / "facerestore_models" / CHECKPOINT)
-    from skimage.data import astronaut  # a real photograph, shipped with scikit-image
-
-    img = Image.fromarray(astronaut()).crop((96, 0, 352, 256))  # 256 x 256 around the face
-    img.save(base / "input" / INPUT_IMAGE)
-    # GPEN_OFFLINE: never try to download detector weights during the test.
-    server = H.ComfyServer(comfy, base, env={"GPEN_OFFLINE": "1"}).start()
-    server.object_info = server.get("/object_info")
-    yield server
-    server.stop()
+@pytest.fixture
+def host(comfy_server):
+    return comfy_server
 
 
 def _aligned_prompt(strength: float = 1.0, prefix: str = "gpen_aligned", face_mode: str = "aligned") -> dict:
