@@ -3,7 +3,9 @@
 The node only translates: widgets to ``gpen.FaceRestorer`` arguments, ComfyUI's device, memory,
 progress and interrupt services to the core's hooks, and the core's result to ComfyUI outputs.
 The core restores faces in chunks, checks ``check_interrupt`` before each chunk and halves the
-chunk on a CUDA out-of-memory error (down to one face), so none of that is repeated here.
+chunk on an out-of-memory error (down to one face; ComfyUI's ``is_oom`` says what counts), so none
+of that is repeated here. Where the networks live is ComfyUI's memory manager's business
+(``nodes/memory.py``): the core hands each network to it right before it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..gpen import FaceRestorer
 from ..gpen.detect import RETINAFACE_MODELS
 from ..gpen.errors import InvalidInputError
 from ..gpen.restorer import SORT_ORDERS, TEMPLATES, default_frames_per_chunk, face_memory_bytes
+from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
 from .preview import ui_payload
@@ -116,32 +119,30 @@ class GPENFaceRestore(io.ComfyNode):
         device = model_management.get_torch_device()
         net = gpen_model.model
         chunk = face_batch_size if face_batch_size > 0 else None
-        per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
         frames_on_device = min(image.shape[0], default_frames_per_chunk(image.shape[1], image.shape[2]))
-        weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0  # 0: onnxruntime
-        memory_required = (weights + per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
-                           + frames_on_device * image[0].nelement() * 4 * 4)  # frames + working copies
-        model_management.free_memory(memory_required, device)
+        work = (face_memory_bytes(gpen_model.size, gpen_model.dtype) * (chunk or _FACES_TO_MAKE_ROOM_FOR)
+                + frames_on_device * image[0].nelement() * 4 * 4)  # frames + working copies
+        place = memory.HostPlacement(gpen_model.patcher, gpen_model.size, gpen_model.dtype, device)
+        if gpen_model.patcher is not None:  # room for GPEN, its faces and the frames before anything runs
+            memory.load(gpen_model.patcher, work)
+        else:
+            model_management.free_memory(work, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
 
-        net.to(device)
         restorer = _restorer_for(net, device)
-        try:
-            if face_mode == "aligned":
-                result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
-            else:
-                result = restorer.restore(
-                    image, strength=strength, template=template, detector=detector,
-                    detection_threshold=detection_threshold,
-                    face_selection=face_indices if face_selection == "by index" else face_selection,
-                    sort=sort_faces, min_face_size=min_face_size, mask=_mask_batch(mask), parsing=face_parsing,
-                    color_correction=color_correction, temporal_smoothing=temporal_smoothing, chunk_size=chunk,
-                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), **hooks)
-        finally:
-            net.to(model_management.unet_offload_device())
-            restorer.offload(model_management.unet_offload_device())
+        restorer.place, restorer.is_oom = place, memory.host_is_oom() or restorer.is_oom
+        if face_mode == "aligned":
+            result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
+        else:
+            result = restorer.restore(
+                image, strength=strength, template=template, detector=detector,
+                detection_threshold=detection_threshold,
+                face_selection=face_indices if face_selection == "by index" else face_selection,
+                sort=sort_faces, min_face_size=min_face_size, mask=_mask_batch(mask), parsing=face_parsing,
+                color_correction=color_correction, temporal_smoothing=temporal_smoothing, chunk_size=chunk,
+                detector_dirs=tuple(folders_of(DETECTION_MODELS)), **hooks)
 
         out_device = model_management.intermediate_device()
         images = result.images.to(out_device, torch.float32)
@@ -158,7 +159,7 @@ _last_restorer: tuple[torch.nn.Module, str, FaceRestorer] | None = None
 
 def _restorer_for(net: torch.nn.Module, device: torch.device) -> FaceRestorer:
     """The ``FaceRestorer`` of the last run when model and device are the same (it keeps the face
-    detector and parser loaded), else a new one."""
+    detector and parser, and with them their patchers), else a new one."""
     global _last_restorer
     if _last_restorer is not None and _last_restorer[0] is net and _last_restorer[1] == str(device):
         return _last_restorer[2]
