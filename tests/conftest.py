@@ -113,13 +113,13 @@ def _versions() -> list[str]:
 @pytest.fixture(scope="session", params=_versions(), ids=_host_ids)
 def comfy_server(request, tmp_path_factory):
     """One headless ComfyUI server per host version for the whole session (tests that use it are
-    grouped by version, so one server runs at a time), with this pack and the test-only probe pack
-    installed and the seeded models and inputs of ``host_utils.prepare_base``."""
+    grouped by version, so one server runs at a time), with this pack and the test-only packs
+    (``host_utils.TEST_NODE_PACKS``) installed and the seeded models and inputs of ``host_utils.prepare_base``."""
     import host_utils as H
     from gpen.network import DERIVED_CACHE
 
     host = host_or_skip(request.param)
-    base = H.make_base_dir(tmp_path_factory.mktemp("comfy_" + request.param.replace(".", "_")), extra_nodes=(H.PROBE_NODES,))
+    base = H.make_base_dir(tmp_path_factory.mktemp("comfy_" + request.param.replace(".", "_")), extra_nodes=H.TEST_NODE_PACKS)
     H.prepare_base(base)
     # GPEN_OFFLINE: never try to download detector weights during the test.
     server = H.ComfyServer(host, base, env={"GPEN_OFFLINE": "1", "GPEN_TEST_DERIVED_CACHE": DERIVED_CACHE}).start()

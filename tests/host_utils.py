@@ -334,7 +334,7 @@ def widget_inputs(node_info: dict) -> list[tuple[str, object]]:
         for name in node_info["input_order"].get(group, []):
             spec = inputs[name]
             kind = spec[0]
-            if isinstance(kind, list) or kind in ("COMBO", "INT", "FLOAT", "STRING", "BOOLEAN"):
+            if isinstance(kind, list) or kind in ("COMBO", "INT", "FLOAT", "STRING", "BOOLEAN", "COMFY_DYNAMICCOMBO_V3"):
                 out.append((name, spec))
     return out
 
@@ -342,6 +342,8 @@ def widget_inputs(node_info: dict) -> list[tuple[str, object]]:
 def widget_value_ok(spec, value) -> bool:
     """Whether ``value`` is acceptable for an input spec from ``/object_info``."""
     kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+    if kind == "COMFY_DYNAMICCOMBO_V3":  # 0.33.0: a combo whose options carry nested inputs
+        return value in [o["key"] for o in opts.get("options", [])]
     if isinstance(kind, list) or kind == "COMBO":
         options = kind if isinstance(kind, list) else opts.get("options", [])
         return value in options
@@ -361,6 +363,9 @@ def widget_value_ok(spec, value) -> bool:
 # ---- what the test hosts hold ------------------------------------------------------------------
 
 PROBE_NODES = REPO / "tests" / "host_nodes" / "gpen_test_probe"
+REACTOR_STAND_IN = REPO / "tests" / "host_nodes" / "reactor_stand_in"
+TEST_NODE_PACKS = (PROBE_NODES, REACTOR_STAND_IN)
+"""Test-only node packs linked into every test host beside this pack (see their docstrings)."""
 CHECKPOINT = "GPEN-BFR-256-seeded.pth"
 """A checkpoint in the full GPEN-BFR-256 layout with seeded random weights (no real weights here)."""
 FACE_CROP = "gpen_host_input.png"
@@ -403,4 +408,8 @@ def prepare_base(base: Path) -> Path:
     for i in range(CLIP_FRAMES):
         writer.write(np.ascontiguousarray(big[2 * i:256 + 2 * i, 96 + 3 * i:352 + 3 * i]))
     writer.release()
+    # The frontend's first-run tour and template browser would cover the graph in the browser tests.
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}))
     return base

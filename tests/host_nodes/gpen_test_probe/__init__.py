@@ -78,10 +78,3 @@ async def _memory(request):
 NODE_CLASS_MAPPINGS = {"GPENTestMemoryProbe": GPENTestMemoryProbe}
 NODE_DISPLAY_NAME_MAPPINGS = {"GPENTestMemoryProbe": "GPEN test: memory probe"}
 
-
-@PromptServer.instance.routes.get("/gpen_test/threads")
-async def _threads(request):
-    import sys
-    import traceback
-
-    return web.json_response({str(t): "".join(traceback.format_stack(f)) for t, f in sys._current_frames().items()})
