@@ -14,7 +14,7 @@ Steps (each is reported; a failing step does not stop the others, and steps that
    :meth:`gpen.FaceRestorer.default_chunk_size` picks, timed through ``run_network`` as users run it;
 4. ``small_card``: with all but ``--card-gib`` GiB of device memory taken by a ballast tensor,
    2048 px faces restore with the automatic chunk size (no out-of-memory error reaches the user);
-5. ``memory``: measured peak memory per face against the model in ``gpen.restorer.face_memory_bytes``;
+5. ``memory``: measured peak memory per face against the model in ``gpen.memory.face_memory_bytes``;
 6. ``pipeline``: ``python -m bench pipeline`` here: a 1920x1080 frame with 4 faces, network alone vs
    alignment + network + paste-back + RetinaFace-R50 detection (needs facexlib);
 7. ``profile``: the most expensive kernels of one 2048 px fp16 batch (written beside the JSON);
@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.run import REPO, SIZE_TO_MODEL, build, sync
-from gpen.loader import resolve_dtype
+from bench.common import REPO, build, measure, sync
+from gpen.model.checkpoint import resolve_dtype
 
 
 def add_parser(sub) -> None:
@@ -58,28 +58,13 @@ def add_parser(sub) -> None:
 
 
 class Clock:
-    """Time on the device: CUDA events on a GPU, the wall clock elsewhere."""
+    """Median time on the device (:func:`bench.common.measure`: CUDA events on a GPU, wall clock elsewhere)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
     def median(self, fn, warmup: int = 2, repeat: int = 5, min_total_s: float = 0.0) -> float:
-        for _ in range(warmup):
-            fn()
-        times: list[float] = []
-        while len(times) < repeat or sum(times) < min_total_s and len(times) < 50:
-            if self.device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            else:
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-        return float(np.median(times))
+        return float(np.median(measure(fn, self.device, warmup=warmup, repeat=repeat, min_total_s=min_total_s)))
 
 
 def image_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -191,13 +176,13 @@ def step_speed(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
                          "ms_per_face": seconds / n * 1e3, "peak_mib": peak,
                          "peak_minus_weights_mib": None if peak is None else peak - base})
             crops = x = None
-        del net, restorer
+        net = restorer = None
     return rows
 
 
 def step_memory(device: torch.device, smoke: bool) -> list[dict]:
     """Peak memory at batch 1, 2, 4: slope per face and intercept against the chunk-size model."""
-    from gpen.restorer import face_memory_bytes
+    from gpen.memory import face_memory_bytes
 
     if device.type != "cuda":
         return [{"skipped": "device memory is only measured on CUDA"}]
@@ -289,7 +274,7 @@ def step_upsample(device: torch.device, smoke: bool, clock: Clock) -> list[dict]
     multiply-adds, one pass less over the output). On the 2-core CPU the fused form is 2-3.6x slower."""
     import torch.nn.functional as F
 
-    from gpen.network import ModulatedConv2d
+    from gpen.model.network import ModulatedConv2d
 
     rows = []
     dt = torch.float32 if device.type == "cpu" else torch.float16
@@ -330,7 +315,7 @@ def step_compile(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
 
 
 def step_official(device: torch.device, smoke: bool, clock: Clock, official: str) -> list[dict]:
-    """The official FullGenerator (``bench.run.build``) and ours on the same seeded weights and input."""
+    """The official FullGenerator (``bench.common.build``) and ours on the same seeded weights and input."""
     rows = []
     for size, dt, batch in ([(256, "fp32", 1)] if smoke else [(512, "fp32", 1), (512, "fp16", 8), (2048, "fp32", 1),
                                                               (2048, "fp16", 1), (2048, "fp16", 8)]):

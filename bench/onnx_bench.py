@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, SIZE_TO_MODEL, device_name, measure
 
 
 def add_parser(sub) -> None:
@@ -40,32 +40,23 @@ def export_seeded(size: int, folder: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
     from onnx_reference import CheckpointModule, export  # noqa: PLC0415  (test helper, not shipped)
 
-    from bench.run import SIZE_TO_MODEL
-    from gpen.layouts import seeded_state_dict
+    from gpen.model.layouts import seeded_state_dict
 
     module = CheckpointModule(seeded_state_dict(SIZE_TO_MODEL[size], seed=0))
     return export(module, folder / f"GPEN-BFR-{size}-seeded.onnx", batch=1, size=size, dynamo=False, opset=11)
 
 
 def _time(net, x: torch.Tensor, device: torch.device, warmup: int, repeat: int) -> float:
-    from bench.run import sync
-
-    best = float("inf")
+    """Best of ``repeat`` calls after ``warmup`` (:func:`bench.common.measure`), output checked finite."""
     with torch.inference_mode():
-        for i in range(warmup + repeat):
-            sync(device)
-            t = time.perf_counter()
-            out = net(x)
-            sync(device)
-            if i >= warmup:
-                best = min(best, time.perf_counter() - t)
-    assert torch.isfinite(out).all(), "non-finite output"
+        best = min(measure(lambda: net(x), device, warmup=warmup, repeat=repeat))
+        assert torch.isfinite(net(x)).all(), "non-finite output"
     return best
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from bench.run import device_name
-    from gpen.onnx_model import OnnxGPEN, load_onnx_model
+    from gpen.model.onnx_loading import load_onnx_model
+    from gpen.model.onnx_runtime import OnnxGPEN
 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.common import measure
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("pipeline", help="time the whole face pipeline on synthetic 1080p frames")
@@ -54,21 +56,13 @@ def synthetic_frame(faces: int, height: int = 1080, width: int = 1920) -> tuple[
 
 
 def timed(fn, device: torch.device, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat + 1):  # first call warms up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
+    """Best of ``repeat`` calls after one warm-up call (:func:`bench.common.measure`)."""
+    return min(measure(fn, device, warmup=1, repeat=repeat))
 
 
 def random_detector(model: str, device: torch.device):
     """RetinaFace with random weights: the real network's speed without its weights file."""
-    from gpen.detect import RETINAFACE_MODELS, FaceDetector, RetinaFaceBackend, build_retinaface
+    from gpen.faces.detect import RETINAFACE_MODELS, FaceDetector, RetinaFaceBackend, build_retinaface
 
     torch.manual_seed(0)
     net = build_retinaface(RETINAFACE_MODELS[model][0], device).eval()
@@ -77,7 +71,7 @@ def random_detector(model: str, device: torch.device):
 
 def run(args: argparse.Namespace) -> list[dict]:
     import gpen
-    from gpen.layouts import seeded_state_dict
+    from gpen.model.layouts import seeded_state_dict
 
     device = torch.device(args.device)
     name = f"GPEN-BFR-{args.size}"

@@ -29,6 +29,8 @@ def _type_of(spec: list) -> str:
     kind, opts = spec[0], spec[1] if len(spec) > 1 else {}
     if kind == "COMBO" or isinstance(kind, list):
         options = opts.get("options", kind if isinstance(kind, list) else [])
+        if any(o.endswith(" [download]") for o in options):  # the loader: files on disk + downloadable ones
+            return "choice: files in the folder, then released files not on disk yet (`<name> [download]`)"
         return "choice: " + (", ".join(f"`{o}`" for o in options) if options else "files in the folder")
     if kind in ("INT", "FLOAT") and "min" in opts:
         return f"{kind} {_fmt(opts['min'])}..{_fmt(opts['max'])}"

@@ -10,7 +10,7 @@ dialog, which lists them with their URL):
 - ``models`` at the workflow's top level: files no widget names (here: the face detector's
   weights, which the restore node fetches on first use when it can).
 
-Names, URLs, folders and hashes come from the pack's weights registry (``gpen.download.REGISTRY``),
+Names, URLs, folders and hashes come from the pack's weights registry (``gpen.weights.registry.REGISTRY``),
 Hugging Face mirrors first where the registry has one (the frontend only offers downloads from
 there). tests/test_templates.py fails when a template disagrees with this.
 """
@@ -27,8 +27,8 @@ TEMPLATES = REPO / "example_workflows"
 
 def _registry():
     sys.path.insert(0, str(REPO))
-    from gpen.detect import RETINAFACE_MODELS
-    from gpen.download import REGISTRY
+    from gpen.faces.detect import RETINAFACE_MODELS
+    from gpen.weights.registry import REGISTRY
 
     return REGISTRY, RETINAFACE_MODELS
 
@@ -41,7 +41,7 @@ def model_entry(file_name: str) -> dict | None:
         return None
     url = next((u for u in spec.urls if u.startswith("https://huggingface.co/")), spec.urls[0])
     entry = {"name": spec.name, "url": url, "directory": spec.kind}
-    if spec.sha256:
+    if spec.sha256 and spec.hashed(url):
         entry.update(hash=spec.sha256, hash_type="sha256")
     return entry
 

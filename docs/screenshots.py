@@ -146,7 +146,7 @@ def main() -> None:
     from PIL import Image
     from skimage.data import astronaut
 
-    from gpen.layouts import seeded_state_dict
+    from gpen.model.layouts import seeded_state_dict
 
     comfy = H.comfyui_dir()
     if comfy is None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from .errors import GPENError, InvalidInputError, MissingWeightsError, ModelLoadError
-from .loader import load_model
-from .network import GPEN, GPENConfig
+from .model.loader import load_model
+from .model.network import GPEN, GPENConfig
 from .restorer import Face, FaceRestorer, RestoreResult
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

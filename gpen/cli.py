@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detect import RETINAFACE_MODELS
+from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
-from .restorer import SORT_ORDERS, TEMPLATES
+from .faces.align import TEMPLATES
+from .faces.selection import SORT_ORDERS
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("gpen")
@@ -52,8 +53,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .imageio import list_images, read_image, write_image
-    from .loader import load_model
-    from .models import resolve_model
+    from .model.loader import load_model
+    from .weights.models import resolve_model
     from .restorer import FaceRestorer
 
     files = list_images(args.inputs)
@@ -65,7 +66,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     model_path = resolve_model(args.model, allow_download=not args.no_download, progress=not args.quiet)
     net = load_model(model_path, device=device, dtype=dtype)
     if args.compile:
-        from .network import GPEN
+        from .model.network import GPEN
 
         if not isinstance(net, GPEN):
             raise InvalidInputError(f"--compile needs a PyTorch GPEN network; {args.model} runs in onnxruntime.")
@@ -104,27 +105,28 @@ DEMO_IMAGE = ASSETS / "solvay_conference_1927.png"
 def cmd_demo(args: argparse.Namespace) -> int:
     """Restore the bundled sample photo (29 faces, landmarks bundled so no detector is needed).
 
-    Uses GPEN-BFR-512, found in or downloaded to the models folder. Where the weights cannot be
-    had (no network), the same pipeline runs with seeded random weights of the real layout and
+    Uses ``--model`` (GPEN-BFR-512 by default), found in or downloaded to the models folder. Where the
+    weights cannot be had (no network), the same pipeline runs with seeded random weights of the real layout and
     the output is named ``*_pipeline-check.png``: a check that everything runs, not a restoration.
     """
     from .errors import MissingWeightsError
     from .imageio import read_image, write_image
-    from .layouts import seeded_state_dict
-    from .loader import load_model
-    from .models import resolve_model
+    from .model.layouts import seeded_state_dict
+    from .model.loader import load_model
+    from .weights.models import resolve_model
     from .restorer import FaceRestorer
 
     device = pick_device(args.device)
     dtype = pick_dtype("auto", device)
     suffix = ""
+    model = getattr(args, "model", "GPEN-BFR-512")
     try:
-        source = resolve_model("GPEN-BFR-512", allow_download=not args.no_download, progress=not args.quiet)
+        source = resolve_model(model, allow_download=not args.no_download, progress=not args.quiet)
     except MissingWeightsError as e:
         log.warning("%s", e)
-        log.warning("GPEN-BFR-512 is not available: running the pipeline with RANDOM weights of the same "
-                    "layout. The output shows that everything runs; it is NOT a restoration.")
-        source, suffix = seeded_state_dict("GPEN-BFR-512"), "_pipeline-check"
+        log.warning("%s is not available: running the pipeline with RANDOM weights of the same "
+                    "layout. The output shows that everything runs; it is NOT a restoration.", model)
+        source, suffix = seeded_state_dict(model), "_pipeline-check"
     net = load_model(source, device=device, dtype=dtype)
     image, bits = read_image(DEMO_IMAGE)
     landmarks = load_landmarks(str(DEMO_IMAGE.with_name(DEMO_IMAGE.stem + "_landmarks.json")))[DEMO_IMAGE.name]
@@ -151,17 +153,48 @@ def _bar(total: int, unit: str, quiet: bool):
     return update
 
 
-def cmd_download(args: argparse.Namespace) -> int:
-    from .models import download_model
+def format_known_file(spec) -> str:
+    """One ``--list`` line: name, size, sha256, URLs (those the size/sha256 do not describe are marked)."""
+    size = f"{spec.size:,} bytes" if spec.size is not None else "size not published"
+    sha = spec.sha256 or "sha256 not published"
+    urls = " ".join(u if spec.hashed(u) else f"{u} (layout-checked)" for u in spec.urls)
+    return f"{spec.name}  {size}  {sha}  {urls}"
 
-    for name in args.names:
-        path = download_model(name, args.dir, progress=not args.quiet)
-        log.info("saved %s", path)
-    return 0
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .weights.models import download_file, download_url, files_for
+    from .weights.registry import REGISTRY, gpen_files
+
+    if args.list:
+        for spec in REGISTRY.values():
+            print(format_known_file(spec))
+        return 0
+    if args.url:
+        if args.names or args.all:
+            raise InvalidInputError("--url downloads one file: give no names and no --all with it")
+        log.info("saved %s", download_url(args.url, args.dir, sha256=args.sha256, name=args.name,
+                                          progress=not args.quiet))
+        return 0
+    if args.sha256 or args.name:
+        raise InvalidInputError("--sha256 and --name go with --url")
+    if args.all:
+        specs = gpen_files(onnx=args.onnx)
+    elif args.names:
+        specs = [files_for(n, onnx=args.onnx) for n in args.names]
+    else:
+        raise InvalidInputError("name the files to download (e.g. GPEN-BFR-512), or use --all, --list or --url")
+    failed = 0
+    for spec in dict.fromkeys(specs):
+        try:
+            log.info("saved %s", download_file(spec, args.dir, progress=not args.quiet))
+        except GPENError as e:
+            failed += 1
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .loader import load_model
+    from .model.loader import load_model
 
     net = load_model(args.model)
     c = net.config
@@ -208,13 +241,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-download", action="store_true", help="never download weights")
     r.set_defaults(func=cmd_restore)
 
-    d = sub.add_parser("download", help="download released GPEN weights")
-    d.add_argument("names", nargs="+", help="GPEN-BFR-256, GPEN-BFR-512, GPEN-BFR-1024, GPEN-BFR-2048")
-    d.add_argument("--dir", help="destination folder (default: the facerestore_models folder)")
+    d = sub.add_parser("download", help="download GPEN weights (verified, resumable)",
+                       description="Download released GPEN weights, verified (size and sha256 where published, "
+                       "the released tensor layout) and resumable. GPEN_MIRROR=URL tries URL/<file> first.")
+    d.add_argument("names", nargs="*", help="model names (GPEN-BFR-256, -512, -1024, -2048) or file names from "
+                   "--list (e.g. gpen_bfr_512.onnx, detection_Resnet50_Final.pth)")
+    d.add_argument("--onnx", action="store_true", help="the .onnx export of each named model (ReActor's, or "
+                   "FaceFusion's for 256); with --all every known GPEN .onnx")
+    d.add_argument("--all", action="store_true", help="every GPEN-BFR .pth (with --onnx: every GPEN .onnx)")
+    d.add_argument("--list", action="store_true", help="print every known file: name, size, sha256, URLs")
+    d.add_argument("--url", help="download any GPEN checkpoint from this URL (its GPEN layout is checked)")
+    d.add_argument("--sha256", help="with --url: the file's expected sha256")
+    d.add_argument("--name", help="with --url: the file name to save as (default: from the URL)")
+    d.add_argument("--dir", help="destination folder (default: the file's models folder)")
     d.set_defaults(func=cmd_download)
 
-    m = sub.add_parser("demo", help="restore the bundled sample photo with GPEN-BFR-512")
+    m = sub.add_parser("demo", help="restore the bundled sample photo (GPEN-BFR-512 by default)")
     m.add_argument("-o", "--output", default="output/demo", help="output folder (default: output/demo)")
+    m.add_argument("--model", default="GPEN-BFR-512", choices=("GPEN-BFR-256", "GPEN-BFR-512", "GPEN-BFR-1024",
+                   "GPEN-BFR-2048"), help="released model to use (found in or downloaded to the models folder)")
     m.add_argument("--device", default="auto")
     m.add_argument("--no-download", action="store_true", help="never download weights")
     m.set_defaults(func=cmd_demo)

@@ -1,16 +1,17 @@
-"""Whole-image face restoration: find faces, align, restore in batches, paste back.
+"""Whole-image face restoration: find faces, select, align, restore in batches, paste back.
 
-The data path reads in one direction: image batch -> faces (detector or given landmarks) ->
-aligned crops (``align.warp_affine``) -> restored crops (the GPEN network, many faces per call)
--> pasted images (``paste.paste_back``). Images are RGB float 0..1 in ComfyUI's layout
-(B, H, W, C); crops are (N, 3, S, S). Frames are processed in chunks so that long video batches
-run in bounded memory.
+The data path reads in one direction, one step per method of :class:`FaceRestorer`:
+image batch -> faces (:meth:`~FaceRestorer.find_faces`: detector or given landmarks) -> the faces to
+restore (:func:`gpen.faces.selection.select_faces`) -> their alignment (:meth:`~FaceRestorer.align_faces`)
+-> aligned crops (:meth:`~FaceRestorer.crop_faces`) -> restored crops (:meth:`~FaceRestorer.run_network`,
+many faces per call) -> pasted images (:meth:`~FaceRestorer.paste_faces`). Images are RGB float 0..1
+in ComfyUI's layout (B, H, W, C); crops are (N, 3, S, S). Frames are processed in chunks so that
+long video batches run in bounded memory.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,20 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import estimate_similarity, invert_affine, template_points, warp_affine
-from .color import match_color
 from .errors import InvalidInputError
-from .paste import feather_mask, paste_back
-from .temporal import smooth_landmarks
+from .faces.align import TEMPLATES, estimate_similarity, invert_affine, template_points, warp_affine
+from .faces.color import match_color
+from .faces.paste import feather_mask, paste_back
+from .faces.selection import Found, boxes_from_affine, check_sort, parse_selection, select_faces
+from .faces.temporal import smooth_landmarks
+from .memory import default_chunk_size, default_frames_per_chunk
 
 log = logging.getLogger(__name__)
 
-SORT_ORDERS = ("left-to-right", "largest-first", "score")
-TEMPLATES = ("gpen", "ffhq")
-# The face region of a GPEN-aligned crop, in crop fractions: used to give a box to faces that
-# come with landmarks only (for sorting, size limits and reports).
-_FACE_BOX_IN_CROP = np.array([[0.22, 0.2], [0.78, 0.2], [0.78, 0.86], [0.22, 0.86]])
 _DETECT_MIN_SIDE = 16  # images smaller than this have no detectable face
+KEEP_CROPS = ("restored", "aligned", "none")
 
 
 @dataclass(frozen=True)
@@ -93,30 +92,20 @@ def _check_images(images: torch.Tensor) -> None:
         raise InvalidInputError("images contain NaN or infinite values; fix the node or file that produced them.")
 
 
-def parse_selection(selection: str | Sequence[int] | None) -> str | list[int]:
-    """'all', 'largest', or face indices ('0,2' / [0, 2]) into a canonical form."""
-    if selection is None:
-        return "all"
-    if isinstance(selection, str):
-        text = selection.strip().lower()
-        if text in ("", "all"):
-            return "all"
-        if text == "largest":
-            return "largest"
-        try:
-            return [int(p) for p in text.replace(" ", "").split(",") if p != ""]
-        except ValueError:
-            raise InvalidInputError(f"face selection must be 'all', 'largest' or indices like '0,2', "
-                                    f"got {selection!r}.") from None
-    return [int(i) for i in selection]
+def _check_strength(strength: float) -> None:
+    if not 0.0 <= float(strength) <= 1.0:
+        raise InvalidInputError(f"strength must be within 0..1, got {strength}.")
 
 
-def _boxes_from_affine(affine: np.ndarray, size: int) -> np.ndarray:
-    """Axis-aligned image boxes of the face region of aligned crops (K, 2, 3) -> (K, 4)."""
-    inv = invert_affine(affine)
-    pts = _FACE_BOX_IN_CROP * size
-    img = np.einsum("kij,pj->kpi", inv[:, :, :2], pts) + inv[:, None, :, 2]
-    return np.concatenate([img.min(axis=1), img.max(axis=1)], axis=1).astype(np.float32)
+def _check_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> None:
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.shape[1:] != (h, w)
+                             or mask.shape[0] not in (1, b)):
+        raise InvalidInputError(f"mask must have shape ({b} or 1, {h}, {w}) to match the images, got "
+                                f"{tuple(getattr(mask, 'shape', ()))}.")
+
+
+def _no_faces(b: int) -> list[Found]:
+    return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))] * b
 
 
 class FaceRestorer:
@@ -124,11 +113,12 @@ class FaceRestorer:
 
     ``restorer``: a network from :func:`gpen.load_model` or any callable that maps normalised
     aligned crops (N, 3, S, S) in -1..1 to restored crops of the same shape. ``size``: the crop
-    size S (taken from ``restorer.size`` when it has one). ``device``: where crops are warped,
-    restored and pasted (default: the network's device, else the images' device).
-    ``detector``: a :class:`gpen.detect.FaceDetector` (or anything with its ``detect``); by default
-    one is created on first use from the ``detector`` name given to :meth:`restore`.
-    ``parser``: likewise a :class:`gpen.parsing.FaceParser` for ``parsing=True``.
+    size S (taken from ``restorer.size`` when it has one; required for a plain callable).
+    ``device``: where crops are warped, restored and pasted (default: the network's device, else
+    the images' device).
+    ``detector``: a :class:`gpen.faces.detect.FaceDetector` (or anything with its ``detect``); by
+    default one is created on first use from the ``detector`` name given to :meth:`restore`.
+    ``parser``: likewise a :class:`gpen.faces.parsing.FaceParser` for ``parsing=True``.
     ``place``: see :data:`PlaceFn`; by default the detector and parser are moved to the work device
     and the restorer is left where it is. ``is_oom``: which exceptions are out-of-memory errors that
     halve the chunk (default :func:`default_is_oom`; a host passes its own, e.g. ComfyUI's
@@ -152,7 +142,7 @@ class FaceRestorer:
         self.place = place
         self.is_oom = is_oom or default_is_oom
 
-    # ---- faces -------------------------------------------------------------------------------
+    # ---- helper networks -----------------------------------------------------------------------
 
     def detector(self, name: str, device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The detector for ``name`` (created once, then reused)."""
@@ -160,7 +150,7 @@ class FaceRestorer:
             return self._detector
         key = (name, tuple(str(d) for d in extra_dirs))
         if key not in self._detectors:
-            from .detect import FaceDetector
+            from .faces.detect import FaceDetector
 
             self._detectors[key] = FaceDetector(name, device=self._build_device(device), extra_dirs=extra_dirs,
                                                 allow_download=allow_download)
@@ -169,7 +159,7 @@ class FaceRestorer:
     def parser(self, device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The face parser (created once, then reused)."""
         if self._parser is None:
-            from .parsing import FaceParser
+            from .faces.parsing import FaceParser
 
             self._parser = FaceParser(device=self._build_device(device), extra_dirs=extra_dirs,
                                       allow_download=allow_download)
@@ -196,31 +186,20 @@ class FaceRestorer:
         if self._parser is not None:
             self._parser.to(device)
 
+    def _work_device(self, images: torch.Tensor) -> torch.device:
+        return self.device if self.device is not None else images.device
+
+    # ---- the data path, step by step ----------------------------------------------------------
+
     def find_faces(self, images: torch.Tensor, landmarks=None, *, detector: str = "retinaface_resnet50",
                    detection_threshold: float = 0.5, detector_dirs=(), allow_download: bool = True,
-                   frames_per_chunk: int = 8) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                   frames_per_chunk: int = 8) -> list[Found]:
         """Per image (boxes (K,4), scores (K,), landmarks (K,5,2)) from the detector or ``landmarks``."""
         b, h, w = images.shape[:3]
         if landmarks is not None:
-            if len(landmarks) != b:
-                raise InvalidInputError(f"landmarks must list one array (K, 5, 2) per image: got {len(landmarks)} "
-                                        f"for {b} images.")
-            found = []
-            for i, lm in enumerate(landmarks):
-                lm = np.zeros((0, 5, 2), np.float32) if lm is None else np.asarray(lm, dtype=np.float32)
-                if lm.size == 0:
-                    lm = lm.reshape(0, 5, 2)
-                if lm.ndim == 2 and lm.shape == (5, 2):
-                    lm = lm[None]
-                if lm.ndim != 3 or lm.shape[1:] != (5, 2) or not np.isfinite(lm).all():
-                    raise InvalidInputError(f"landmarks of image {i} must be finite numbers of shape (K, 5, 2), "
-                                            f"got {lm.shape}.")
-                affine = estimate_similarity(lm, template_points("gpen", self.size)) if len(lm) else np.zeros((0, 2, 3))
-                boxes = _boxes_from_affine(affine, self.size) if len(lm) else np.zeros((0, 4), np.float32)
-                found.append((boxes, np.ones(len(lm), np.float32), lm))
-            return found
+            return [self._given_faces(i, lm) for i, lm in enumerate(self._check_landmarks(landmarks, b))]
         if min(h, w) < _DETECT_MIN_SIDE:
-            return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))] * b
+            return _no_faces(b)
         dev = self._work_device(images)
         det = self.detector(detector, dev, detector_dirs, allow_download)
         found = []
@@ -231,45 +210,53 @@ class FaceRestorer:
         return found
 
     @staticmethod
-    def select_faces(found, *, selection="all", sort: str = "left-to-right", min_face_size: float = 0,
-                     mask: torch.Tensor | None = None) -> list[np.ndarray]:
-        """Indices of the faces to restore per image, in restore order (see :meth:`restore`)."""
-        if sort not in SORT_ORDERS:
-            raise InvalidInputError(f"sort must be one of {', '.join(SORT_ORDERS)}, got {sort!r}.")
-        selection = parse_selection(selection)
-        chosen = []
-        for i, (boxes, scores, lms) in enumerate(found):
-            keep = np.arange(len(boxes))
-            if len(keep) and min_face_size > 0:
-                side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-                keep = keep[side[keep] >= min_face_size]
-            if len(keep) and mask is not None:
-                m = mask[min(i, mask.shape[0] - 1)]
-                centre = lms[keep].mean(axis=1)
-                x = np.clip(np.round(centre[:, 0]).astype(int), 0, m.shape[1] - 1)
-                y = np.clip(np.round(centre[:, 1]).astype(int), 0, m.shape[0] - 1)
-                inside = (m[torch.from_numpy(y), torch.from_numpy(x)] > 0.5).cpu().numpy()
-                keep = keep[inside]
-            if len(keep):
-                area = (boxes[keep, 2] - boxes[keep, 0]) * (boxes[keep, 3] - boxes[keep, 1])
-                if sort == "left-to-right":
-                    order = np.argsort((boxes[keep, 0] + boxes[keep, 2]) / 2, kind="stable")
-                elif sort == "largest-first":
-                    order = np.argsort(-area, kind="stable")
-                else:
-                    order = np.argsort(-scores[keep], kind="stable")
-                keep = keep[order]
-                if selection == "largest":
-                    keep = keep[[int(np.argmax(area[order]))]]
-                elif isinstance(selection, list):
-                    keep = keep[[j for j in selection if -len(keep) <= j < len(keep)]]
-            chosen.append(keep)
-        return chosen
+    def _check_landmarks(landmarks, b: int) -> list:
+        if len(landmarks) != b:
+            raise InvalidInputError(f"landmarks must list one array (K, 5, 2) per image: got {len(landmarks)} "
+                                    f"for {b} images.")
+        return list(landmarks)
 
-    # ---- restoration -------------------------------------------------------------------------
+    def _given_faces(self, i: int, lm) -> Found:
+        """Boxes and scores for faces that come as landmarks (image ``i``): boxes from the alignment."""
+        lm = np.zeros((0, 5, 2), np.float32) if lm is None else np.asarray(lm, dtype=np.float32)
+        if lm.size == 0:
+            lm = lm.reshape(0, 5, 2)
+        if lm.ndim == 2 and lm.shape == (5, 2):
+            lm = lm[None]
+        if lm.ndim != 3 or lm.shape[1:] != (5, 2) or not np.isfinite(lm).all():
+            raise InvalidInputError(f"landmarks of image {i} must be finite numbers of shape (K, 5, 2), "
+                                    f"got {lm.shape}.")
+        if not len(lm):
+            return _no_faces(1)[0]
+        affine = estimate_similarity(lm, template_points("gpen", self.size))
+        return boxes_from_affine(affine, self.size), np.ones(len(lm), np.float32), lm
 
-    def _work_device(self, images: torch.Tensor) -> torch.device:
-        return self.device if self.device is not None else images.device
+    @staticmethod
+    def select_faces(found: Sequence[Found], *, selection="all", sort: str = "left-to-right",
+                     min_face_size: float = 0, mask: torch.Tensor | None = None) -> list[np.ndarray]:
+        """Indices of the faces to restore per image (see :func:`gpen.faces.selection.select_faces`)."""
+        return select_faces(found, selection=selection, sort=sort, min_face_size=min_face_size, mask=mask)
+
+    def align_faces(self, found: Sequence[Found], chosen: Sequence[np.ndarray], template: str = "gpen") -> list[Face]:
+        """One :class:`Face` (with its image -> crop similarity to ``template``) per chosen face, in order."""
+        tmpl = template_points(template, self.size)
+        faces: list[Face] = []
+        for i, keep in enumerate(chosen):
+            if not len(keep):
+                continue
+            boxes, scores, lms = found[i]
+            affine = estimate_similarity(lms[keep], tmpl)
+            for j, k in enumerate(keep):
+                faces.append(Face(i, boxes[k].copy(), lms[k].copy(), float(scores[k]), affine[j].astype(np.float32)))
+        return faces
+
+    def crop_faces(self, frames: torch.Tensor, faces: Sequence[Face], first_frame: int = 0) -> torch.Tensor:
+        """Aligned crops (N, 3, S, S) 0..1 of ``faces`` from ``frames`` (F, H, W, C), the frames of
+        the batch starting at ``first_frame``."""
+        dev = frames.device
+        idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
+        fwd = torch.from_numpy(np.stack([f.affine for f in faces])).to(dev)
+        return warp_affine(_rgb(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp(0, 1)
 
     def run_network(self, crops: torch.Tensor, chunk_size: int | None = None, progress: ProgressFn | None = None,
                     check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None
@@ -306,12 +293,44 @@ class FaceRestorer:
         return out
 
     def default_chunk_size(self, device: torch.device) -> int:
-        """Faces per network call: from free memory on CUDA; on CPU one (batching gains nothing there:
-        ``python -m bench network --batches 1 8``)."""
-        if device.type != "cuda":
-            return 1
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(max(1, min(64, free * 0.6 // face_memory_bytes(self.size, getattr(self.restorer, "dtype", None)))))
+        """Faces per network call on ``device`` (see :func:`gpen.memory.default_chunk_size`)."""
+        return default_chunk_size(device, self.size, getattr(self.restorer, "dtype", None))
+
+    def face_masks(self, restored: torch.Tensor, parsing: bool, detector_dirs=(), allow_download: bool = True
+                   ) -> torch.Tensor | None:
+        """Per-crop blend masks (N, S, S) from the face parser, or None for the standard feathered mask."""
+        if not parsing:
+            return None
+        parser = self.parser(restored.device, detector_dirs, allow_download)
+        return self._ready("parser", parser, restored, restored.device).masks(restored)
+
+    def paste_faces(self, frames: torch.Tensor, faces: Sequence[Face], first_frame: int, restored: torch.Tensor,
+                    aligned: torch.Tensor, face_masks: torch.Tensor | None, strength: float,
+                    user_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blend ``restored`` crops into ``frames`` (F, H, W, C); returns (pasted frames, blend masks (F, H, W)).
+
+        ``aligned`` are the input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W)
+        bounds the blend: 0 keeps the original pixel exactly, soft values mix.
+        """
+        dev = frames.device
+        c = frames.shape[-1]
+        idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
+        inverse = torch.from_numpy(invert_affine(np.stack([f.affine for f in faces]).astype(np.float64))).float()
+        pasted, blend = paste_back(_rgb(frames) if c == 1 else frames, restored, aligned if strength < 1 else None,
+                                   inverse.to(dev), idx, face_masks, float(strength))
+        if c == 1:
+            # grey in, grey out: the luma of the restored RGB where something was blended
+            pasted = torch.where(blend[..., None] > 0, _luma(pasted), frames)
+        if user_mask is not None:
+            # the user's mask also bounds the blend: img + u * (pasted - img), exact where u == 0
+            u = user_mask.to(dev, torch.float32).clamp(0, 1)
+            src = frames.to(pasted.dtype)
+            pasted = (src + u[..., None].to(pasted.dtype) * (pasted - src)).to(pasted.dtype)
+            pasted = torch.where(u[..., None] > 0, pasted, src)
+            blend = blend * u
+        return pasted, blend
+
+    # ---- the whole pipeline -------------------------------------------------------------------
 
     def restore(self, images: torch.Tensor, landmarks=None, *, strength: float = 1.0, template: str = "gpen",
                 detector: str = "retinaface_resnet50", detection_threshold: float = 0.5,
@@ -338,43 +357,45 @@ class FaceRestorer:
         _check_images(images)
         if template not in TEMPLATES:
             raise InvalidInputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}.")
-        if not 0.0 <= float(strength) <= 1.0:
-            raise InvalidInputError(f"strength must be within 0..1, got {strength}.")
-        if keep_crops not in ("restored", "aligned", "none"):
+        _check_strength(strength)
+        if keep_crops not in KEEP_CROPS:
             raise InvalidInputError(f"keep_crops must be 'restored', 'aligned' or 'none', got {keep_crops!r}.")
-        b, h, w, c = images.shape
+        check_sort(sort)
+        parse_selection(face_selection)
+        b, h, w, _ = images.shape
+        _check_mask(mask, b, h, w)
         frames_per_chunk = frames_per_chunk or default_frames_per_chunk(h, w)
-        if mask is not None:
-            if not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.shape[1:] != (h, w) \
-                    or mask.shape[0] not in (1, b):
-                raise InvalidInputError(f"mask must have shape ({b} or 1, {h}, {w}) to match the images, got "
-                                        f"{tuple(getattr(mask, 'shape', ()))}.")
+
         found = self.find_faces(images, landmarks, detector=detector, detection_threshold=detection_threshold,
                                 detector_dirs=detector_dirs, allow_download=allow_download,
                                 frames_per_chunk=frames_per_chunk)
         if temporal_smoothing > 0 and b > 2:
             smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found], strength=float(temporal_smoothing))
             found = [(bx, sc, lm.astype(np.float32)) for (bx, sc, _), lm in zip(found, smoothed)]
-        chosen = self.select_faces(found, selection=face_selection, sort=sort, min_face_size=min_face_size, mask=mask)
+        chosen = select_faces(found, selection=face_selection, sort=sort, min_face_size=min_face_size, mask=mask)
+        faces = self.align_faces(found, chosen, template)
 
-        tmpl = template_points(template, self.size)
-        faces: list[Face] = []
-        for i, keep in enumerate(chosen):
-            boxes, scores, lms = found[i]
-            if not len(keep):
-                continue
-            affine = estimate_similarity(lms[keep], tmpl)
-            for j, k in enumerate(keep):
-                faces.append(Face(i, boxes[k].copy(), lms[k].copy(), float(scores[k]), affine[j].astype(np.float32)))
+        out_images, out_masks, crops = self._restore_frames(
+            images, faces, frames_per_chunk, strength=float(strength), mask=mask, parsing=parsing,
+            color_correction=color_correction, chunk_size=chunk_size, detector_dirs=detector_dirs,
+            allow_download=allow_download, keep_crops=keep_crops, progress=progress, check_interrupt=check_interrupt)
         counts = [int(len(k)) for k in chosen]
-        n = len(faces)
+        info = _summary(counts, [len(f[0]) for f in found])
+        log.info(info)
+        return RestoreResult(out_images, out_masks, crops, faces, counts, info)
 
+    def _restore_frames(self, images: torch.Tensor, faces: list[Face], frames_per_chunk: int, *, strength: float,
+                        mask: torch.Tensor | None, parsing: bool, color_correction: bool, chunk_size: int | None,
+                        detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
+                        check_interrupt: Callable[[], None] | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crop, restore and paste ``faces`` chunk by chunk of frames; (images, masks, crops) as in RestoreResult."""
+        b, h, w, _ = images.shape
         out_images = images.clone()
         out_masks = torch.zeros((b, h, w), dtype=torch.float32, device=images.device)
-        crops_out = []
+        kept = []
         dev = self._work_device(images)
-        done = 0
-        face_i = 0
+        done = face_i = 0
         for start in range(0, b, frames_per_chunk):
             stop = min(b, start + frames_per_chunk)
             sel = [f for f in faces[face_i:] if f.image_index < stop]
@@ -382,42 +403,22 @@ class FaceRestorer:
             if not sel:
                 continue
             frames = images[start:stop].to(dev)
-            rgb = _rgb(frames)
-            idx = torch.tensor([f.image_index - start for f in sel], device=dev)
-            fwd = torch.from_numpy(np.stack([f.affine for f in sel])).to(dev)
-            aligned = warp_affine(rgb.permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp(0, 1)
-            restored = self.run_network(aligned, chunk_size, progress, check_interrupt, done, n)
+            aligned = self.crop_faces(frames, sel, start)
+            restored = self.run_network(aligned, chunk_size, progress, check_interrupt, done, len(faces))
             done += len(sel)
-            face_masks = None
-            if parsing:
-                parser = self.parser(dev, detector_dirs, allow_download)
-                face_masks = self._ready("parser", parser, restored, dev).masks(restored)
+            face_masks = self.face_masks(restored, parsing, detector_dirs, allow_download)
             if color_correction:
-                weight = face_masks if face_masks is not None else feather_mask(self.size, dev)[None].expand(len(sel), -1, -1)
+                weight = face_masks if face_masks is not None else \
+                    feather_mask(self.size, dev)[None].expand(len(sel), -1, -1)
                 restored = match_color(restored, aligned, weight)
-            inverse = torch.from_numpy(invert_affine(np.stack([f.affine for f in sel]).astype(np.float64))).float()
-            pasted, blend = paste_back(rgb if c == 1 else frames, restored, aligned if strength < 1 else None, inverse.to(dev), idx,
-                                       face_masks, float(strength))
-            if c == 1:
-                # grey in, grey out: the luma of the restored RGB where something was blended
-                luma = _luma(pasted)
-                pasted = torch.where(blend[..., None] > 0, luma, frames)
-            if mask is not None:
-                # the user's mask also bounds the blend: img + u * (pasted - img), exact where u == 0
-                u = (mask if mask.shape[0] == 1 else mask[start:stop]).to(dev, torch.float32).clamp(0, 1)
-                src = frames.to(pasted.dtype)
-                pasted = (src + u[..., None].to(pasted.dtype) * (pasted - src)).to(pasted.dtype)
-                pasted = torch.where(u[..., None] > 0, pasted, src)
-                blend = blend * u
+            user_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[start:stop])
+            pasted, blend = self.paste_faces(frames, sel, start, restored, aligned, face_masks, strength, user_mask)
             out_images[start:stop] = pasted.to(images.device)
             out_masks[start:stop] = blend.to(images.device)
             if keep_crops != "none":
-                kept = restored if keep_crops == "restored" else aligned
-                crops_out.append(kept.permute(0, 2, 3, 1).to(images.device))
-        crops = torch.cat(crops_out) if crops_out else torch.zeros((0, self.size, self.size, 3), device=images.device)
-        info = _summary(counts, [len(f[0]) for f in found])
-        log.info(info)
-        return RestoreResult(out_images, out_masks, crops, faces, counts, info)
+                kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
+        crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
+        return out_images, out_masks, crops
 
     def restore_aligned(self, images: torch.Tensor, *, strength: float = 1.0, chunk_size: int | None = None,
                         progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None
@@ -429,8 +430,7 @@ class FaceRestorer:
         exactly the network output mapped to 0..1.
         """
         _check_images(images)
-        if not 0.0 <= float(strength) <= 1.0:
-            raise InvalidInputError(f"strength must be within 0..1, got {strength}.")
+        _check_strength(strength)
         b, h, w, c = images.shape
         dev = self._work_device(images)
         x = _rgb(images).to(dev).permute(0, 3, 1, 2).float().clamp(0, 1)
@@ -456,14 +456,6 @@ class FaceRestorer:
         return RestoreResult(out, masks, crops, [], [1] * b, f"{b} aligned face crop(s) restored")
 
 
-def face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
-    """Working memory of one face through the network (peak minus weights), fitted to measurements
-    of float32 peak memory at 512 px (460 MiB per extra face) and 2048 px (1.9 GiB per extra face);
-    half for 16-bit dtypes."""
-    per_face = 366 * size * size + 364 * 2 ** 20
-    return per_face // 2 if dtype in (torch.float16, torch.bfloat16) else per_face
-
-
 def _luma(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3) RGB -> (..., 1) BT.601 luma, for grey images in, grey images out."""
     return (rgb * torch.tensor([0.299, 0.587, 0.114], device=rgb.device, dtype=rgb.dtype)).sum(-1, keepdim=True)
@@ -487,9 +479,3 @@ def _summary(restored: list[int], detected: list[int]) -> str:
         return f"{total} face(s) restored" + (f" of {detected[0]} found" if detected[0] != total else "")
     per = ",".join(str(r) for r in restored[:64]) + ("..." if b > 64 else "")
     return f"{total} face(s) restored in {b} images; per image: {per}"
-
-
-def default_frames_per_chunk(height: int, width: int) -> int:
-    """Frames moved to the work device at once: about 32 MPixel (15 frames of 1080p), which bounds
-    the working memory of long video batches to a few copies of that chunk."""
-    return int(max(1, min(64, math.floor(32e6 / max(1, height * width)))))

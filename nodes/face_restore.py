@@ -18,9 +18,11 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
-from ..gpen.detect import RETINAFACE_MODELS
+from ..gpen.faces.detect import RETINAFACE_MODELS
 from ..gpen.errors import InvalidInputError
-from ..gpen.restorer import SORT_ORDERS, TEMPLATES, default_frames_per_chunk, face_memory_bytes
+from ..gpen.faces.align import TEMPLATES
+from ..gpen.faces.selection import SORT_ORDERS
+from ..gpen.memory import default_frames_per_chunk, face_memory_bytes
 from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType

@@ -71,8 +71,8 @@ def folders_of(name: str) -> list[str]:
     return folder_paths.get_folder_paths(name)
 
 
-def restore_model_names() -> list[str]:
-    """Files in the ``facerestore_models`` folders, as the loader's drop-down shows them."""
+def restore_model_files() -> list[str]:
+    """Files in the ``facerestore_models`` folders (what is on disk)."""
     import folder_paths
 
     register_folders()

@@ -23,7 +23,7 @@ import comfy.model_patcher
 import torch
 from comfy import model_management
 
-from ..gpen.restorer import face_memory_bytes
+from ..gpen.memory import face_memory_bytes
 
 logger = logging.getLogger(__name__)
 

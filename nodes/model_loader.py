@@ -12,7 +12,8 @@ from comfy_api.latest import io
 
 from ..gpen import load_model
 from ..gpen.errors import InvalidInputError, MissingWeightsError
-from .folders import RELEASED_MODEL_FILES, RESTORE_MODELS, folders_of, restore_model_names
+from .downloads import DOWNLOAD_MARK, fetch_requested, restore_model_names, split_download_name
+from .folders import RELEASED_MODEL_FILES, RESTORE_MODELS, folders_of, restore_model_files
 from .memory import network_patcher
 from .runtime import ModelCache, file_identity
 
@@ -68,16 +69,18 @@ def find_model_file(model_name: str) -> str:
     if path is not None:
         return path
     folders = folders_of(RESTORE_MODELS)
-    available = restore_model_names()
+    available = restore_model_files()
     where = " or ".join(f"'{f}'" for f in folders)
     if not available:
         raise MissingWeightsError(
             f"No face restoration model found in {where}. Put a GPEN checkpoint there "
             f"(e.g. {RELEASED_MODEL_FILES[0]}, also {', '.join(RELEASED_MODEL_FILES[1:])}; "
-            f".pth, .pt, .safetensors or the .onnx files ReActor and FaceFusion use), then refresh the page (press R) and pick it in 'Load GPEN Model'.")
+            f".pth, .pt, .safetensors or the .onnx files ReActor and FaceFusion use), then refresh the page (press R) and pick it in 'Load GPEN Model', "
+            f"or pick '{RELEASED_MODEL_FILES[0]}{DOWNLOAD_MARK}' there to download it.")
     raise MissingWeightsError(
         f"GPEN model '{model_name}' is not in {where}. Available: {', '.join(available)}. "
-        f"Put the file there or pick another one, then refresh the page (press R).")
+        f"Put the file there or pick another one (entries ending in '{DOWNLOAD_MARK.strip()}' are downloaded "
+        f"when the node runs), then refresh the page (press R).")
 
 
 class GPENModelLoader(io.ComfyNode):
@@ -95,7 +98,8 @@ class GPENModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=restore_model_names(),
                                tooltip="GPEN checkpoint in models/facerestore_models (.pth, .pt, .safetensors, or .onnx as ReActor/FaceFusion ship it). "
-                                       "Download GPEN-BFR-512.pth (or 256/1024/2048) into that folder."),
+                                       "Entries ending in [download] are released files not on disk yet: they are downloaded "
+                                       "(verified) into models/facerestore_models when the node runs."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="Weights precision. auto: fp16 on a GPU where ComfyUI considers fp16 safe, "
                                        "fp32 otherwise (always fp32 on CPU). bf16 needs a GPU that supports it."),
@@ -115,12 +119,13 @@ class GPENModelLoader(io.ComfyNode):
         """Re-run when the file behind ``model_name`` is replaced."""
         import folder_paths
 
-        path = folder_paths.get_full_path(RESTORE_MODELS, model_name) if model_name else None
+        name = split_download_name(model_name)[0] if model_name else model_name
+        path = folder_paths.get_full_path(RESTORE_MODELS, name) if name else None
         return (file_identity(path) if path else None, precision)
 
     @classmethod
     def execute(cls, model_name: str, precision: str = "auto") -> io.NodeOutput:
-        path = find_model_file(model_name)
+        path = fetch_requested(model_name) or find_model_file(model_name)
         resolved = resolve_precision(precision, model_management.get_torch_device())
         dtype = DTYPES[resolved]
         offload = model_management.unet_offload_device()

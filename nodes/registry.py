@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .downloads import install_download_progress
 from .face_restore import GPENFaceRestore
 from .folders import register_folders
 from .model_loader import GPENModelLoader
 
 register_folders()
+install_download_progress()
 
 NODE_CLASS_MAPPINGS = {
     "GPENModelLoader": GPENModelLoader,

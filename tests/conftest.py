@@ -116,7 +116,7 @@ def comfy_server(request, tmp_path_factory):
     grouped by version, so one server runs at a time), with this pack and the test-only packs
     (``host_utils.TEST_NODE_PACKS``) installed and the seeded models and inputs of ``host_utils.prepare_base``."""
     import host_utils as H
-    from gpen.network import DERIVED_CACHE
+    from gpen.model.network import DERIVED_CACHE
 
     host = host_or_skip(request.param)
     base = H.make_base_dir(tmp_path_factory.mktemp("comfy_" + request.param.replace(".", "_")), extra_nodes=H.TEST_NODE_PACKS)

@@ -388,9 +388,9 @@ def prepare_base(base: Path) -> Path:
     from PIL import Image
     from skimage.data import astronaut
 
-    from gpen.detect import build_retinaface
-    from gpen.layouts import seeded_state_dict
-    from gpen.parsing import build_parsing_net
+    from gpen.faces.detect import build_retinaface
+    from gpen.model.layouts import seeded_state_dict
+    from gpen.faces.parsing import build_parsing_net
 
     models = base / "models"
     torch.save(seeded_state_dict("GPEN-BFR-256", seed=1234), models / "facerestore_models" / CHECKPOINT)

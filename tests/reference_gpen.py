@@ -3,7 +3,7 @@
 It reads the tensors of a state dict and computes the network the way the architecture is
 usually written: per-sample modulated and demodulated weights, one grouped convolution per layer,
 and a generic "upsample, pad, FIR-filter, downsample" routine. It shares no code with
-``gpen.network`` (which uses activation-side modulation and batch-wide convolutions), so agreement
+``gpen.model.network`` (which uses activation-side modulation and batch-wide convolutions), so agreement
 between the two on full-width layouts is evidence that the fast formulation is exact.
 """
 

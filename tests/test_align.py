@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpen.align import estimate_similarity, invert_affine, template_points, warp_affine
+from gpen.faces.align import estimate_similarity, invert_affine, template_points, warp_affine
 from gpen.errors import InvalidInputError
 
 from conftest import SOLVAY, needs_solvay, psnr, landmarks_of

@@ -12,7 +12,7 @@ import pytest
 import torch
 from skimage.transform import SimilarityTransform
 
-from gpen.align import template_points
+from gpen.faces.align import template_points
 from gpen.cli import main
 
 from conftest import FIXTURES, REPO, SOLVAY, astronaut, landmarks_of, needs_solvay, psnr

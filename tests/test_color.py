@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpen.color import match_color
+from gpen.faces.color import match_color
 from gpen.errors import InvalidInputError
 
 # BT.601 full-range luma/chroma, written out independently of the module

@@ -96,7 +96,7 @@ def test_pack_loads_and_nodes_are_registered(host):
     assert f"/extensions/{H.PACK_DIR_NAME}/gpen_compare.js" in host.get("/extensions")
     for node in OUR_NODES:
         with urllib.request.urlopen(f"{host.url}/extensions/{H.PACK_DIR_NAME}/docs/{node}.md") as r:
-            assert r.status == 200 and f"# " in r.read().decode()
+            assert r.status == 200 and "# " in r.read().decode()
     templates = host.get("/workflow_templates")
     shipped = sorted(p.stem for p in (H.REPO / "example_workflows").glob("*.json"))
     assert sorted(templates[H.PACK_DIR_NAME]) == shipped and shipped
@@ -192,6 +192,18 @@ def test_missing_model_file_names_file_and_folder(host):
     assert "GPEN-BFR-512.pth" in err["exception_message"]
     assert str(host.base_dir / "models" / "facerestore_models") in err["exception_message"]
     assert CHECKPOINT in err["exception_message"]  # lists what is available
+
+
+def test_released_files_not_on_disk_are_offered_and_fail_clearly_offline(host):
+    options = host.object_info["GPENModelLoader"]["input"]["required"]["model_name"][1]["options"]
+    assert options[0] == CHECKPOINT and "GPEN-BFR-512.pth [download]" in options
+    prompt = _aligned_prompt(prefix="gpen_download_offline")
+    prompt["2"]["inputs"]["model_name"] = "GPEN-BFR-2048.pth [download]"
+    err = _error(host.run(prompt))  # the host runs with GPEN_OFFLINE=1
+    assert err["node_type"] == "GPENModelLoader"
+    message = err["exception_message"]
+    assert "GPEN-BFR-2048.pth" in message and "GPEN_OFFLINE" in message and "modelscope.cn" in message
+    assert str(host.base_dir / "models" / "facerestore_models") in message
 
 
 def test_empty_model_folder_says_which_file_goes_where(host):

@@ -1,4 +1,4 @@
-"""Face detection (gpen.detect) without real RetinaFace weights.
+"""Face detection (gpen.faces.detect) without real RetinaFace weights.
 
 The RetinaFace tests run facexlib's network with seeded random weights and prove our batched RGB
 pipeline computes exactly what facexlib's own single-image ``detect_faces`` computes on the BGR
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from gpen import download as dl
-from gpen import paths
-from gpen.detect import (
+from gpen.weights import download as dl
+from gpen.weights import registry
+from gpen.weights import paths
+from gpen.faces.detect import (
     BGR_MEAN,
     Detections,
     FaceDetector,
@@ -256,7 +257,7 @@ def test_missing_weights_and_no_network_fail_fast(monkeypatch):
     url = f"http://127.0.0.1:{s.getsockname()[1]}/detection_mobilenet0.25_Final.pth"
     s.close()  # nothing listens there: connection refused, as without network
     name = "detection_mobilenet0.25_Final.pth"
-    monkeypatch.setitem(dl.REGISTRY, name, dl.WeightsFile(name, "facedetection", (url,)))
+    monkeypatch.setitem(registry.REGISTRY, name, registry.WeightsFile(name, "facedetection", (url,)))
     with pytest.raises(MissingWeightsError) as err:
         FaceDetector("retinaface_mobile0.25")
     msg = str(err.value)

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 import gpen
 from gpen.errors import MissingWeightsError, ModelLoadError
-from gpen.layouts import RELEASED_MODELS, released_layout, seeded_state_dict
-from gpen.network import GPENConfig
+from gpen.model.layouts import RELEASED_MODELS, released_layout, seeded_state_dict
+from gpen.model.network import GPENConfig
 
 from conftest import SHARED_REFERENCE, needs_shared
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gpen
-from gpen.layouts import seeded_state_dict
+from gpen.model.layouts import seeded_state_dict
 
 from conftest import load_reference_fixture, psnr, reference_fixture_dirs
 from reference_gpen import reference_forward
@@ -103,7 +103,7 @@ def test_half_precision_close_to_float32(fixtures, dtype, min_psnr):
 
 
 def test_seeded_state_dicts_have_the_released_layouts():
-    from gpen.layouts import RELEASED_MODELS, released_layout
+    from gpen.model.layouts import RELEASED_MODELS, released_layout
 
     for name in RELEASED_MODELS:
         layout = released_layout(name)
@@ -141,7 +141,7 @@ def test_weights_created_in_inference_mode_and_edited_in_place(fixtures):
 
 
 def _cached_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
-    from gpen.network import DERIVED_CACHE
+    from gpen.model.network import DERIVED_CACHE
 
     return [t for m in module.modules() for _, t in (m.__dict__.get(DERIVED_CACHE) or {}).values()]
 
@@ -150,7 +150,7 @@ def test_moving_a_single_layer_drops_its_cached_tensors(fixtures):
     """ComfyUI's model patcher moves layers one by one (``module.to(device)`` per layer, on load,
     partial unload and eviction): no tensor derived from a layer's weights may stay behind on the
     old device, and the next pass rebuilds what it needs with the same result."""
-    from gpen.network import EqualConv2d, ModulatedConv2d, drop_derived
+    from gpen.model.network import EqualConv2d, ModulatedConv2d, drop_derived
 
     f = fixtures["s256"]
     net = gpen.load_model(f["checkpoint"])

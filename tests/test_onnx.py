@@ -19,10 +19,14 @@ from torch import nn
 
 import gpen
 from gpen.errors import InvalidInputError, MissingWeightsError, ModelLoadError
-from gpen.layouts import RELEASED_MODELS, released_layout, seeded_state_dict
-from gpen.loader import read_weights_file, unwrap_state_dict
-from gpen.network import GPEN, GPENConfig
-from gpen.onnx_model import OnnxGPEN, _import_onnx, execution_order, load_onnx_model, map_onnx_weights
+from gpen.model.layouts import RELEASED_MODELS, released_layout, seeded_state_dict
+from gpen.model.files import unwrap_state_dict
+from gpen.model.loader import read_weights_file
+from gpen.model.network import GPEN, GPENConfig
+from gpen.model.onnx_graph import import_onnx
+from gpen.model.onnx_loading import load_onnx_model
+from gpen.model.onnx_mapping import execution_order, map_onnx_weights
+from gpen.model.onnx_runtime import OnnxGPEN
 
 from conftest import load_reference_fixture
 from onnx_reference import CheckpointModule, Prefixed, export
@@ -44,7 +48,7 @@ def batch(n: int, size: int = 64, seed: int = 1) -> torch.Tensor:
 
 
 def mapping_of(path, size):
-    return map_onnx_weights(onnx.load(str(path)), size, _import_onnx())
+    return map_onnx_weights(onnx.load(str(path)), size, import_onnx())
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +170,7 @@ def test_our_export_with_names_uses_fast_path(exports, small_net, name, fixed):
 def test_our_optimized_export_falls_back_to_onnxruntime(exports, small_net, caplog, name, fixed):
     """The optimizer folds our network's fused gains into renamed constants that do not map back."""
     path = exports(name)
-    with caplog.at_level(logging.INFO, logger="gpen.onnx_model"):
+    with caplog.at_level(logging.INFO, logger="gpen.model"):
         net = gpen.load_model(path, dtype="fp16")
     assert isinstance(net, OnnxGPEN)
     assert "fast path refused" in caplog.text and "weights of shape" in caplog.text
@@ -186,7 +190,7 @@ def test_our_optimized_export_falls_back_to_onnxruntime(exports, small_net, capl
 
 def test_fast_path_serves_fp16_and_logs_it(exports, small_net, caplog):
     path = exports("official_legacy")
-    with caplog.at_level(logging.INFO, logger="gpen.onnx_model"):
+    with caplog.at_level(logging.INFO, logger="gpen.model"):
         net = gpen.load_model(path, dtype="fp16")
     assert "fast path" in caplog.text and "by position" in caplog.text
     assert net.dtype == torch.float16
@@ -297,7 +301,7 @@ def test_without_onnxruntime_says_what_to_install(exports, monkeypatch):
 def test_without_onnx_package_runs_on_onnxruntime(exports, small_net, tmp_path, monkeypatch, caplog):
     path = exports("official_legacy")
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with caplog.at_level(logging.WARNING, logger="gpen.onnx_model"):
+    with caplog.at_level(logging.WARNING, logger="gpen.model"):
         net = gpen.load_model(path)
     assert isinstance(net, OnnxGPEN) and "pip install onnx" in caplog.text
     x = batch(2)
@@ -320,9 +324,9 @@ def test_execution_order_lists_every_key_once(name):
 
 def test_probe_rejects_a_wrong_mapping(exports, monkeypatch, caplog):
     """A mapping that is off (here: two layers' modulation biases swapped) is refused, not used."""
-    import gpen.onnx_model as om
+    import gpen.model.onnx_loading as loading
 
-    real = om.map_onnx_weights
+    real = loading.map_onnx_weights
 
     def swapped(*args, **kwargs):
         m = real(*args, **kwargs)
@@ -330,8 +334,8 @@ def test_probe_rejects_a_wrong_mapping(exports, monkeypatch, caplog):
         m.state[a], m.state[b] = m.state[b], m.state[a]
         return m
 
-    monkeypatch.setattr(om, "map_onnx_weights", swapped)
-    with caplog.at_level(logging.INFO, logger="gpen.onnx_model"):
+    monkeypatch.setattr(loading, "map_onnx_weights", swapped)
+    with caplog.at_level(logging.INFO, logger="gpen.model"):
         net = gpen.load_model(exports("official_legacy"))
     assert isinstance(net, OnnxGPEN)
     assert "do not reproduce the graph" in caplog.text and "exact layout" in caplog.text
@@ -352,7 +356,8 @@ def test_legacy_export_of_our_network_is_correct(tmp_path, small_net):
 ])
 def test_cuda_provider_is_chosen_when_installed(tmp_path, monkeypatch, caplog, available, expected):
     """Provider choice for a CUDA device (no GPU here: a stand-in onnxruntime records the request)."""
-    import gpen.onnx_model as om
+    import gpen.model.onnx_graph as graph
+    import gpen.model.onnx_runtime as runtime
 
     asked = []
 
@@ -371,10 +376,10 @@ def test_cuda_provider_is_chosen_when_installed(tmp_path, monkeypatch, caplog, a
         def get_available_providers():
             return available
 
-    monkeypatch.setattr(om, "_import_onnxruntime", lambda name: FakeOrt)
-    sig = om.GraphSignature("input", "output", 64, 1, np.float32)
-    with caplog.at_level(logging.WARNING, logger="gpen.onnx_model"):
-        model = om.OnnxGPEN(tmp_path / "GPEN-BFR-64.onnx", sig, torch.device("cuda:1"), torch.float16)
+    monkeypatch.setattr(runtime, "import_onnxruntime", lambda name: FakeOrt)
+    sig = graph.GraphSignature("input", "output", 64, 1, np.float32)
+    with caplog.at_level(logging.WARNING, logger="gpen.model"):
+        model = runtime.OnnxGPEN(tmp_path / "GPEN-BFR-64.onnx", sig, torch.device("cuda:1"), torch.float16)
     assert asked == [expected]
     assert model.providers == [p if isinstance(p, str) else p[0] for p in expected]
     assert ("install onnxruntime-gpu" in caplog.text) == (len(available) == 1)

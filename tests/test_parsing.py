@@ -1,4 +1,4 @@
-"""Face parsing masks (gpen.parsing) without real parsing weights.
+"""Face parsing masks (gpen.faces.parsing) without real parsing weights.
 
 The label tables are checked against facexlib's documented class orders (hard-coded here from
 facexlib 0.3.0's inference scripts), the mask pipeline against crafted logits, and the real
@@ -14,10 +14,11 @@ import socket
 import pytest
 import torch
 
-from gpen import download as dl
-from gpen import paths
+from gpen.weights import download as dl
+from gpen.weights import registry
+from gpen.weights import paths
 from gpen.errors import InvalidInputError, MissingWeightsError, ModelLoadError
-from gpen.parsing import (
+from gpen.faces.parsing import (
     BISENET_LABELS,
     FACE_PARTS,
     PARSENET_LABELS,
@@ -253,7 +254,7 @@ def test_missing_weights_and_no_network(monkeypatch):
     s.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{s.getsockname()[1]}/parsing_bisenet.pth"
     s.close()
-    monkeypatch.setitem(dl.REGISTRY, "parsing_bisenet.pth", dl.WeightsFile("parsing_bisenet.pth", "facedetection", (url,)))
+    monkeypatch.setitem(registry.REGISTRY, "parsing_bisenet.pth", registry.WeightsFile("parsing_bisenet.pth", "facedetection", (url,)))
     with pytest.raises(MissingWeightsError) as err:
         FaceParser("bisenet")
     msg = str(err.value)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from gpen.align import estimate_similarity, invert_affine, template_points, warp_affine
+from gpen.faces.align import estimate_similarity, invert_affine, template_points, warp_affine
 from gpen.errors import InvalidInputError
-from gpen.paste import feather_mask, paste_back
+from gpen.faces.paste import feather_mask, paste_back
 
 from conftest import SOLVAY, needs_solvay, psnr, landmarks_of
 from conftest import astronaut as astronaut_tensor
@@ -264,17 +264,17 @@ def test_batched_images_equal_one_by_one():
 
 
 def test_sampling_groups_bound_the_padding():
-    from gpen.paste import _chunks
+    from gpen.faces.paste import chunk_faces
 
     hw = np.array([[10, 10], [200, 200], [12, 9], [11, 11], [190, 210], [1, 1]])
-    groups = _chunks(np.array([0, 1, 2, 3, 4, 5]), hw, 4)
+    groups = chunk_faces(np.array([0, 1, 2, 3, 4, 5]), hw, 4)
     assert np.concatenate(groups).tolist() == [0, 1, 2, 3, 4, 5]  # order kept
     for g in groups:
         padded = len(g) * hw[g, 0].max() * hw[g, 1].max()
         assert len(g) == 1 or padded <= 2 * (hw[g, 0] * hw[g, 1]).sum()
     assert len(groups) >= 2
     # the memory cap splits even equal boxes
-    assert all(len(g) == 1 for g in _chunks(np.arange(3), np.full((3, 2), 4096), 4))
+    assert all(len(g) == 1 for g in chunk_faces(np.arange(3), np.full((3, 2), 4096), 4))
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import gpen
-from gpen.align import estimate_similarity, template_points, warp_affine
-from gpen.detect import Detections, FaceDetector
+from gpen.faces.align import estimate_similarity, template_points
+from gpen.faces.detect import Detections, FaceDetector
 from gpen.errors import InvalidInputError
-from gpen.network import GPENConfig
-from gpen.layouts import seeded_state_dict
+from gpen.model.network import GPENConfig
+from gpen.model.layouts import seeded_state_dict
 
 from conftest import astronaut, landmarks_of, needs_solvay, psnr, solvay
 

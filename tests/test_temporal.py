@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpen.errors import InvalidInputError
-from gpen.temporal import box_iou, smooth_landmarks, track_faces
+from gpen.faces.temporal import box_iou, smooth_landmarks, track_faces
 
 BASE = np.array([[40.0, 50.0], [60.0, 50.0], [50.0, 60.0], [42.0, 70.0], [58.0, 70.0]])
 

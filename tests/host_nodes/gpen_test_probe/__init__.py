@@ -8,7 +8,7 @@ Linked into the test host's ``custom_nodes`` by ``tests/conftest.py`` (never par
   every GPEN network alive in the process (found by the garbage collector), loaded or not.
 
 ``$GPEN_TEST_DERIVED_CACHE`` names the module attribute in which GPEN caches weight-derived
-tensors (``gpen.network.DERIVED_CACHE``, passed by the test), so the report can count them.
+tensors (``gpen.model.network.DERIVED_CACHE``, passed by the test), so the report can count them.
 """
 
 from __future__ import annotations

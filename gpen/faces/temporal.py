@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 

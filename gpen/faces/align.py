@@ -18,14 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-_TEMPLATE_FILE = Path(__file__).resolve().parent / "data" / "templates.json"
+_TEMPLATE_FILE = Path(__file__).resolve().parents[1] / "data" / "templates.json"
 _TEMPLATE_BASE_SIZE = 512
+TEMPLATES = ("gpen", "ffhq")  # the alignment templates of data/templates.json, default first
 
-__all__ = ["template_points", "estimate_similarity", "invert_affine", "warp_affine"]
+__all__ = ["TEMPLATES", "template_points", "estimate_similarity", "invert_affine", "warp_affine"]
 
 
 @lru_cache(maxsize=None)
@@ -228,7 +229,7 @@ def warp_affine(
     if matrices.ndim != 3 or matrices.shape[1:] != (2, 3):
         raise InvalidInputError(f"matrices must have shape (N, 2, 3), got {tuple(matrices.shape)}.")
     n = matrices.shape[0]
-    image_index = _image_index(image_index, n, b, images.device)
+    image_index = check_image_index(image_index, n, b, images.device)
     if n == 0:
         return images.new_zeros((0, c, out_h, out_w))
     cdt = compute_dtype(images.dtype)
@@ -260,7 +261,7 @@ def warp_affine(
     return out
 
 
-def _image_index(image_index, n: int, b: int, device) -> torch.Tensor:
+def check_image_index(image_index, n: int, b: int, device) -> torch.Tensor:
     """Validate/complete the (N,) face -> image mapping."""
     if image_index is None:
         if b == 1:

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from .detect import load_weights_into
-from .download import ensure_weights
-from .errors import InvalidInputError
+from ..weights.download import ensure_weights
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class FaceParser:
     """Soft face masks for batches of aligned face crops.
 
     ``model``: ``"parsenet"`` (default) or ``"bisenet"``. Weights come from ``weights_path`` or are
-    found/downloaded through :func:`gpen.download.ensure_weights` in the ``facedetection`` folder
+    found/downloaded through :func:`gpen.weights.download.ensure_weights` in the ``facedetection`` folder
     (``extra_dirs`` searched first). ``parts``: label names kept in the mask (default
     :data:`FACE_PARTS`). ``blur_sigma`` / ``edge``: softening in pixels of the 512 parsing
     resolution (see :func:`soften_mask`; the edge ramp is scaled to the crop size). ``net``: an already built network (skips the weights).

@@ -15,7 +15,7 @@ import torch
 
 from .network import GPEN, GPENConfig
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 RELEASED_MODELS = ("GPEN-BFR-256", "GPEN-BFR-512", "GPEN-BFR-1024", "GPEN-BFR-2048")
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import _image_index, affine_grid, compute_dtype, invert_affine
-from .errors import InvalidInputError
+from .align import affine_grid, check_image_index, compute_dtype, invert_affine
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _face_boxes(
     return boxes.astype(np.int64)
 
 
-def _chunks(order: np.ndarray, hw: np.ndarray, channels: int) -> list[np.ndarray]:
+def chunk_faces(order: np.ndarray, hw: np.ndarray, channels: int) -> list[np.ndarray]:
     """Split faces, kept in order, into consecutive groups whose boxes (padded to the group's largest)
     cost at most twice their real pixel count and stay under the memory cap."""
     groups: list[list[int]] = []
@@ -187,7 +187,7 @@ def paste_back(
             raise InvalidInputError(f"face_masks must have shape ({n}, {s}, {s}), got {tuple(face_masks.shape)}.")
     dev = images.device
     cdt = compute_dtype(images.dtype)
-    idx = _image_index(image_index, n, bsz, dev)
+    idx = check_image_index(image_index, n, bsz, dev)
     strength_t = torch.as_tensor(strength, dtype=cdt, device=dev).reshape(-1)
     if strength_t.numel() not in (1, n) or not bool(((strength_t >= 0) & (strength_t <= 1)).all()):
         raise InvalidInputError(f"strength must be a number in [0, 1] or {n} such numbers, got {strength!r}.")
@@ -224,7 +224,7 @@ def paste_back(
     shifted_t = torch.from_numpy(shifted).to(device=dev, dtype=cdt)
 
     # faces stay in their given order, so on equal mask values the earlier face wins, as in the official code
-    for group in _chunks(np.flatnonzero(live), hw, 2 * cf + 1):
+    for group in chunk_faces(np.flatnonzero(live), hw, 2 * cf + 1):
         gh, gw = int(hw[group, 0].max()), int(hw[group, 1].max())
         grid = affine_grid(shifted_t[torch.from_numpy(group).to(dev)], (gh, gw), (s, s))  # (g, gh, gw, 2)
         face = _sample(crops, group, grid, cdt)  # (g, Cf, gh, gw)

@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ KINDS = ("facerestore_models", "facedetection")
 
 # The pack root (the folder holding ``gpen/``). ``abspath`` rather than ``resolve``: when the pack
 # is symlinked into ``custom_nodes/``, the link path is the one that leads to ComfyUI's models.
-PACK_ROOT = Path(os.path.abspath(__file__)).parent.parent
+PACK_ROOT = Path(os.path.abspath(__file__)).parents[2]
 
 
 def _check_kind(kind: str) -> None:

@@ -39,9 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .download import ensure_weights
-from .errors import InvalidInputError, ModelLoadError
-from .loader import read_weights_file, unwrap_state_dict
+from ..weights.download import ensure_weights
+from ..errors import InvalidInputError, ModelLoadError
+from ..model.files import unwrap_state_dict
+from ..model.loader import read_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class DetectorBackend(Protocol):
 
 
 def load_weights_into(module: torch.nn.Module, path: str | os.PathLike, what: str) -> torch.nn.Module:
-    """Load a weights file into ``module`` safely (see :mod:`gpen.loader`) and strictly.
+    """Load a weights file into ``module`` safely (see :mod:`gpen.model.files`) and strictly.
 
     Containers (``state_dict``, ``params``, ...) and a ``module.`` prefix are unwrapped. Anything
     that does not match ``module`` exactly raises :class:`ModelLoadError` naming the file and ``what``.
@@ -248,7 +249,7 @@ class FaceDetector:
 
     By default RetinaFace (``model`` ``"retinaface_resnet50"`` or ``"retinaface_mobile0.25"``) with
     weights from ``weights_path`` or else found/downloaded through
-    :func:`gpen.download.ensure_weights` in the ``facedetection`` folder (``extra_dirs`` searched
+    :func:`gpen.weights.download.ensure_weights` in the ``facedetection`` folder (``extra_dirs`` searched
     first). Pass ``backend`` to use any other detector (see :class:`DetectorBackend`); then no
     RetinaFace weights are needed. ``max_side``, ``nms_threshold`` and ``batch_size`` tune RetinaFace
     (see :class:`RetinaFaceBackend`).

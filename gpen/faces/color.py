@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 

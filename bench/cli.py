@@ -1,0 +1,56 @@
+"""``python -m bench``: speed and memory of the network, the pipeline, ONNX files and a GPU check.
+
+    python -m bench network --sizes 512 2048 --batches 1 8 --dtypes fp32
+    python -m bench network --official /path/to/GPEN          # time the official FullGenerator too
+    python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
+    python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs the fast path
+    python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
+
+Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from bench import device_check, network, onnx_bench, pipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one benchmark."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    network.add_parser(sub)
+    pipeline.add_parser(sub)
+    onnx_bench.add_parser(sub)
+    device_check.add_parser(sub)
+    args = p.parse_args(argv)
+    if args.cmd == "_one":
+        print(json.dumps(network.run_one(args)))
+        return 0
+    if args.cmd in ("pipeline", "onnx"):  # in-process runs get the command line's allocator setting
+        from gpen.runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()
+    if args.cmd == "device":
+        device_check.run(args)
+        return 0
+    if args.cmd == "pipeline":
+        rows = pipeline.run(args)
+    elif args.cmd == "onnx":
+        rows = onnx_bench.run(args)
+    else:
+        rows = network.run(args)
+    if getattr(args, "json", None):
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
+    if args.cmd == "network":
+        print("\n" + network.markdown_table(rows))
+        if args.markdown:
+            Path(args.markdown).write_text(network.markdown_table(rows) + "\n")
+    return 0

@@ -1,0 +1,123 @@
+"""Running a GPEN ONNX graph with onnxruntime, with the PyTorch network's calling convention.
+
+:class:`OnnxGPEN` is what :func:`gpen.load_model` returns for a ``.onnx`` file whose weights cannot
+be mapped onto the PyTorch network: the graph itself runs in onnxruntime (CUDA when
+onnxruntime-gpu is installed and the device is CUDA, else CPU), looping over the batch when the
+graph's batch is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError, ModelLoadError
+from .files import corrupt_file_error
+from .onnx_graph import GraphSignature, import_onnxruntime
+
+log = logging.getLogger(__name__)
+
+
+def _ort_error(path: Path, e: Exception) -> ModelLoadError:
+    text = str(e).strip()
+    detail = text.split(":", 3)[-1].strip() if text.startswith("[ONNXRuntimeError]") else text
+    detail = detail.splitlines()[0][:160] if detail else type(e).__name__
+    if "INVALID_PROTOBUF" in text or "No graph was found" in text or "Protobuf parsing failed" in text:
+        return corrupt_file_error(path, f"onnxruntime: {detail}")
+    return ModelLoadError(f"{path.name}: onnxruntime cannot load this graph ({detail}). If it was downloaded, it "
+                          f"may be incomplete: delete {path} and download it again; otherwise update onnxruntime.")
+
+
+def create_session(ort, path: Path, providers: list):
+    """An onnxruntime session of ``path`` on ``providers``; ``ModelLoadError`` when it cannot be built."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception classes
+        raise _ort_error(path, e) from None
+
+
+class OnnxGPEN:
+    """A GPEN graph run by onnxruntime, with the network's calling convention.
+
+    ``net(x)``: ``x`` (B, 3, size, size) RGB in -1..1 on any device; returns the restored batch on
+    ``device`` in ``dtype`` (float32, or float16 for a float16 graph). A graph with a fixed batch
+    runs in chunks of that batch (the last one padded). The input is never modified.
+    """
+
+    config = None
+
+    def __init__(self, path: Path, signature: GraphSignature, device: torch.device, requested: torch.dtype,
+                 cpu_session=None) -> None:
+        ort = import_onnxruntime(path.name)
+        self.path = path
+        self.signature = signature
+        self.size = signature.size
+        self.batch = signature.batch
+        self.device = device
+        self.dtype = signature.torch_dtype
+        if requested != self.dtype:
+            log.info("%s: %s does not apply on the onnxruntime path: the graph computes in %s", path.name,
+                     str(requested).removeprefix("torch."), str(self.dtype).removeprefix("torch."))
+        session = None
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
+                try:
+                    session = create_session(ort, path, [cuda, "CPUExecutionProvider"])
+                except ModelLoadError as e:
+                    log.warning("%s: onnxruntime's CUDA provider failed (%s); running on the CPU", path.name, e)
+            else:
+                log.warning("%s: onnxruntime has no CUDA provider here (install onnxruntime-gpu): the graph runs "
+                            "on the CPU and its outputs are copied to %s", path.name, device)
+        self.session = session or cpu_session or create_session(ort, path, ["CPUExecutionProvider"])
+        self.providers = self.session.get_providers()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Restore a batch (B, 3, S, S) in -1..1."""
+        s = self.size
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InvalidInputError(f"{self.path.name} takes (batch, 3, {s}, {s}) images, got {got}.")
+        n = x.shape[0]
+        if n == 0:
+            return torch.empty((0, 3, s, s), dtype=self.dtype, device=self.device)
+        arr = x.detach().to(device="cpu", dtype=self.dtype).contiguous().numpy()
+        step = self.batch or n
+        outs = []
+        for i in range(0, n, step):
+            part = arr[i:i + step]
+            m = part.shape[0]
+            if self.batch and m < step:
+                part = np.concatenate([part, np.repeat(part[-1:], step - m, axis=0)])
+            out = self.session.run([self.signature.output_name], {self.signature.input_name: part})[0]
+            outs.append(np.asarray(out)[:m])
+        return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0]).to(self.device)
+
+    def eval(self) -> OnnxGPEN:
+        return self
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> OnnxGPEN:
+        """Outputs go to ``device`` from now on (the onnxruntime provider was chosen at load time);
+        ``dtype`` does not apply to a graph, which computes in its own precision."""
+        if device is not None:
+            self.device = torch.device(device)
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> OnnxGPEN:
+        return self
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        return iter(())
+
+    def __repr__(self) -> str:
+        return (f"OnnxGPEN({self.path.name!r}, size={self.size}, batch={self.batch or 'dynamic'}, "
+                f"providers={self.providers})")
