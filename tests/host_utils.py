@@ -145,6 +145,28 @@ def install_host(version: str) -> Host:
     return Host(version, root, comfy_dir, python)
 
 
+COMFY_CLI = "comfy-cli==1.23.0"
+"""The Comfy Registry's command line (``comfy node validate`` / ``pack``), in its own environment."""
+
+
+def install_comfy_cli() -> Path:
+    """The ``comfy`` executable of :data:`COMFY_CLI`, installed into ``<repo>/.cache/comfy-cli``
+    when needed (its dependencies stay out of the test environment). Raises :class:`HostUnavailable`."""
+    root = REPO / ".cache" / "comfy-cli"
+    exe, marker = root / "venv" / "bin" / "comfy", root / ".installed"
+    with _install_lock(REPO / ".cache" / "comfy-cli.lock"):
+        if marker.is_file() and marker.read_text() == COMFY_CLI and exe.is_file():
+            return exe
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        log = root / "install.log"
+        _run([sys.executable, "-m", "venv", str(root / "venv")], log, "creating the comfy-cli environment")
+        _run([str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", COMFY_CLI], log,
+             f"installing {COMFY_CLI}")
+        marker.write_text(COMFY_CLI)
+    return exe
+
+
 def _run(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
@@ -165,11 +187,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_base_dir(base: Path, pack: Path = REPO, extra_nodes: tuple[Path, ...] = ()) -> Path:
-    """A ComfyUI ``--base-directory`` with this pack (and ``extra_nodes`` packs) linked into ``custom_nodes``."""
+def make_base_dir(base: Path, pack: Path = REPO, extra_nodes: dict[str, Path] | None = None) -> Path:
+    """A ComfyUI ``--base-directory`` with this pack (and ``extra_nodes``: folder name -> pack)
+    linked into ``custom_nodes``."""
     for sub in ("custom_nodes", "models/facerestore_models", "models/facedetection", "input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    for target, name in ((pack, PACK_DIR_NAME), *((p, p.name) for p in extra_nodes)):
+    for name, target in {PACK_DIR_NAME: pack, **(extra_nodes or {})}.items():
         link = base / "custom_nodes" / name
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
@@ -364,8 +387,9 @@ def widget_value_ok(spec, value) -> bool:
 
 PROBE_NODES = REPO / "tests" / "host_nodes" / "gpen_test_probe"
 REACTOR_STAND_IN = REPO / "tests" / "host_nodes" / "reactor_stand_in"
-TEST_NODE_PACKS = (PROBE_NODES, REACTOR_STAND_IN)
-"""Test-only node packs linked into every test host beside this pack (see their docstrings)."""
+TEST_NODE_PACKS = {"gpen_test_probe": PROBE_NODES, "comfyui-reactor": REACTOR_STAND_IN}
+"""Test-only node packs linked into every test host beside this pack, by the folder name they get
+in ``custom_nodes`` (the stand-in takes the real pack's registry name, as the frontend shows it)."""
 CHECKPOINT = "GPEN-BFR-256-seeded.pth"
 """A checkpoint in the full GPEN-BFR-256 layout with seeded random weights (no real weights here)."""
 FACE_CROP = "gpen_host_input.png"
@@ -411,5 +435,6 @@ def prepare_base(base: Path) -> Path:
     # The frontend's first-run tour and template browser would cover the graph in the browser tests.
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}))
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
+                                    "Comfy.Graph.CanvasInfo": False}))
     return base

@@ -26,7 +26,7 @@ OUR_NODES = ("GPENModelLoader", "GPENFaceRestore")
 CHECKPOINT = H.CHECKPOINT
 INPUT_IMAGE = H.FACE_CROP
 FRONTEND_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-THIRD_PARTY_NODES = {"ReActorFaceSwap": "reactor_stand_in"}  # node -> the test stand-in pack declaring it
+THIRD_PARTY_NODES = {"ReActorFaceSwap": "comfyui-reactor"}  # node -> the test stand-in pack declaring it
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ ReActor itself cannot be installed on the test machines (insightface and its mod
 network), but one example workflow chains it before GPEN. This pack declares the node with the
 inputs and outputs ReActor publishes (its ``nodes.py``: names, order, types, defaults, ranges),
 so the host and the real frontend can check that workflow's ReActor node like any other; its
-combo lists hold what a fresh ReActor install offers. Running it only passes the image through.
+combo lists hold what a fresh ReActor install offers. The tests link it into ``custom_nodes`` as
+``comfyui-reactor`` (ReActor's registry name). Running it only passes the image through.
 """
 
 from __future__ import annotations
@@ -51,4 +52,4 @@ class ReActorFaceSwap:
 
 
 NODE_CLASS_MAPPINGS = {"ReActorFaceSwap": ReActorFaceSwap}
-NODE_DISPLAY_NAME_MAPPINGS = {"ReActorFaceSwap": "ReActor 🌌 Fast Face Swap (test stand-in)"}
+NODE_DISPLAY_NAME_MAPPINGS = {"ReActorFaceSwap": "ReActor 🌌 Fast Face Swap"}  # ReActor's own title
