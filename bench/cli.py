@@ -5,6 +5,8 @@
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
     python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs the fast path
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
+    python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
+    python -m bench detection-memory                          # RetinaFace working memory per frame
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench import device_check, network, onnx_bench, pipeline
+from bench import detection_memory, device_check, network, onnx_bench, pipeline, reference_threshold
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
+    reference_threshold.add_parser(sub)
+    detection_memory.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = pipeline.run(args)
     elif args.cmd == "onnx":
         rows = onnx_bench.run(args)
+    elif args.cmd == "reference":
+        rows = reference_threshold.run(args)
+    elif args.cmd == "detection-memory":
+        rows = detection_memory.run(args)
     else:
         rows = network.run(args)
     if getattr(args, "json", None):

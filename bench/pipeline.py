@@ -2,6 +2,7 @@
 
     python -m bench pipeline --size 512 --faces 4            # one frame: pipeline vs network time
     python -m bench pipeline --frames 300 --restorer identity  # memory stays bounded over a video batch
+    python -m bench pipeline --restorer identity --upscale 2   # the cost of a 2x output (background + paste)
 
 Faces are the astronaut's face (scikit-image) pasted at several places and scales, with known
 landmarks, so no detector weights are needed for alignment; detection is timed separately with a
@@ -32,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--detector", default="retinaface_resnet50", help="detector to time (random weights)")
+    p.add_argument("--upscale", type=int, default=1, choices=[1, 2, 3, 4], help="output scale of the restore")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--json")
 
@@ -81,15 +83,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     else:
         restorer = gpen.FaceRestorer(lambda x: x, size=args.size, device=device)
     frame, marks = synthetic_frame(args.faces)
+    upscale = getattr(args, "upscale", 1)  # callers that build their own arguments (bench device) have none
     rows = []
     if args.frames == 1:
         crops = restorer.restore(frame, [marks], keep_crops="aligned").crops.permute(0, 3, 1, 2).to(device)
         t_net = timed(lambda: restorer.run_network(crops, chunk_size=args.faces), device, args.repeat)
-        t_pipe = timed(lambda: restorer.restore(frame, [marks], chunk_size=args.faces, keep_crops="none"),
-                       device, args.repeat)
+        t_pipe = timed(lambda: restorer.restore(frame, [marks], chunk_size=args.faces, keep_crops="none",
+                                                upscale=upscale), device, args.repeat)
         detector = random_detector(args.detector, device)
         t_det = timed(lambda: detector.detect(frame.to(device)), device, args.repeat)
         row = {"device": str(device), "size": args.size, "faces": args.faces, "frame": "1920x1080",
+               "upscale": upscale,
                "network_s": t_net, "pipeline_with_landmarks_s": t_pipe, "detection_s": t_det,
                "pipeline_s": t_pipe + t_det, "ratio_to_network": (t_pipe + t_det) / t_net}
         print("device | size | faces | network s | align+restore+paste s | detection s | total / network")
@@ -101,11 +105,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t = time.perf_counter()
         res = restorer.restore(frames, [marks] * args.frames, keep_crops="none",
-                               frames_per_chunk=args.frames_per_chunk)
+                               frames_per_chunk=args.frames_per_chunk, upscale=upscale)
         t = time.perf_counter() - t
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        io_mib = 2 * frames.numel() * 4 / 2 ** 20 + res.masks.numel() * 4 / 2 ** 20
-        row = {"device": str(device), "frames": args.frames, "faces": len(res.faces), "seconds": t,
+        io_mib = (frames.numel() + res.images.numel() + res.masks.numel()) * 4 / 2 ** 20
+        row = {"device": str(device), "frames": args.frames, "faces": len(res.faces), "upscale": upscale,
+               "seconds": t,
                "peak_rss_mib": rss1, "rss_before_mib": rss0, "input_output_mib": io_mib,
                "working_mib": rss1 - rss0 - io_mib + frames.numel() * 4 / 2 ** 20}
         print("device | frames | faces | s | s/frame | peak RSS MiB | input+output MiB | working MiB")

@@ -12,7 +12,8 @@ import logging
 from .errors import GPENError, InvalidInputError, MissingWeightsError, ModelLoadError
 from .model.loader import load_model
 from .model.network import GPEN, GPENConfig
-from .restorer import Face, FaceRestorer, RestoreResult
+from .restorer import FaceRestorer
+from .results import Face, RestoreResult
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

@@ -15,7 +15,12 @@ import torch
 from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
 from .faces.align import TEMPLATES
+from .faces.occlusion import OCCLUSION_CHOICES, parse_occluders
+from .faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
+from .faces.reference import REFERENCE_THRESHOLD
 from .faces.selection import SORT_ORDERS
+from .frames import MAX_SCALE
+from .options import check_options
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("gpen")
@@ -49,6 +54,18 @@ def load_landmarks(path: str) -> dict[str, np.ndarray]:
                                 f'{{"images": {{"name.png": {{"faces": [{{"landmarks5": [[x, y] x5]}}]}}}}}} ({e}).') from None
 
 
+def _reference_for(path: Path, reference: Path | None) -> Path | None:
+    """The reference picture of input ``path``: ``reference`` itself (a file), or the file of the same
+    name in the ``reference`` folder."""
+    if reference is None:
+        return None
+    ref = reference / path.name if reference.is_dir() else reference
+    if not ref.is_file():
+        raise InvalidInputError(f"no reference picture for {path.name}: {ref} does not exist (--reference takes "
+                                f"the picture before the swap, or a folder holding one of the same name per input).")
+    return ref
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -59,6 +76,24 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     files = list_images(args.inputs)
     landmarks = load_landmarks(args.landmarks) if args.landmarks else None
+    reference = Path(args.reference) if args.reference else None
+    if reference is not None and not reference.exists():
+        raise InvalidInputError(f"--reference {reference}: no such file or folder.")
+    options = dict(strength=args.strength, template=args.template, detector=args.detector,
+                   detection_threshold=args.threshold, face_selection=args.select, sort=args.sort,
+                   min_face_size=args.min_face_size, parsing=args.parsing, color_correction=args.color_correction,
+                   reference_threshold=args.reference_threshold, max_gap=args.max_gap, min_track=args.min_track,
+                   chunk_size=args.chunk_size, allow_download=not args.no_download,
+                   keep_crops="aligned" if args.save_crops else "none", regions=args.regions,
+                   occlusion=args.occlusion, upscale=args.upscale)
+    check_options(strength=args.strength, template=args.template, face_selection=args.select, sort=args.sort,
+                  detection_threshold=args.threshold, min_face_size=args.min_face_size,
+                  reference_threshold=args.reference_threshold, max_gap=args.max_gap, min_track=args.min_track)
+    if args.regions is not None:
+        if not args.parsing:
+            raise InvalidInputError("--regions chooses face-parsing classes: add --parsing.")
+        parse_regions(args.regions)
+    parse_occluders(args.occlusion)
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     if device.type == "cuda":
@@ -74,26 +109,37 @@ def cmd_restore(args: argparse.Namespace) -> int:
     restorer = FaceRestorer(net)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one batch of frames (--track-faces) or one image at a time
+    groups = [files] if args.track_faces else [[f] for f in files]
     total_faces = 0
-    for path in tqdm(files, desc="restoring", unit="image", disable=args.quiet or len(files) < 2, file=sys.stderr):
-        image, bits = read_image(path)
+    for group in tqdm(groups, desc="restoring", unit="image", disable=args.quiet or len(groups) < 2, file=sys.stderr):
+        read = [read_image(path) for path in group]
+        if len({tuple(img.shape) for img, _ in read}) > 1:
+            raise InvalidInputError("--track-faces restores the inputs as the frames of one video: they must all "
+                                    "have the same size and channels.")
         given = None
         if landmarks is not None:
-            if path.name in landmarks:
-                given = [landmarks[path.name]]
+            missing = [p.name for p in group if p.name not in landmarks]
+            if len(group) == 1 and missing:
+                log.warning("%s is not in %s: detecting its faces", missing[0], args.landmarks)
             else:
-                log.warning("%s is not in %s: detecting its faces", path.name, args.landmarks)
-        result = restorer.restore(
-            image[None], given, strength=args.strength, template=args.template, detector=args.detector,
-            detection_threshold=args.threshold, face_selection=args.select, sort=args.sort,
-            min_face_size=args.min_face_size, parsing=args.parsing, color_correction=args.color_correction,
-            chunk_size=args.chunk_size, allow_download=not args.no_download,
-            keep_crops="aligned" if args.save_crops else "none")
-        write_image(out_dir / f"{path.stem}.png", result.images[0], bits)
-        for k in range(result.crops.shape[0]):
-            write_image(out_dir / f"{path.stem}_face{k:02d}_crop.png", result.crops[k])
+                given = [landmarks.get(p.name) for p in group]
+                if missing:
+                    log.warning("%d frame(s) not in %s have no faces (tracked faces are interpolated there): %s",
+                                len(missing), args.landmarks, ", ".join(missing[:5]))
+        refs = [_reference_for(p, reference) for p in group]
+        ref = None if reference is None else torch.stack([read_image(r)[0] for r in refs])
+        result = restorer.restore(torch.stack([img for img, _ in read]), given, reference=ref,
+                                  track_faces=True if args.track_faces else None, **options)
+        counts = list(result.faces_per_image)
+        crop = 0
+        for k, (path, (_, bits)) in enumerate(zip(group, read)):
+            write_image(out_dir / f"{path.stem}.png", result.images[k], bits)
+            for j in range(counts[k] if result.crops.shape[0] else 0):
+                write_image(out_dir / f"{path.stem}_face{j:02d}_crop.png", result.crops[crop + j])
+            crop += counts[k]
         total_faces += len(result.faces)
-        log.info("%s: %s", path.name, result.info)
+        log.info("%s: %s", group[0].name if len(group) == 1 else f"{len(group)} frames", result.info)
     log.info("%d image(s), %d face(s) restored into %s", len(files), total_faces, out_dir)
     return 0
 
@@ -233,7 +279,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face order for --select indices (score: ties keep the input order)")
     r.add_argument("--min-face-size", type=float, default=0, help="skip faces smaller than this (pixels)")
     r.add_argument("--parsing", action="store_true", help="blend with a face-parsing mask")
+    r.add_argument("--regions", help="with --parsing: comma-separated regions taken from the restored face, the rest "
+                   f"stays original; from {', '.join(REGIONS)} (default: {','.join(DEFAULT_REGIONS)}; 'teeth' is "
+                   "the parsers' inner-mouth class, the same pixels as 'mouth')")
+    r.add_argument("--occlusion", default="none", choices=OCCLUSION_CHOICES,
+                   help="keep what covers a face (hands, microphones, hair) with FaceFusion's XSeg occluder "
+                   "(xseg_N.onnx in the facedetection folder, downloaded when missing; needs onnxruntime; "
+                   "all: the minimum of the three)")
+    r.add_argument("--upscale", type=int, default=1, choices=range(1, MAX_SCALE + 1), metavar=f"{{1..{MAX_SCALE}}}",
+                   help="output this many times larger: background resized (bicubic), faces restored "
+                   "from the original and pasted at the output resolution (default: 1)")
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
+    r.add_argument("--reference", help="the picture before a face swap (or a folder holding one of the same name "
+                   "per input): only faces that differ from it are restored")
+    r.add_argument("--reference-threshold", type=float, default=REFERENCE_THRESHOLD,
+                   help=f"how much a face must differ from the reference to count as swapped (mean absolute "
+                   f"difference over the face, 0..1; default {REFERENCE_THRESHOLD})")
+    r.add_argument("--track-faces", action="store_true",
+                   help="restore the inputs as the frames of one video (same size, in name order, all held in "
+                   "memory): faces are tracked across them, so --select indices and largest pick the same person "
+                   "in every frame, missed faces are interpolated and short false detections dropped")
+    r.add_argument("--max-gap", type=int, default=3,
+                   help="with --track-faces: frames a tracked face may be missing and still be restored there")
+    r.add_argument("--min-track", type=int, default=2,
+                   help="with --track-faces: tracks found in fewer frames are dropped as false detections")
     r.add_argument("--chunk-size", type=int, default=None, help="faces per network call")
     r.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (compiles for tens of seconds first; "

@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 
+import torch
+
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -48,3 +50,21 @@ def tune_cpu_allocator() -> bool:
 def tune_from_environment() -> bool:
     """Apply :func:`tune_cpu_allocator` when ``GPEN_TUNE_MALLOC=1`` is set."""
     return os.environ.get("GPEN_TUNE_MALLOC", "") == "1" and tune_cpu_allocator()
+
+
+_OOM_TYPES = tuple(t for t in (getattr(torch.cuda, "OutOfMemoryError", None), getattr(torch, "OutOfMemoryError", None))
+                   if isinstance(t, type))
+_OOM_MESSAGES = ("out of memory", "can't allocate memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when ``error`` says a device ran out of memory, so a caller may retry with less work.
+
+    Covers ``torch.cuda.OutOfMemoryError`` and ``torch.OutOfMemoryError`` (on the torch versions
+    that have them), and the plain ``RuntimeError`` other backends raise ("MPS backend out of memory", "XPU
+    out of memory", "DefaultCPUAllocator: can't allocate memory"). A host with its own predicate
+    (ComfyUI's ``model_management.is_oom``) can be used instead wherever a hook takes one.
+    """
+    if _OOM_TYPES and isinstance(error, _OOM_TYPES):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in _OOM_MESSAGES)

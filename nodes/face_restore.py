@@ -18,11 +18,17 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
-from ..gpen.faces.detect import RETINAFACE_MODELS
+from ..gpen.faces.detect import RETINAFACE_MODELS, detection_memory_bytes
 from ..gpen.errors import InvalidInputError
 from ..gpen.faces.align import TEMPLATES
-from ..gpen.faces.selection import SORT_ORDERS
+from ..gpen.faces.occlusion import OCCLUSION_CHOICES, parse_occluders
+from ..gpen.faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
+from ..gpen.faces.reference import REFERENCE_THRESHOLD
+from ..gpen.faces.selection import SORT_ORDERS, parse_indices
+from ..gpen.frames import MAX_SCALE, check_scale
 from ..gpen.memory import default_frames_per_chunk, face_memory_bytes
+from ..gpen.options import check_options
+from ..gpen.restorer import DETECT_FRAMES
 from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
@@ -33,6 +39,7 @@ logger = logging.getLogger(__name__)
 FACE_MODES = ("detect", "aligned")
 DETECTORS = tuple(RETINAFACE_MODELS)
 SELECTIONS = ("all", "largest", "by index")
+DEFAULT_REGIONS_TEXT = ",".join(DEFAULT_REGIONS)
 
 # Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
 _FACES_TO_MAKE_ROOM_FOR = 4
@@ -50,7 +57,9 @@ class GPENFaceRestore(io.ComfyNode):
             description="Restores faces with GPEN. detect: finds faces (RetinaFace), aligns each to the "
                         "GPEN template, restores it and blends it back with a feathered mask. aligned: "
                         "every frame already is an aligned face crop (e.g. from another face node) and is "
-                        "restored as a whole. Works on batches (video frames) in chunks.",
+                        "restored as a whole. Works on batches (video frames) in chunks. Optional: keep "
+                        "chosen face-parsing regions or what covers a face (occlusion) original, and output "
+                        "a picture up to 4x larger (upscale).",
             inputs=[
                 io.Image.Input("image", tooltip="Image or batch of frames (video) to restore."),
                 GPENModelType.Input("gpen_model", tooltip="Model from 'Load GPEN Model'."),
@@ -74,7 +83,9 @@ class GPENFaceRestore(io.ComfyNode):
                                        "ones listed in face_indices."),
                 io.String.Input("face_indices", default="0", optional=True,
                                 tooltip="With face_selection 'by index': comma-separated face numbers "
-                                        "(0 = first face in sort order), e.g. 0,2."),
+                                        "(0 = first face in sort order), e.g. 0,2. With track_faces the "
+                                        "numbers are people: numbered in sort order on the frame where each "
+                                        "first appears."),
                 io.Combo.Input("sort_faces", options=list(SORT_ORDERS), default="left-to-right", optional=True,
                                tooltip="Order in which faces are numbered for face_indices: by position, by "
                                        "size, or by detector confidence (score)."),
@@ -94,11 +105,54 @@ class GPENFaceRestore(io.ComfyNode):
                                      "automatically when the GPU runs out of memory."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Only faces inside this mask are restored, and only within it "
-                                      "(detect mode). One mask or one per frame."),
+                                      "(detect mode). One mask or one per frame; a mask of another size "
+                                      "is resized to the image."),
+                io.Image.Input("reference", optional=True,
+                               tooltip="The picture before the face swap (e.g. the image that goes into "
+                                       "ReActor; one frame or one per frame, same size as image). Only "
+                                       "faces that differ from it are restored, so faces that were never "
+                                       "swapped stay untouched (detect mode)."),
+                io.Float.Input("reference_threshold", default=REFERENCE_THRESHOLD, min=0.0, max=1.0, step=0.005,
+                               optional=True,
+                               tooltip="With a reference: how much a face must differ from it to count as "
+                                       "swapped (mean absolute difference over the face, 0..1). The default "
+                                       "sits between JPEG noise (at most 0.0115) and face swaps (0.046 and "
+                                       "more), measured on real faces."),
+                io.Boolean.Input("track_faces", default=True, optional=True,
+                                 tooltip="For batches of 3 or more frames: follow each face from frame to "
+                                         "frame, so face_indices and 'largest' pick the same person in every "
+                                         "frame, faces the detector misses for up to max_gap frames are "
+                                         "restored at interpolated places, and detections seen in fewer "
+                                         "than min_track frames are ignored as false."),
+                io.Int.Input("max_gap", default=3, min=0, max=64, step=1, optional=True,
+                             tooltip="With track_faces: a face missing from up to this many frames in a row "
+                                     "keeps its track and is restored there at landmarks interpolated from "
+                                     "its neighbours."),
+                io.Int.Input("min_track", default=2, min=1, max=64, step=1, optional=True,
+                             tooltip="With track_faces: faces found in fewer frames than this are dropped as "
+                                     "false detections (1: keep all)."),
+                io.String.Input("regions", default=DEFAULT_REGIONS_TEXT, optional=True,
+                                tooltip="With face_parsing: comma-separated regions taken from the restored "
+                                        f"face; the others stay original. Regions: {', '.join(REGIONS)}. "
+                                        "'teeth' is the parsers' inner-mouth class, the same pixels as "
+                                        "'mouth': to keep the original teeth leave out both."),
+                io.Combo.Input("occlusion", options=list(OCCLUSION_CHOICES), default="none", optional=True,
+                               tooltip="Keep what covers a face (hands, microphones, hair) with FaceFusion's "
+                                       "XSeg occluder (DeepFaceLab, GPL-3.0): xseg_1/2/3.onnx in "
+                                       "models/facedetection, downloaded on first use; needs onnxruntime. "
+                                       "all: the minimum of the three (detect mode)."),
+                io.Int.Input("upscale", default=1, min=1, max=MAX_SCALE, step=1, optional=True,
+                             tooltip="Output this many times larger. The background is resized (bicubic) or "
+                                     "made by upscale_model; each face is restored from the original and "
+                                     "pasted at the output size, so 1024/2048 models keep more of their detail."),
+                io.UpscaleModel.Input("upscale_model", optional=True,
+                                      tooltip="Optional model from core's 'Load Upscale Model' for the background "
+                                              "(detect mode); its output is resized to exactly upscale x."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
-                io.Mask.Output(display_name="mask", tooltip="Where restored faces were blended in (0..1)."),
+                io.Mask.Output(display_name="mask", tooltip="Where restored faces were blended in (0..1), at "
+                                                            "the output size."),
                 io.Image.Output(display_name="face_crops",
                                 tooltip="Restored face crops at the model size, one per face (a single black "
                                         "crop when no face was found)."),
@@ -112,39 +166,68 @@ class GPENFaceRestore(io.ComfyNode):
                 face_selection: str = "all", face_indices: str = "0", sort_faces: str = "left-to-right",
                 min_face_size: int = 0, face_parsing: bool = False, color_correction: bool = False,
                 temporal_smoothing: float = 0.0, face_batch_size: int = 0,
-                mask: torch.Tensor | None = None) -> io.NodeOutput:
+                mask: torch.Tensor | None = None, reference: torch.Tensor | None = None,
+                reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool = True, max_gap: int = 3,
+                min_track: int = 2, regions: str = DEFAULT_REGIONS_TEXT, occlusion: str = "none", upscale: int = 1,
+                upscale_model=None) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
             raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
             raise InvalidInputError(f"face_mode must be one of {', '.join(FACE_MODES)}, got {face_mode!r}.")
+        if face_selection not in SELECTIONS:
+            raise InvalidInputError(f"face_selection must be one of {', '.join(SELECTIONS)}, got {face_selection!r}.")
+        # Every option is checked before memory is freed, models move or the detector runs.
+        selection = parse_indices(face_indices) if face_selection == "by index" else face_selection
+        options = dict(template=template, detection_threshold=detection_threshold, face_selection=selection,
+                       sort=sort_faces, min_face_size=min_face_size, temporal_smoothing=temporal_smoothing,
+                       reference_threshold=reference_threshold, track_faces=None if track_faces else False,
+                       max_gap=max_gap, min_track=min_track)
+        check_options(strength=strength, **options)
+        upscale = check_scale(upscale)
+        regions_arg = _regions(regions, face_parsing)
+        parse_occluders(occlusion)
+        if image.shape[0] == 0:  # an empty batch passes through
+            b, h, w, c = image.shape
+            return io.NodeOutput(image.new_zeros((0, h * upscale, w * upscale, c)),
+                                 torch.zeros((0, h * upscale, w * upscale)),
+                                 _crops_or_placeholder(image[:0], gpen_model.size), "empty image batch; nothing to restore")
 
         device = model_management.get_torch_device()
         net = gpen_model.model
         chunk = face_batch_size if face_batch_size > 0 else None
-        frames_on_device = min(image.shape[0], default_frames_per_chunk(image.shape[1], image.shape[2]))
-        work = (face_memory_bytes(gpen_model.size, gpen_model.dtype) * (chunk or _FACES_TO_MAKE_ROOM_FOR)
-                + frames_on_device * image[0].nelement() * 4 * 4)  # frames + working copies
-        place = memory.HostPlacement(gpen_model.patcher, gpen_model.size, gpen_model.dtype, device)
-        if gpen_model.patcher is not None:  # room for GPEN, its faces and the frames before anything runs
+        per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
+        out_h, out_w = image.shape[1] * upscale, image.shape[2] * upscale
+        frames_on_device = min(image.shape[0], default_frames_per_chunk(out_h, out_w))
+        restoring = (per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
+                     + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + working copies
+        detector_weights = detecting = 0
+        if face_mode == "detect":  # the detector stays loaded; its working memory is needed before restoration's
+            frames = min(image.shape[0], DETECT_FRAMES)
+            detector_weights = detection_memory_bytes(detector, image.shape[1], image.shape[2], 0)
+            detecting = detection_memory_bytes(detector, image.shape[1], image.shape[2], frames) \
+                - detector_weights + frames * image[0].nelement() * 4
+        work = detector_weights + max(restoring, detecting)
+        if gpen_model.patcher is not None:  # room for GPEN, the detector and the frames before anything runs
             memory.load(gpen_model.patcher, work)
-        else:
+        else:  # a graph onnxruntime runs: ComfyUI can only make room
             model_management.free_memory(work, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
 
         restorer = _restorer_for(net, device)
-        restorer.place, restorer.is_oom = place, memory.host_is_oom() or restorer.is_oom
+        restorer.place = memory.HostPlacement(gpen_model.patcher, gpen_model.size, gpen_model.dtype, device)
+        restorer.is_oom = memory.host_is_oom() or restorer.is_oom
         if face_mode == "aligned":
-            result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, **hooks)
+            result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, upscale=upscale,
+                                              **hooks)
         else:
             result = restorer.restore(
-                image, strength=strength, template=template, detector=detector,
-                detection_threshold=detection_threshold,
-                face_selection=face_indices if face_selection == "by index" else face_selection,
-                sort=sort_faces, min_face_size=min_face_size, mask=_mask_batch(mask), parsing=face_parsing,
-                color_correction=color_correction, temporal_smoothing=temporal_smoothing, chunk_size=chunk,
-                detector_dirs=tuple(folders_of(DETECTION_MODELS)), **hooks)
+                image, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
+                color_correction=color_correction, chunk_size=chunk, reference=reference,
+                detector_dirs=tuple(folders_of(DETECTION_MODELS)), regions=regions_arg, occlusion=occlusion,
+                upscale=upscale, upscaler=None if upscale_model is None else _host_upscaler(upscale_model),
+                **options, **hooks)
 
         out_device = model_management.intermediate_device()
         images = result.images.to(out_device, torch.float32)
@@ -165,9 +248,32 @@ def _restorer_for(net: torch.nn.Module, device: torch.device) -> FaceRestorer:
     global _last_restorer
     if _last_restorer is not None and _last_restorer[0] is net and _last_restorer[1] == str(device):
         return _last_restorer[2]
-    restorer = FaceRestorer(net, device=device)
+    restorer = FaceRestorer(net, device=device)  # its place / is_oom hooks are set for each run
     _last_restorer = (net, str(device), restorer)
     return restorer
+
+
+def _regions(regions: str, face_parsing: bool) -> str | None:
+    """The regions for the core (checked here, before anything runs): with face_parsing as given;
+    without it None, as long as the widget holds the default set (else the user is told)."""
+    chosen = parse_regions(regions)
+    if face_parsing:
+        return regions
+    if set(chosen) != set(DEFAULT_REGIONS):
+        raise InvalidInputError(f"regions choose face-parsing classes: turn face parsing (face_parsing) on, or set "
+                                f"regions back to {DEFAULT_REGIONS_TEXT}.")
+    return None
+
+
+def _host_upscaler(upscale_model):
+    """Frames (F, H, W, 3) -> larger frames through core's 'Upscale Image (using Model)' node, so the
+    host's own tiling, device placement and out-of-memory back-off apply."""
+    from comfy_extras.nodes_upscale_model import ImageUpscaleWithModel
+
+    def upscale(frames: torch.Tensor) -> torch.Tensor:
+        return ImageUpscaleWithModel.execute(upscale_model, frames)[0]
+
+    return upscale
 
 
 def _mask_batch(mask: torch.Tensor | None) -> torch.Tensor | None:

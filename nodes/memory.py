@@ -23,15 +23,15 @@ import comfy.model_patcher
 import torch
 from comfy import model_management
 
+from ..gpen.faces.detect import detection_memory_bytes
 from ..gpen.memory import face_memory_bytes
 
 logger = logging.getLogger(__name__)
 
 _PATCHER_CLASS = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
 
-# Rough working memory of the detector and the parser per input pixel (float32 activations kept
+# Rough working memory of the parser per pixel of its 512 x 512 input (float32 activations kept
 # alive at the widest layers, plus the input copies), in the spirit of core's upscale estimate.
-_DETECTOR_BYTES_PER_PIXEL = 48 * 4
 _PARSER_BYTES_PER_PIXEL = 48 * 4
 _PARSER_INPUT_PIXELS = 512 * 512
 
@@ -89,15 +89,15 @@ def host_is_oom() -> Callable[[BaseException], bool] | None:
     return getattr(model_management, "is_oom", None)
 
 
-def work_memory(role: str, inputs: torch.Tensor, size: int, dtype: torch.dtype | None) -> int:
-    """Estimated working memory (bytes, weights excluded) of running ``role`` on ``inputs``."""
+def work_memory(role: str, network, inputs: torch.Tensor, size: int, dtype: torch.dtype | None) -> int:
+    """Estimated working memory (bytes, weights excluded) of running ``role``'s ``network`` on ``inputs``."""
     if role == "restorer":
         return face_memory_bytes(size, dtype) * int(inputs.shape[0])
-    if role == "detector":  # (B, H, W, 3) frames; the detector sees at most 1600 px on the long side
+    if role == "detector":  # (B, H, W, C) frames, through the core's detection memory model
         b, h, w = inputs.shape[:3]
-        scale = min(1.0, 1600 / max(h, w, 1))
-        return int(b * h * w * scale * scale * _DETECTOR_BYTES_PER_PIXEL)
-    return int(inputs.shape[0]) * _PARSER_INPUT_PIXELS * _PARSER_BYTES_PER_PIXEL
+        model = getattr(network, "model", "retinaface_resnet50")
+        return detection_memory_bytes(model, h, w, b) - detection_memory_bytes(model, h, w, 0)
+    return int(inputs.shape[0]) * _PARSER_INPUT_PIXELS * _PARSER_BYTES_PER_PIXEL  # parser, occluder
 
 
 def load(patcher: comfy.model_patcher.ModelPatcher, memory_required: int) -> None:
@@ -118,7 +118,7 @@ class HostPlacement:
         self.size, self.dtype, self.device = size, dtype, device
 
     def __call__(self, role: str, network, inputs: torch.Tensor) -> None:
-        required = work_memory(role, inputs, self.size, self.dtype)
+        required = work_memory(role, network, inputs, self.size, self.dtype)
         patcher = self.restorer_patcher if role == "restorer" else patcher_of(network)
         if patcher is not None:
             load(patcher, required)

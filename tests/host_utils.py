@@ -400,8 +400,16 @@ CLIP_FRAMES = 8
 SEEDED_DETECTION_FILES = ("detection_mobilenet0.25_Final.pth", "parsing_parsenet.pth")
 """facexlib networks with seeded random weights: they run (through ComfyUI's memory manager) but
 find meaningless faces. ``detection_Resnet50_Final.pth`` stays absent on purpose (error tests)."""
-TEMPLATE_IMAGES = ("example.png", "target.png", "source_face.png")
-"""Images the example workflows name, so that they load without missing media."""
+
+
+def template_images() -> list[str]:
+    """Image files the example workflows' LoadImage nodes name, so that they load without missing media."""
+    names = set()
+    for path in (REPO / "example_workflows").glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] == "LoadImage" and node.get("widgets_values"):
+                names.add(node["widgets_values"][0])
+    return sorted(names)
 
 
 def prepare_base(base: Path) -> Path:
@@ -425,7 +433,7 @@ def prepare_base(base: Path) -> Path:
     photo = Image.fromarray(astronaut())
     crop = photo.crop((96, 0, 352, 256))
     crop.save(base / "input" / FACE_CROP)
-    for name in TEMPLATE_IMAGES:
+    for name in template_images():
         photo.save(base / "input" / name)
     writer = cv2.VideoWriter(str(base / "input" / CLIP), cv2.VideoWriter_fourcc(*"mp4v"), 8.0, (256, 256))
     big = np.asarray(photo)[:, :, ::-1]  # BGR for OpenCV

@@ -81,13 +81,17 @@ def test_pack_loads_and_nodes_are_registered(host):
     assert restore["input"]["required"]["gpen_model"][0] == "GPEN_MODEL"
     assert restore["input"]["required"]["face_mode"][1]["options"] == ["detect", "aligned"]
     optional = restore["input"]["optional"]
-    assert optional["mask"][0] == "MASK"
+    assert optional["mask"][0] == "MASK" and optional["reference"][0] == "IMAGE"
     for name in ("template", "detector", "detection_threshold", "face_selection", "face_indices", "sort_faces",
-                 "min_face_size", "face_parsing", "color_correction", "temporal_smoothing", "face_batch_size"):
+                 "min_face_size", "face_parsing", "color_correction", "temporal_smoothing", "face_batch_size",
+                 "reference_threshold", "track_faces", "max_gap", "min_track", "regions", "occlusion", "upscale",
+                 "upscale_model"):
         assert name in optional, name
+    assert optional["track_faces"][1]["default"] is True and optional["max_gap"][1]["default"] == 3
+    assert optional["min_track"][1]["default"] == 2
     for name, spec in {**restore["input"]["required"], **optional, **loader["input"]["required"]}.items():
         assert spec[1].get("tooltip"), f"input {name} has no tooltip"
-        if name in optional and name != "mask":
+        if name in optional and name not in ("mask", "reference", "upscale_model"):  # sockets have no default
             assert "default" in spec[1], f"optional input {name} has no default"
     assert restore["output"] == ["IMAGE", "MASK", "IMAGE", "STRING"]
     assert restore["output_name"] == ["image", "mask", "face_crops", "info"]
@@ -141,6 +145,16 @@ def test_missing_detector_weights_is_a_node_error_and_server_keeps_serving(host)
     entry = host.run(_aligned_prompt(strength=0.5, prefix="gpen_after_error"))
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert _saved_image(host, entry).shape == (256, 256, 3)
+
+
+def test_bad_face_indices_fail_before_detection(host):
+    # detector weights are absent here: an error about them would mean detection ran first
+    prompt = _aligned_prompt(face_mode="detect", prefix="gpen_bad_indices")
+    prompt["3"]["inputs"].update(face_selection="by index", face_indices=" ")
+    err = _error(host.run(prompt))
+    assert err["node_type"] == "GPENFaceRestore"
+    assert "face indices is empty" in err["exception_message"]
+    assert "detection_Resnet50_Final.pth" not in err["exception_message"]
 
 
 def test_detect_mode_outputs_in_order_when_no_face_is_found(host):

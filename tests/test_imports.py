@@ -121,9 +121,9 @@ def test_the_checker_finds_a_cycle_and_resolves_relative_imports():
     assert _resolve("nodes.face_restore", False, ast.parse("from ..gpen import X").body[0]) == "gpen"
     modules = pack_modules()
     assert "gpen.model.network" in modules and "nodes.face_restore" in modules and "" in modules
-    # the graph sees imports made inside functions (gpen.restorer creates its detector lazily)
+    # the graph sees imports made inside functions (gpen.faces.networks creates the detector lazily)
     graph, _ = _graph()
-    assert "gpen.faces.detect" in graph["gpen.restorer"]
+    assert "gpen.faces.detect" in graph["gpen.faces.networks"]
 
 
 def test_no_import_cycles():

@@ -17,17 +17,23 @@ import torch
 from gpen.weights import download as dl
 from gpen.weights import registry
 from gpen.weights import paths
+
+from stand_ins import GridParserNet, interior
 from gpen.errors import InvalidInputError, MissingWeightsError, ModelLoadError
 from gpen.faces.parsing import (
     BISENET_LABELS,
+    DEFAULT_REGIONS,
     FACE_PARTS,
     PARSENET_LABELS,
+    REGIONS,
     FaceParser,
     blur_mask,
     build_parsing_net,
     label_indices,
     labels_to_mask,
     logits_to_mask,
+    parse_regions,
+    region_parts,
     soften_mask,
 )
 
@@ -259,3 +265,63 @@ def test_missing_weights_and_no_network(monkeypatch):
         FaceParser("bisenet")
     msg = str(err.value)
     assert "parsing_bisenet.pth" in msg and url in msg and str(paths.models_dir("facedetection")) in msg
+
+
+# ---------------------------------------------------------------- regions
+
+
+# What each region means, written out by hand from the two parsers' label tables (facexlib's
+# inference scripts, listed at the top of this file): region -> (ParseNet indices, BiSeNet indices).
+REGION_INDICES = {
+    "skin": ({1}, {1}), "brows": ({6, 7}, {2, 3}), "eyes": ({4, 5}, {4, 5}), "glasses": ({3}, {6}),
+    "ears": ({8, 9}, {7, 8}), "earrings": ({15}, {9}), "nose": ({2}, {10}), "mouth": ({10}, {11}),
+    "teeth": ({10}, {11}), "lips": ({11, 12}, {12, 13}), "hair": ({13}, {17}), "hat": ({14}, {18}),
+    "neck": ({17}, {14}), "necklace": ({16}, {15}), "clothes": ({18}, {16}), "background": ({0}, {0}),
+}  # fmt: skip
+
+
+def test_every_region_maps_to_the_right_classes_of_each_parser():
+    assert set(REGIONS) == set(REGION_INDICES)
+    for name, (pn, bs) in REGION_INDICES.items():
+        assert set(label_indices(PARSENET_LABELS, region_parts("parsenet", name))) == pn, name
+        assert set(label_indices(BISENET_LABELS, region_parts("bisenet", name))) == bs, name
+    # the default regions are exactly the default face parts (today's mask)
+    for model, labels in (("parsenet", PARSENET_LABELS), ("bisenet", BISENET_LABELS)):
+        assert set(label_indices(labels, region_parts(model, None))) == set(label_indices(labels, FACE_PARTS))
+        assert region_parts(model, DEFAULT_REGIONS) == region_parts(model, None)
+
+
+def test_region_lists_are_parsed_and_checked():
+    assert parse_regions(None) == DEFAULT_REGIONS
+    assert parse_regions(" Eyes, teeth ,eyes  skin") == ("eyes", "teeth", "skin")
+    assert parse_regions(["nose", "LIPS"]) == ("nose", "lips")
+    with pytest.raises(InvalidInputError, match="beard") as err:
+        parse_regions("skin,beard")
+    assert "teeth" in str(err.value)  # the message lists what can be chosen
+    with pytest.raises(InvalidInputError, match="at least one"):
+        parse_regions(" , ")
+    with pytest.raises(InvalidInputError, match="segformer"):
+        region_parts("segformer", "skin")
+
+
+@pytest.mark.parametrize("model, labels", [("parsenet", PARSENET_LABELS), ("bisenet", BISENET_LABELS)])
+@pytest.mark.parametrize("regions", ["eyes,teeth", "skin,hair,glasses", "brows"])
+def test_only_the_chosen_regions_are_in_the_mask(model, labels, regions):
+    parser = FaceParser(model, net=GridParserNet(labels), blur_sigma=2.0)
+    m = parser.masks(_crops(1, 512), regions=regions)[0]
+    chosen = set(region_parts(model, regions))
+    assert chosen  # the test would prove nothing otherwise
+    for name, rows, cols in GridParserNet.cells():
+        r, c = interior(rows, cols, 12)  # 3 sigma of the blur plus the 10 px edge ramp
+        if name in chosen:
+            assert m[r, c].min() > 0.999, (name, float(m[r, c].min()))
+        else:
+            assert torch.all(m[r, c] == 0), (name, float(m[r, c].max()))
+    # without regions: the parts given at construction (the default face)
+    default = parser.masks(_crops(1, 512))[0]
+    for name, rows, cols in GridParserNet.cells():
+        r, c = interior(rows, cols, 12)
+        assert bool((default[r, c] > 0.999).all()) == (name in FACE_PARTS), name
+    # regions given at construction: the same mask
+    fixed = FaceParser(model, net=GridParserNet(labels), blur_sigma=2.0, regions=regions)
+    assert torch.equal(fixed.masks(_crops(1, 512))[0], m)

@@ -4,5 +4,7 @@
 - ``selection``: which faces to restore (size/mask filters, order, pick);
 - ``align``: alignment templates, similarity fit, batched affine warps;
 - ``paste``: feathered masks and paste-back into the images;
-- ``parsing``: face-parsing masks; ``color``: colour correction; ``temporal``: tracks and smoothing.
+- ``tracking``: faces linked into tracks across video frames (gaps filled, false detections dropped);
+- ``reference``: which faces differ from the picture before a face swap;
+- ``parsing``: face-parsing masks; ``color``: colour correction; ``temporal``: landmark smoothing.
 """

@@ -43,6 +43,7 @@ from ..weights.download import ensure_weights
 from ..errors import InvalidInputError, ModelLoadError
 from ..model.files import unwrap_state_dict
 from ..model.loader import read_weights_file
+from ..runtime import is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ RETINAFACE_MODELS: dict[str, tuple[str, str]] = {
     "retinaface_mobile0.25": ("mobile0.25", "detection_mobilenet0.25_Final.pth"),
 }
 WEIGHTS_KIND = "facedetection"
+# Memory of each detector: (weights bytes in float32, working bytes per network-input pixel and
+# frame, working bytes per call), measured on CPU with frames scaled to 1600x900 (python -m bench
+# detection-memory; bench/results/cpu_detection_memory.json). cuDNN workspaces come on top on CUDA.
+DETECTION_MEMORY: dict[str, tuple[int, int, int]] = {
+    "retinaface_resnet50": (27_351_657 * 4, 202, 111 * 2 ** 20),
+    "retinaface_mobile0.25": (433_343 * 4, 49, 37 * 2 ** 20),
+}
 BGR_MEAN = (104.0, 117.0, 123.0)  # facexlib RetinaFace.mean_tensor, B, G, R on the 0..255 scale
 
 
@@ -316,6 +324,52 @@ class FaceDetector:
         return [r if isinstance(r, Detections) else Detections.from_arrays(*r) for r in results]
 
 
+def detection_memory_bytes(model: str, height: int, width: int, frames: int = 8, max_side: int | None = 1600) -> int:
+    """Device memory to detect faces in ``frames`` frames of ``height`` x ``width`` at once with
+    ``model`` (weights + working memory, :data:`DETECTION_MEMORY`); frames are seen at most
+    ``max_side`` pixels long, as :class:`RetinaFaceBackend` scales them. Unknown models count as ResNet-50."""
+    weights, per_pixel, per_call = DETECTION_MEMORY.get(model, DETECTION_MEMORY["retinaface_resnet50"])
+    scale = 1.0 if max_side is None or max(height, width) <= max_side else max_side / max(height, width)
+    pixels = max(1, round(height * scale)) * max(1, round(width * scale))
+    return int(weights + per_call + max(0, frames) * pixels * per_pixel)
+
+
+def detect_in_chunks(detector: FaceDetector, images: torch.Tensor, *, threshold: float = 0.5,
+                     device: torch.device | str | None = None, frames_per_chunk: int = 8,
+                     progress: Callable[[int, int], None] | None = None,
+                     check_interrupt: Callable[[], None] | None = None,
+                     is_oom: Callable[[BaseException], bool] = is_out_of_memory) -> list[Detections]:
+    """Detect faces in a long frame batch ``images`` (B, H, W, 3) RGB 0..1, ``frames_per_chunk`` frames per call.
+
+    Each chunk moves to ``device`` on its own (default: where the images are). Before each call
+    ``check_interrupt()`` runs (it raises to cancel), after it ``progress(frames done, B)``. A call
+    that runs out of memory (``is_oom``, default :func:`gpen.runtime.is_out_of_memory`) is retried
+    with half the frames, down to one; the smaller chunk is kept for the rest of the batch.
+    """
+    b = images.shape[0]
+    device = torch.device(device) if device is not None else images.device
+    out: list[Detections] = []
+    chunk = max(1, int(frames_per_chunk))
+    while len(out) < b:
+        if check_interrupt is not None:
+            check_interrupt()
+        start = len(out)
+        tried = min(chunk, b - start)
+        try:
+            out.extend(detector.detect(images[start:start + tried].to(device), threshold=threshold))
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried, the rest re-raised
+            if tried == 1 or not is_oom(exc):
+                raise
+            chunk = tried // 2
+            logger.warning("out of memory detecting faces in %d frames at once; retrying with %d", tried, chunk)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        if progress is not None:
+            progress(len(out), b)
+    return out
+
+
 __all__ = [
     "Detections",
     "DetectorBackend",
@@ -323,6 +377,8 @@ __all__ = [
     "RETINAFACE_MODELS",
     "RetinaFaceBackend",
     "build_retinaface",
+    "detect_in_chunks",
+    "detection_memory_bytes",
     "load_weights_into",
     "retinaface_priors",
 ]

@@ -22,6 +22,15 @@ Models (facexlib 0.3.0, built here and loaded safely; weights in the ``facedetec
 Note: facexlib's own paste-back colour map (``FaceRestoreHelper``) keeps ParseNet labels 1-13 and
 15, i.e. hair and earrings too; the default here (:data:`FACE_PARTS`) keeps only the face.
 
+Regions: users choose what comes from the restored face in one vocabulary (:data:`REGIONS`: skin,
+brows, eyes, glasses, ears, earrings, nose, mouth, teeth, lips, hair, hat, neck, necklace, clothes,
+background), mapped per parser onto its label names (:data:`REGION_LABELS`) and from there onto its
+label order. The default (:data:`DEFAULT_REGIONS`) is exactly :data:`FACE_PARTS`. Neither ParseNet
+nor BiSeNet has a teeth class: their ``mouth`` class is the inner mouth (teeth, tongue, the dark
+between the lips), so on these parsers ``teeth`` and ``mouth`` name the same pixels, and keeping the
+original teeth means leaving out both. Everything not chosen has mask 0 and comes back from the
+original, with the same softened edges.
+
 Softening: at the 512 parsing resolution one Gaussian blur with sigma ``11 * sqrt(2)`` (the same
 width as facexlib's two passes of sigma 11); then, at the crop size, a linear ramp to exactly 0 over
 the outer ``edge`` pixels (10 at 512, scaled with the crop; facexlib zeroes a hard 10-pixel border
@@ -59,6 +68,23 @@ BISENET_LABELS = (
 # Parts kept by default: the face, without hair, hat, neck, necklace, earrings, clothes, background.
 FACE_PARTS = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "nose", "mouth", "u_lip", "l_lip")
 
+# One region vocabulary for users -> the CelebAMask-HQ label names both parsers use (orders differ).
+# "teeth": no parser here has a teeth class; their "mouth" class is the inner mouth (teeth, tongue).
+_CELEBAMASK_REGIONS: dict[str, tuple[str, ...]] = {
+    "skin": ("skin",), "brows": ("l_brow", "r_brow"), "eyes": ("l_eye", "r_eye"), "glasses": ("eye_g",),
+    "ears": ("l_ear", "r_ear"), "earrings": ("ear_r",), "nose": ("nose",), "mouth": ("mouth",),
+    "teeth": ("mouth",), "lips": ("u_lip", "l_lip"), "hair": ("hair",), "hat": ("hat",), "neck": ("neck",),
+    "necklace": ("neck_l",), "clothes": ("cloth",), "background": ("background",),
+}  # fmt: skip
+REGIONS = tuple(_CELEBAMASK_REGIONS)
+# parser -> region -> its label names (a parser with a teeth class would map "teeth" to it here)
+REGION_LABELS: dict[str, dict[str, tuple[str, ...]]] = {
+    "parsenet": _CELEBAMASK_REGIONS,
+    "bisenet": _CELEBAMASK_REGIONS,
+}
+# The default regions: exactly FACE_PARTS.
+DEFAULT_REGIONS = ("skin", "brows", "eyes", "glasses", "ears", "nose", "mouth", "lips")
+
 # model -> (weights file, label names, normalisation mean, std)
 PARSING_MODELS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...], tuple[float, ...]]] = {
     "parsenet": ("parsing_parsenet.pth", PARSENET_LABELS, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
@@ -76,6 +102,42 @@ def label_indices(labels: Sequence[str], parts: Iterable[str]) -> tuple[int, ...
     if unknown:
         raise InvalidInputError(f"Unknown face parts {unknown}; known parts: {', '.join(labels[1:])}.")
     return tuple(sorted(labels.index(p) for p in parts))
+
+
+def parse_regions(regions: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Region names from a comma/space separated string or a list (None: :data:`DEFAULT_REGIONS`).
+
+    Names are case-insensitive and checked against :data:`REGIONS`; duplicates are dropped, the
+    order is kept. An empty choice is an error (nothing would be restored).
+    """
+    if regions is None:
+        return DEFAULT_REGIONS
+    if isinstance(regions, str):
+        names = regions.replace(",", " ").split()
+    else:
+        try:
+            names = [str(r) for r in regions]
+        except TypeError:
+            raise InvalidInputError(f"regions must be a comma-separated string or a list of names, got "
+                                    f"{type(regions).__name__}.") from None
+    names = [n.strip().lower() for n in names if n.strip()]
+    unknown = [n for n in names if n not in REGIONS]
+    if unknown:
+        raise InvalidInputError(f"Unknown face regions {unknown}; choose from: {', '.join(REGIONS)}.")
+    if not names:
+        raise InvalidInputError(f"Choose at least one face region to restore, from: {', '.join(REGIONS)}.")
+    return tuple(dict.fromkeys(names))
+
+
+def region_parts(model: str, regions: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The label names of parser ``model`` that ``regions`` (see :func:`parse_regions`) select."""
+    if model not in REGION_LABELS:
+        raise InvalidInputError(f"Unknown face parsing model {model!r}; choose one of {', '.join(PARSING_MODELS)}.")
+    table = REGION_LABELS[model]
+    parts: list[str] = []
+    for name in parse_regions(regions):
+        parts.extend(p for p in table[name] if p not in parts)
+    return tuple(parts)
 
 
 def labels_to_mask(label_map: torch.Tensor, keep: Sequence[int]) -> torch.Tensor:
@@ -147,8 +209,10 @@ class FaceParser:
     ``model``: ``"parsenet"`` (default) or ``"bisenet"``. Weights come from ``weights_path`` or are
     found/downloaded through :func:`gpen.weights.download.ensure_weights` in the ``facedetection`` folder
     (``extra_dirs`` searched first). ``parts``: label names kept in the mask (default
-    :data:`FACE_PARTS`). ``blur_sigma`` / ``edge``: softening in pixels of the 512 parsing
-    resolution (see :func:`soften_mask`; the edge ramp is scaled to the crop size). ``net``: an already built network (skips the weights).
+    :data:`FACE_PARTS`), or ``regions`` (:data:`REGIONS` names, instead of ``parts``); :meth:`masks`
+    can choose other regions per call. ``blur_sigma`` /
+    ``edge``: softening in pixels of the 512 parsing resolution (see :func:`soften_mask`; the edge
+    ramp is scaled to the crop size). ``net``: an already built network (skips the weights).
     """
 
     def __init__(
@@ -160,6 +224,7 @@ class FaceParser:
         allow_download: bool = True,
         *,
         parts: Iterable[str] = FACE_PARTS,
+        regions: str | Iterable[str] | None = None,
         blur_sigma: float = DEFAULT_BLUR_SIGMA,
         edge: int = DEFAULT_EDGE,
         batch_size: int = 8,
@@ -169,7 +234,7 @@ class FaceParser:
             raise InvalidInputError(f"Unknown face parsing model {model!r}; choose one of {', '.join(PARSING_MODELS)}.")
         file_name, labels, mean, std = PARSING_MODELS[model]
         self.model = model
-        self.keep = label_indices(labels, parts)
+        self.keep = label_indices(labels, parts if regions is None else region_parts(model, regions))
         self.blur_sigma = float(blur_sigma)
         self.edge = int(edge)
         self.batch_size = max(1, int(batch_size))
@@ -209,11 +274,16 @@ class FaceParser:
             )
         return (x - self._mean.to(x.device)) / self._std.to(x.device)
 
+    def region_indices(self, regions: str | Iterable[str] | None) -> tuple[int, ...]:
+        """This parser's label indices for ``regions`` (see :func:`parse_regions`)."""
+        return label_indices(PARSING_MODELS[self.model][1], region_parts(self.model, regions))
+
     @torch.inference_mode()
-    def masks(self, crops: torch.Tensor) -> torch.Tensor:
+    def masks(self, crops: torch.Tensor, regions: str | Iterable[str] | None = None) -> torch.Tensor:
         """Soft face masks (N, S, S), values 0..1, for aligned crops (N, 3, S, S) RGB 0..1.
 
-        Returned on the crops' device, in float32. The input is not modified.
+        ``regions``: the :data:`REGIONS` to keep (None: the parts given at construction). Returned
+        on the crops' device, in float32. The input is not modified.
         """
         if not isinstance(crops, torch.Tensor) or crops.ndim != 4 or crops.shape[1] != 3:
             shape = tuple(crops.shape) if isinstance(crops, torch.Tensor) else type(crops).__name__
@@ -222,12 +292,13 @@ class FaceParser:
             raise InvalidInputError(f"crops must be square and not tiny, got {tuple(crops.shape)}.")
         if not crops.is_floating_point():
             raise InvalidInputError(f"crops must be float RGB in 0..1, got dtype {crops.dtype}.")
+        keep = self.keep if regions is None else self.region_indices(regions)
         size = crops.shape[-1]
         edge = max(1, round(self.edge * size / INPUT_SIZE)) if self.edge > 0 else 0
         out = []
         for start in range(0, crops.shape[0], self.batch_size):
             logits = self.net(self.network_input(crops[start : start + self.batch_size]))[0]
-            mask = blur_mask(logits_to_mask(logits, self.keep), self.blur_sigma)
+            mask = blur_mask(logits_to_mask(logits, keep), self.blur_sigma)
             if size != INPUT_SIZE:
                 mask = F.interpolate(
                     mask.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False,
@@ -241,15 +312,20 @@ class FaceParser:
 
 __all__ = [
     "BISENET_LABELS",
+    "DEFAULT_REGIONS",
     "FACE_PARTS",
     "FaceParser",
     "PARSENET_LABELS",
     "PARSING_MODELS",
+    "REGIONS",
+    "REGION_LABELS",
     "blur_mask",
     "build_parsing_net",
     "fade_edges",
     "label_indices",
     "labels_to_mask",
     "logits_to_mask",
+    "parse_regions",
+    "region_parts",
     "soften_mask",
 ]

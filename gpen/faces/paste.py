@@ -23,7 +23,7 @@ from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["feather_mask", "paste_back"]
+__all__ = ["feather_mask", "paste_back", "scale_inverse"]
 
 _MASK_BASE = 512
 # Upper bound on the elements of one batched sampling call (padded boxes x channels): 2**26 floats = 256 MiB.
@@ -52,6 +52,16 @@ def feather_mask(size: int, device=None, dtype: torch.dtype = torch.float32) -> 
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
         raise InvalidInputError(f"Mask size must be a positive integer, got {size!r}.")
     return torch.tensor(_feather_mask_np(int(size)), dtype=dtype, device=device)
+
+
+def scale_inverse(inverse: np.ndarray, scale: float) -> np.ndarray:
+    """Crop -> image matrices (N, 2, 3) for an image resized ``scale`` times (pixel centres kept, as
+    ``interpolate(..., align_corners=False)`` resizes): ``x' = scale * x + (scale - 1) / 2``."""
+    out = np.array(inverse, dtype=np.float64, copy=True)
+    if scale != 1:
+        out *= scale
+        out[..., 2] += (scale - 1) / 2.0
+    return out
 
 
 def _check_float(t, name: str, ndim: int, layout: str) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Temporal smoothing of 5-point landmarks over a batch of video frames.
 
-Faces are linked into tracks by box overlap (IoU) between frames; each track's landmarks are then
-smoothed by a centred local linear fit over ``window`` frames (a moving least-squares line
-evaluated at the frame itself). A local line reproduces any constant-velocity motion exactly, so a
+Faces are linked into tracks by :func:`gpen.faces.tracking.track_faces` (box overlap and landmark
+distance to each track's motion prediction), or the caller passes the tracks it already has. Each
+track's landmarks are then smoothed by a centred local linear fit over ``window`` frames (a moving
+least-squares line evaluated at the frame itself). A local line reproduces any constant-velocity motion exactly, so a
 static or uniformly moving face is smoothed with zero lag; only acceleration leaves a bias, at most
 ``|a| * r * (r + 1) / 6`` pixels inside a track (``r = window // 2``, ``a`` the acceleration in
 pixels/frame^2). Inside a track the jitter variance drops to ``1 / window`` of the raw one.
@@ -17,23 +18,11 @@ import logging
 import numpy as np
 
 from ..errors import InvalidInputError
+from .tracking import box_iou, track_faces
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["box_iou", "track_faces", "smooth_landmarks"]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes (x0, y0, x1, y1): (A, 4) x (B, 4) -> (A, B)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+__all__ = ["box_iou", "track_faces", "smooth_landmarks"]  # the tracking names stay importable from here
 
 
 def _check_frames(frames, boxes) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -58,47 +47,6 @@ def _check_frames(frames, boxes) -> tuple[list[np.ndarray], list[np.ndarray]]:
         lms.append(lm)
         bxs.append(bx)
     return lms, bxs
-
-
-def track_faces(boxes: list[np.ndarray], iou_threshold: float = 0.3, max_gap: int = 2) -> list[np.ndarray]:
-    """Link faces across frames: returns, per frame, an int array (K_i,) of track ids (0, 1, ...).
-
-    A face continues the track whose last box overlaps it most (greedy, best IoU first, IoU >=
-    ``iou_threshold``), if that track was seen at most ``max_gap`` frames before (a detector may
-    miss a face for a frame or two). Unmatched faces start new tracks.
-    """
-    if not 0.0 < iou_threshold <= 1.0:
-        raise InvalidInputError(f"iou_threshold must lie in (0, 1], got {iou_threshold!r}.")
-    if max_gap < 0:
-        raise InvalidInputError(f"max_gap must be >= 0, got {max_gap!r}.")
-    last_box: list[np.ndarray] = []
-    last_seen: list[int] = []
-    ids_per_frame = []
-    for t, bx in enumerate(boxes):
-        bx = np.asarray(bx, dtype=np.float64).reshape(-1, 4)
-        ids = np.full(len(bx), -1, dtype=np.int64)
-        alive = [k for k in range(len(last_box)) if t - last_seen[k] <= max_gap + 1]
-        if alive and len(bx):
-            iou = box_iou(np.stack([last_box[k] for k in alive]), bx)
-            taken = np.zeros(len(alive), dtype=bool)
-            for flat in np.argsort(-iou, axis=None, kind="stable"):
-                ti, di = divmod(int(flat), len(bx))
-                if iou[ti, di] < iou_threshold:
-                    break
-                if ids[di] >= 0 or taken[ti]:
-                    continue
-                ids[di] = alive[ti]
-                taken[ti] = True
-        for di in range(len(bx)):
-            if ids[di] < 0:
-                ids[di] = len(last_box)
-                last_box.append(bx[di])
-                last_seen.append(t)
-            else:
-                last_box[ids[di]] = bx[di]
-                last_seen[ids[di]] = t
-        ids_per_frame.append(ids)
-    return ids_per_frame
 
 
 def _local_linear(t: np.ndarray, y: np.ndarray, radius: int) -> np.ndarray:
@@ -136,11 +84,14 @@ def smooth_landmarks(
     iou_threshold: float = 0.3,
     max_gap: int = 2,
     return_tracks: bool = False,
+    tracks: list[np.ndarray] | None = None,
 ):
     """Smooth 5-point landmarks of faces across consecutive video frames.
 
     frames: per frame an array (K_i, 5, 2) of landmarks; boxes: per frame (K_i, 4) boxes (x0, y0,
-    x1, y1) in the same face order (used only to link faces into tracks, see ``track_faces``).
+    x1, y1) in the same face order (used with the landmarks to link faces into tracks, see
+    :func:`gpen.faces.tracking.track_faces`, unless ``tracks`` gives per frame the track id of
+    every face, e.g. from :func:`gpen.faces.tracking.link_tracks`; id -1: not smoothed).
     window: frames in the centred fit (odd, >= 1; 1 = no smoothing). strength: 0..1 blend between
     the raw (0) and the smoothed (1) landmarks.
     Returns a list of new arrays of the same shapes and face order (float64, or the input's
@@ -151,7 +102,12 @@ def smooth_landmarks(
     if not 0.0 <= float(strength) <= 1.0:
         raise InvalidInputError(f"strength must lie in [0, 1], got {strength!r}.")
     lms, bxs = _check_frames(frames, boxes)
-    ids = track_faces(bxs, iou_threshold=iou_threshold, max_gap=max_gap)
+    if tracks is None:
+        ids = track_faces(bxs, iou_threshold=iou_threshold, max_gap=max_gap, landmarks=lms)
+    else:
+        ids = [np.asarray(i, dtype=np.int64).reshape(-1) for i in tracks]
+        if len(ids) != len(lms) or any(len(i) != len(lm) for i, lm in zip(ids, lms)):
+            raise InvalidInputError("tracks must give one track id per face of every frame.")
     out = [lm.copy() for lm in lms]
     n_tracks = max((int(i.max()) + 1 for i in ids if len(i)), default=0)
     radius = window // 2
@@ -159,7 +115,8 @@ def smooth_landmarks(
         members: list[list[tuple[int, int]]] = [[] for _ in range(n_tracks)]
         for t, frame_ids in enumerate(ids):
             for k, tid in enumerate(frame_ids.tolist()):
-                members[tid].append((t, k))
+                if tid >= 0:
+                    members[tid].append((t, k))
         for track in members:
             if len(track) < 3:
                 continue  # a line through one or two points reproduces them

@@ -4,7 +4,9 @@ Every size and sha256 below was read from a public source named in the comment n
 LFS pointer of a Hugging Face repository (a pointer records ``oid sha256:`` and ``size`` of the
 stored file; the same commit pages show them as "Git LFS Details"). Where no such record was found
 the value is ``None`` and the file is checked by its tensor layout only. No value is derived from a
-download made here (this machine has no access to the files).
+download made here (this machine has no access to the files). One exception, said at the entries:
+the XSeg occluders, for which no LFS pointer was found and the agreeing values of several public
+model manifests are recorded.
 
 URLs are tried in order: Hugging Face mirrors first (fast, resumable, hashed), then ModelScope, where
 the GPEN authors publish the 1024 and 2048 models since 2023 (their README: "GPEN-BFR-1024 and
@@ -21,6 +23,14 @@ nobody recorded) is accepted on its exact released tensor layout: those URLs are
 ``models/facerestore_models/``) and the ones FaceFusion ships (``facefusion/models-3.0.0`` on
 Hugging Face and the ``models-3.0.0`` release of ``facefusion/facefusion-assets`` on GitHub). They
 are different exports (different bytes) of the same checkpoints and keep their own file names.
+
+XSeg occluders (``xseg_1/2/3.onnx``, DeepFaceLab, GPL-3.0, for occlusion masks): the locations
+FaceFusion 3.x builds (``facefusion/download.py`` ``resolve_download_url`` with the providers of
+``facefusion/choices.py``: the GitHub releases of ``facefusion/facefusion-assets``, then
+``huggingface.co`` and ``hf-mirror.com`` ``facefusion/<release>``) for the releases its
+``facefusion/face_masker.py`` names (``models-3.1.0``; ``models-3.2.0`` for ``xseg_3``). FaceFusion
+checks them with CRC32 ``.hash`` files; a downloaded graph must also open in onnxruntime with the
+occluder's signature (:func:`gpen.faces.occlusion.load_xseg`).
 
 Set ``GPEN_MIRROR`` to a base URL to try ``$GPEN_MIRROR/<file name>`` before every other URL
 (see :func:`gpen.weights.download.candidate_urls`).
@@ -82,6 +92,13 @@ _DEEPFAKEAPP = "https://huggingface.co/DeepFakeApp/model/resolve/main/"
 _UWG_FFFF = "https://huggingface.co/uwg/modelz_base/resolve/main/Extras/ffff_assets/"
 _FACEXLIB = "https://github.com/xinntao/facexlib/releases/download/"
 _HF_FACEDETECTION = _FOFR + "facedetection/"
+
+
+def _facefusion(release: str, file_name: str) -> tuple[str, ...]:
+    """FaceFusion's download locations of ``file_name`` in ``release`` (GitHub first, as FaceFusion tries them)."""
+    return (f"https://github.com/facefusion/facefusion-assets/releases/download/{release}/{file_name}",
+            f"https://huggingface.co/facefusion/{release}/resolve/main/{file_name}",
+            f"https://hf-mirror.com/facefusion/{release}/resolve/main/{file_name}")
 
 
 def _modelscope(org: str, model_id: str, file_path: str) -> str:
@@ -200,6 +217,21 @@ _FILES = (
     WeightsFile("parsing_bisenet.pth", DETECTION, (_FACEXLIB + "v0.2.0/parsing_bisenet.pth",),
                 sha256="468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567", size=53_289_463,
                 origin="facexlib"),
+    # ---- XSeg occluders (FaceFusion's models-3.1.0 / models-3.2.0 releases) ---------------------
+    # No LFS pointer of huggingface.co/facefusion/models-3.1.0 or -3.2.0 (or of a mirror) was found with
+    # the code search. sha256/size: the same values in the model manifests of several public projects
+    # (five or more files per value, code search 2026; one records them as taken from
+    # huggingface.co/facefusion/models-3.1.0, one as checked against FaceFusion's published CRC32
+    # f207afe3 for xseg_1). Second-hand: a mismatch is reported with the expected values.
+    WeightsFile("xseg_1.onnx", DETECTION, _facefusion("models-3.1.0", "xseg_1.onnx"),
+                sha256="c4d1498b8a03b5fe2a3a5d2ef2a0402ab03bd51edaf5b2d8d5fb764702a97dd3", size=70_324_286,
+                origin="FaceFusion (DeepFaceLab XSeg, GPL-3.0)"),
+    WeightsFile("xseg_2.onnx", DETECTION, _facefusion("models-3.1.0", "xseg_2.onnx"),
+                sha256="cd9a0879eaf43841d765472cf1f8c330dbf9dcb03da0eace93e95f3bcc399042", size=70_324_286,
+                origin="FaceFusion (DeepFaceLab XSeg, GPL-3.0)"),
+    WeightsFile("xseg_3.onnx", DETECTION, _facefusion("models-3.2.0", "xseg_3.onnx"),
+                sha256="48ccd7e8541e159a5a754ec9e62df2f12065f7df8f9af842c1750342c6533559", size=70_327_709,
+                origin="FaceFusion (DeepFaceLab XSeg, GPL-3.0)"),
 )
 
 REGISTRY: dict[str, WeightsFile] = {f.name: f for f in _FILES}

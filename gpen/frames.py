@@ -1,0 +1,109 @@
+"""Frame-level helpers of the pipeline: input checks, colour views, resizing, the output scale.
+
+Frames are ComfyUI IMAGE batches (B, H, W, C) float 0..1 with C = 1 (grey), 3 (RGB) or 4 (RGBA).
+
+Output scale: :func:`resize_images` is the built-in filter: separable bicubic with PIL's kernel
+(a = -0.5), antialiased when shrinking (``torch.nn.functional.interpolate(..., mode="bicubic",
+antialias=True)``), computed in float32 and clamped to 0..1. :func:`upscale_images` uses it, or a
+caller's ``upscaler`` (e.g. an ESRGAN-type model through the host) followed by an exact resize
+when the model's own factor differs from ``scale``. The faces themselves are not resized: the
+restorer warps them from the original image and pastes them at the output resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidInputError
+
+MAX_SCALE = 4
+Upscaler = Callable[[torch.Tensor], torch.Tensor]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def check_images(images: torch.Tensor, name: str = "images") -> None:
+    """Refuse anything but a finite float (B, H, W, C) batch with C = 1, 3 or 4 (``name``: for messages)."""
+    if not isinstance(images, torch.Tensor):
+        raise InvalidInputError(f"{name} must be a torch tensor (B, H, W, C), got {type(images).__name__}.")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise InvalidInputError(f"{name} must have shape (B, H, W, C) with C = 1, 3 or 4 (grey, RGB, RGBA), "
+                                f"got {tuple(images.shape)}.")
+    if not images.is_floating_point():
+        raise InvalidInputError(f"{name} must be float 0..1, got {images.dtype}.")
+    if images.numel() and not torch.isfinite(images).all():
+        raise InvalidInputError(f"{name} contain NaN or infinite values; fix the node or file that produced them.")
+
+
+def rgb_view(images: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) RGB view of grey (C=1), RGB or RGBA images."""
+    c = images.shape[-1]
+    if c == 1:
+        return images.expand(-1, -1, -1, 3)
+    return images[..., :3]
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) RGB -> (..., 1) BT.601 luma, for grey images in, grey images out."""
+    return (rgb * torch.tensor(_LUMA, device=rgb.device, dtype=rgb.dtype)).sum(-1, keepdim=True)
+
+
+def check_scale(scale) -> int:
+    """``scale`` as an int in 1..:data:`MAX_SCALE`, else :class:`InvalidInputError`."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != int(scale) \
+            or not 1 <= int(scale) <= MAX_SCALE:
+        raise InvalidInputError(f"upscale must be a whole number from 1 to {MAX_SCALE}, got {scale!r}.")
+    return int(scale)
+
+
+def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W, C) float 0..1 -> (B, h, w, C) with antialiased bicubic, clamped; same dtype."""
+    h, w = int(size[0]), int(size[1])
+    if tuple(images.shape[1:3]) == (h, w):
+        return images.clone()
+    x = images.permute(0, 3, 1, 2).float()
+    y = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+    return y.clamp_(0, 1).permute(0, 2, 3, 1).to(images.dtype)
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) masks -> (B, h, w) float32 with bilinear interpolation (0 stays 0 where all
+    neighbours are 0), clamped to 0..1."""
+    if tuple(masks.shape[1:]) == tuple(size):
+        return masks.float()
+    return F.interpolate(masks.float()[:, None], size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=size[0] < masks.shape[1])[:, 0].clamp(0, 1)
+
+
+def upscale_images(images: torch.Tensor, scale: int, upscaler: Upscaler | None = None) -> torch.Tensor:
+    """(B, H, W, C) 0..1 -> (B, scale*H, scale*W, C) in the images' dtype and device.
+
+    Without ``upscaler``: :func:`resize_images` (``scale`` 1 returns a copy). With one: it gets the
+    RGB frames (B, H, W, 3) (grey is expanded to RGB and comes back as luma; an alpha channel is
+    resized with the built-in filter) and may return any size, which is then resized to exactly
+    ``scale`` times the input.
+    """
+    scale = check_scale(scale)
+    b, h, w, c = images.shape
+    size = (h * scale, w * scale)
+    if upscaler is None:
+        return resize_images(images, size)
+    rgb = rgb_view(images)
+    up = upscaler(rgb)
+    if not isinstance(up, torch.Tensor) or up.ndim != 4 or up.shape[0] != b or up.shape[-1] != 3:
+        got = tuple(up.shape) if isinstance(up, torch.Tensor) else type(up).__name__
+        raise InvalidInputError(f"the upscale model returned {got} for frames {tuple(rgb.shape)}; expected "
+                                f"({b}, H, W, 3) images.")
+    up = resize_images(up.to(images.device, images.dtype).clamp(0, 1), size)
+    if c == 1:
+        return luma(up)
+    if c == 4:
+        return torch.cat([up, resize_images(images[..., 3:], size)], dim=-1)
+    return up
+
+
+__all__ = ["MAX_SCALE", "check_images", "check_scale", "luma", "resize_images", "resize_masks", "rgb_view",
+           "upscale_images"]

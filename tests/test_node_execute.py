@@ -1,0 +1,56 @@
+"""GPENFaceRestore.execute with ComfyUI's real modules (see tests/node_harness.py): empty batches, option
+checks before any work, the memory asked of ComfyUI, and the reference input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import host_utils as H
+
+HARNESS = Path(__file__).resolve().parent / "node_harness.py"
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    try:
+        comfy = H.comfyui_dir()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    if comfy is None:
+        pytest.skip("ComfyUI not available (see tests/host_utils.py)")
+    proc = subprocess.run([sys.executable, str(HARNESS), str(comfy)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "GPEN_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_an_empty_image_batch_passes_through(results):
+    for mode in ("detect", "aligned"):
+        images, masks, crops, info = results[f"empty_{mode}"]
+        assert images == [0, 32, 48, 3] and masks == [0, 32, 48] and crops == [1, 64, 64, 3]
+        assert "empty" in info
+
+
+def test_by_index_with_no_index_is_refused_before_any_work(results):
+    assert results["empty_indices"].startswith("InvalidInputError") and "empty" in results["empty_indices"]
+    assert results["empty_indices_requested"] == []  # nothing freed, nothing loaded, nothing detected
+
+
+def test_detect_mode_asks_room_for_the_detector(results):
+    aligned, detect = results["requested"]
+    # the detector's weights and its working memory for the frames it sees at once come on top
+    assert detect >= results["network_bytes"] + results["detection_bytes"]
+    assert detect > aligned
+
+
+def test_reference_input_restores_only_the_swapped_face(results):
+    ref = results["reference"]
+    assert ref["left_mask"] == 0 and ref["right_mask_max"] > 0.99 and ref["left_equal"]
+    assert "1 face(s) left alone" in ref["info"]
+    assert results["no_reference_left_mask_max"] > 0.99  # without it both faces are restored
