@@ -7,6 +7,7 @@
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
+    python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench import detection_memory, device_check, network, onnx_bench, pipeline, reference_threshold
+from bench import detection_memory, device_check, network, onnx_bench, pipeline, ray_bench, reference_threshold
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     device_check.add_parser(sub)
     reference_threshold.add_parser(sub)
     detection_memory.add_parser(sub)
+    ray_bench.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         tune_cpu_allocator()
     if args.cmd == "device":
         device_check.run(args)
+        return 0
+    if args.cmd == "ray":  # its rows and the cluster facts, in one file
+        ray_bench.run(args)
         return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)

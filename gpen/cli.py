@@ -9,8 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
@@ -19,128 +17,62 @@ from .faces.occlusion import OCCLUSION_CHOICES, parse_occluders
 from .faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from .faces.reference import REFERENCE_THRESHOLD
 from .faces.selection import SORT_ORDERS
+from .jobs import RestoreOptions, load_landmarks, pick_device, pick_dtype
 from .frames import MAX_SCALE
-from .options import check_options
 from .runtime import tune_cpu_allocator
+from .segments import DEFAULT_OVERLAP
 
 log = logging.getLogger("gpen")
 
 
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def _video_options(values: list[str]) -> dict[str, str]:
+    opts = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--video-option takes KEY=VALUE (an FFmpeg encoder option), got {v!r}.")
+        opts[key] = value
+    return opts
 
 
-def pick_dtype(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    return "fp16" if device.type in ("cuda", "mps") else "fp32"
+def restore_options(args: argparse.Namespace) -> RestoreOptions:
+    """The run's options from the parsed ``restore`` arguments (checked)."""
+    from .video import VideoSettings
 
-
-def load_landmarks(path: str) -> dict[str, np.ndarray]:
-    """File name -> (K, 5, 2) from JSON ``{"images": {name: {"faces": [{"landmarks5": ...}]}}}``."""
-    try:
-        data = json.loads(Path(path).read_text())
-        images = data["images"]
-        return {name: np.asarray([f["landmarks5"] for f in entry["faces"]], dtype=np.float32).reshape(-1, 5, 2)
-                for name, entry in images.items()}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InvalidInputError(f"{path}: not a landmarks file of the form "
-                                f'{{"images": {{"name.png": {{"faces": [{{"landmarks5": [[x, y] x5]}}]}}}}}} ({e}).') from None
-
-
-def _reference_for(path: Path, reference: Path | None) -> Path | None:
-    """The reference picture of input ``path``: ``reference`` itself (a file), or the file of the same
-    name in the ``reference`` folder."""
-    if reference is None:
-        return None
-    ref = reference / path.name if reference.is_dir() else reference
-    if not ref.is_file():
-        raise InvalidInputError(f"no reference picture for {path.name}: {ref} does not exist (--reference takes "
-                                f"the picture before the swap, or a folder holding one of the same name per input).")
-    return ref
+    video = VideoSettings(codec=args.video_codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                          options=_video_options(args.video_option))
+    return RestoreOptions(
+        strength=args.strength, template=args.template, detector=args.detector, detection_threshold=args.threshold,
+        face_selection=args.select, sort=args.sort, min_face_size=args.min_face_size, parsing=args.parsing,
+        color_correction=args.color_correction, temporal_smoothing=args.temporal_smoothing,
+        chunk_size=args.chunk_size, allow_download=not args.no_download, save_crops=args.save_crops,
+        aligned=args.aligned, frames_per_segment=args.frames_per_segment, overlap=args.overlap, video=video,
+        reference=args.reference, reference_threshold=args.reference_threshold, image_sequence=args.track_faces,
+        max_gap=args.max_gap, min_track=args.min_track, regions=args.regions, occlusion=args.occlusion,
+        upscale=args.upscale).check()
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from .runner import restore_files
 
-    from .imageio import list_images, read_image, write_image
-    from .model.loader import load_model
-    from .weights.models import resolve_model
-    from .restorer import FaceRestorer
+    ray = None
+    if args.ray is not None:
+        from .distributed import RayConfig
 
-    files = list_images(args.inputs)
-    landmarks = load_landmarks(args.landmarks) if args.landmarks else None
-    reference = Path(args.reference) if args.reference else None
-    if reference is not None and not reference.exists():
-        raise InvalidInputError(f"--reference {reference}: no such file or folder.")
-    options = dict(strength=args.strength, template=args.template, detector=args.detector,
-                   detection_threshold=args.threshold, face_selection=args.select, sort=args.sort,
-                   min_face_size=args.min_face_size, parsing=args.parsing, color_correction=args.color_correction,
-                   reference_threshold=args.reference_threshold, max_gap=args.max_gap, min_track=args.min_track,
-                   chunk_size=args.chunk_size, allow_download=not args.no_download,
-                   keep_crops="aligned" if args.save_crops else "none", regions=args.regions,
-                   occlusion=args.occlusion, upscale=args.upscale)
-    check_options(strength=args.strength, template=args.template, face_selection=args.select, sort=args.sort,
-                  detection_threshold=args.threshold, min_face_size=args.min_face_size,
-                  reference_threshold=args.reference_threshold, max_gap=args.max_gap, min_track=args.min_track)
-    if args.regions is not None:
-        if not args.parsing:
-            raise InvalidInputError("--regions chooses face-parsing classes: add --parsing.")
-        parse_regions(args.regions)
-    parse_occluders(args.occlusion)
-    device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned convolutions pay back at once
-    model_path = resolve_model(args.model, allow_download=not args.no_download, progress=not args.quiet)
-    net = load_model(model_path, device=device, dtype=dtype)
-    if args.compile:
-        from .model.network import GPEN
+        ray = RayConfig(address=args.ray or None, workers=args.workers, num_cpus=args.ray_cpus, retries=args.retries)
+    report = restore_files(args.inputs, args.output, model=args.model, options=restore_options(args),
+                           device=args.device, dtype=args.dtype, threads=args.threads, compile=args.compile,
+                           landmarks=args.landmarks, overwrite=args.overwrite, ray=ray, quiet=args.quiet)
+    from .imageio import is_video
 
-        if not isinstance(net, GPEN):
-            raise InvalidInputError(f"--compile needs a PyTorch GPEN network; {args.model} runs in onnxruntime.")
-        net.compile()
-    restorer = FaceRestorer(net)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # one batch of frames (--track-faces) or one image at a time
-    groups = [files] if args.track_faces else [[f] for f in files]
-    total_faces = 0
-    for group in tqdm(groups, desc="restoring", unit="image", disable=args.quiet or len(groups) < 2, file=sys.stderr):
-        read = [read_image(path) for path in group]
-        if len({tuple(img.shape) for img, _ in read}) > 1:
-            raise InvalidInputError("--track-faces restores the inputs as the frames of one video: they must all "
-                                    "have the same size and channels.")
-        given = None
-        if landmarks is not None:
-            missing = [p.name for p in group if p.name not in landmarks]
-            if len(group) == 1 and missing:
-                log.warning("%s is not in %s: detecting its faces", missing[0], args.landmarks)
-            else:
-                given = [landmarks.get(p.name) for p in group]
-                if missing:
-                    log.warning("%d frame(s) not in %s have no faces (tracked faces are interpolated there): %s",
-                                len(missing), args.landmarks, ", ".join(missing[:5]))
-        refs = [_reference_for(p, reference) for p in group]
-        ref = None if reference is None else torch.stack([read_image(r)[0] for r in refs])
-        result = restorer.restore(torch.stack([img for img, _ in read]), given, reference=ref,
-                                  track_faces=True if args.track_faces else None, **options)
-        counts = list(result.faces_per_image)
-        crop = 0
-        for k, (path, (_, bits)) in enumerate(zip(group, read)):
-            write_image(out_dir / f"{path.stem}.png", result.images[k], bits)
-            for j in range(counts[k] if result.crops.shape[0] else 0):
-                write_image(out_dir / f"{path.stem}_face{j:02d}_crop.png", result.crops[crop + j])
-            crop += counts[k]
-        total_faces += len(result.faces)
-        log.info("%s: %s", group[0].name if len(group) == 1 else f"{len(group)} frames", result.info)
-    log.info("%d image(s), %d face(s) restored into %s", len(files), total_faces, out_dir)
+    videos = sum(1 for p in report.written if is_video(p))
+    log.info("%d image(s), %d video(s) (%d frames), %d face(s) restored into %s; %d skipped (output exists)",
+             len(report.written) - videos, videos, report.frames, report.faces, args.output, len(report.skipped))
+    if report.failed:
+        for name, why in report.failed.items():
+            print(f"failed: {name}: {' '.join(why.split())}", file=sys.stderr)
+        print(f"error: {len(report.failed)} input(s) failed: {', '.join(report.failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -258,20 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only print errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("restore", help="restore the faces in images", description="Restore the faces in "
-                       "images; writes <stem>.png per input into the output folder.")
-    r.add_argument("inputs", nargs="+", help="image files or folders")
-    r.add_argument("--model", required=True, help="weights file (.pth/.safetensors) or a released model "
-                   "name such as GPEN-BFR-512 (found in, or downloaded to, the facerestore_models folder)")
-    r.add_argument("-o", "--output", required=True, help="output folder")
+    r = sub.add_parser("restore", help="restore the faces in images and videos", description="Restore the faces "
+                       "in images and videos; writes one output per input into the output folder (images as "
+                       "<stem>.png, videos in their container) and skips outputs that exist.")
+    r.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
+    r.add_argument("--model", default="GPEN-BFR-512", help="weights file (.pth/.safetensors/.onnx) or a released "
+                   "model name (found in, or downloaded to, the facerestore_models folder; default: GPEN-BFR-512)")
+    r.add_argument("-o", "--output", required=True, help="output folder (not an input folder)")
+    r.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip them)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     r.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="network precision (auto: fp16 on GPUs, fp32 on CPU)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     r.add_argument("--strength", type=float, default=1.0, help="mix of restored (1) and original (0) face")
     r.add_argument("--template", default="gpen", choices=TEMPLATES, help="alignment template")
-    r.add_argument("--landmarks", help="JSON file with 5-point landmarks per image (skips detection)")
+    r.add_argument("--landmarks", help="UTF-8 JSON file with 5-point landmarks per image or video frame "
+                   "(skips detection)")
+    r.add_argument("--aligned", action="store_true",
+                   help="every image or frame already is an aligned face crop: restore it whole")
     r.add_argument("--save-crops", action="store_true",
-                   help="also write each aligned input crop as <stem>_faceNN_crop.png")
+                   help="also write each aligned input crop of images as <stem>_faceNN_crop.png")
     r.add_argument("--detector", default="retinaface_resnet50", choices=tuple(RETINAFACE_MODELS))
     r.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
     r.add_argument("--select", default="all", help="faces to restore: all, largest, or indices like 0,2")
@@ -290,24 +228,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output this many times larger: background resized (bicubic), faces restored "
                    "from the original and pasted at the output resolution (default: 1)")
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
+    r.add_argument("--temporal-smoothing", type=float, default=0.0,
+                   help="video: smooth face landmarks over frames, 0..1 (default 0)")
     r.add_argument("--reference", help="the picture before a face swap (or a folder holding one of the same name "
                    "per input): only faces that differ from it are restored")
     r.add_argument("--reference-threshold", type=float, default=REFERENCE_THRESHOLD,
                    help=f"how much a face must differ from the reference to count as swapped (mean absolute "
                    f"difference over the face, 0..1; default {REFERENCE_THRESHOLD})")
     r.add_argument("--track-faces", action="store_true",
-                   help="restore the inputs as the frames of one video (same size, in name order, all held in "
-                   "memory): faces are tracked across them, so --select indices and largest pick the same person "
-                   "in every frame, missed faces are interpolated and short false detections dropped")
+                   help="restore the images as the frames of one video (same size, in name order, in segments): "
+                   "faces are tracked across them, so --select indices and largest pick the same person in every "
+                   "frame, missed faces are interpolated and short false detections dropped (videos are tracked "
+                   "anyway)")
     r.add_argument("--max-gap", type=int, default=3,
-                   help="with --track-faces: frames a tracked face may be missing and still be restored there")
+                   help="tracking: frames a tracked face may be missing and still be restored there")
     r.add_argument("--min-track", type=int, default=2,
-                   help="with --track-faces: tracks found in fewer frames are dropped as false detections")
+                   help="tracking: tracks found in fewer frames are dropped as false detections")
     r.add_argument("--chunk-size", type=int, default=None, help="faces per network call")
     r.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (compiles for tens of seconds first; "
                    "measure with python -m bench network --compile before relying on it)")
     r.add_argument("--no-download", action="store_true", help="never download weights")
+    v = r.add_argument_group("video")
+    v.add_argument("--video-codec", default="libx264", help="FFmpeg encoder (default: libx264, H.264)")
+    v.add_argument("--crf", type=float, default=18,
+                   help="quality for libx264/libx265/VP9/AV1: lower is better (default: 18)")
+    v.add_argument("--preset", default="medium", help="encoder speed preset of libx264/libx265 (default: medium)")
+    v.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default: yuv420p, what most players expect)")
+    v.add_argument("--video-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="further encoder option, e.g. tune=film (repeatable)")
+    v.add_argument("--frames-per-segment", type=int, default=None,
+                   help="frames restored at once (default: from the frame size, 16 or more)")
+    v.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                   help=f"context frames each side of a segment for smoothing and tracking "
+                   f"(default: {DEFAULT_OVERLAP})")
+    g = r.add_argument_group("distributed (Ray Data)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: ADDRESS (e.g. ray://head:10001 or auto), or none to start a "
+                   "local one (RAY_ADDRESS is used when set); put it after the inputs, or write --ray=ADDRESS")
+    g.add_argument("--workers", type=int, default=None,
+                   help="Ray workers, each with one loaded model (default: one per GPU, else one per CPU)")
+    g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")
+    g.add_argument("--retries", type=int, default=2, help="times a failed input is tried again (default: 2)")
     r.set_defaults(func=cmd_restore)
 
     d = sub.add_parser("download", help="download GPEN weights (verified, resumable)",

@@ -17,3 +17,8 @@ class MissingWeightsError(GPENError, FileNotFoundError):
 
 class InvalidInputError(GPENError, ValueError):
     """An input image, mask or landmark array has the wrong shape, type or values."""
+
+
+class MissingDependencyError(GPENError, ImportError):
+    """An optional package (PyAV for video, Ray for distributed runs) is needed and not installed; the
+    message names the pip command."""

@@ -1,11 +1,14 @@
 """Reading and writing image files for the command line (the only place that deals with BGR).
 
 Images become float32 tensors (H, W, C) in 0..1, RGB(A) or grey (C = 1), whatever the file's bit
-depth; writing goes back to 8 or 16 bits per channel.
+depth, turned upright as their EXIF orientation says (phone photos are stored sideways with an
+orientation tag); writing goes back to 8 or 16 bits per channel, atomically (a file of the final
+name is always complete).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,11 +18,47 @@ import torch
 
 from .errors import InvalidInputError
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                  ".wmv", ".flv")
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation (1..8, 1 = upright) of an image file; 1 when it has none or cannot say."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            value = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - no readable EXIF block means no rotation
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an (H, W, ...) array stored with EXIF ``orientation`` upright (as a viewer shows it)."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(arr, -1)
+    if orientation == 7:
+        return arr.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(arr, 1)
+    return arr
 
 
 def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """(H, W, C) float32 0..1 RGB/RGBA/grey and the file's bits per channel (8 or 16)."""
+    """(H, W, C) float32 0..1 RGB/RGBA/grey, upright, and the file's bits per channel (8 or 16)."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -42,41 +81,78 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    img = apply_orientation(img, exif_orientation(path))  # IMREAD_UNCHANGED ignores the EXIF tag
     arr = np.ascontiguousarray(img, dtype=np.float32) / np.float32(scale)
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"{path}: the image contains NaN or infinite values.")
     return torch.from_numpy(arr), bits
 
 
-def write_image(path: str | os.PathLike, image: torch.Tensor, bits: int = 8) -> Path:
-    """Write (H, W, C) float 0..1 (C = 1, 3, 4) as a PNG (or the suffix's format) of ``bits`` depth."""
-    path = Path(path)
-    arr = image.detach().float().clamp(0, 1).cpu().numpy()
-    if bits == 16 and path.suffix.lower() in (".png", ".tif", ".tiff"):
-        arr = np.round(arr * 65535.0).astype(np.uint16)
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """Float 0..1 tensor -> uint8 numpy array of the same shape (rounded, clamped)."""
+    return np.round(image.detach().float().clamp(0, 1).cpu().numpy() * 255.0).astype(np.uint8)
+
+
+def encode_image(image: torch.Tensor, bits: int = 8, suffix: str = ".png") -> bytes:
+    """The file bytes of (H, W, C) float 0..1 (C = 1, 3, 4) in the format of ``suffix``, ``bits`` deep."""
+    if bits == 16 and suffix.lower() in (".png", ".tif", ".tiff"):
+        arr = np.round(image.detach().float().clamp(0, 1).cpu().numpy() * 65535.0).astype(np.uint16)
     else:
-        arr = np.round(arr * 255.0).astype(np.uint8)
+        arr = to_uint8(image)
     if arr.shape[2] == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     elif arr.shape[2] == 4:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(path.suffix or ".png", arr)
+    ok, buf = cv2.imencode(suffix or ".png", arr)
     if not ok:
-        raise InvalidInputError(f"{path}: cannot encode an image in this format.")
+        raise InvalidInputError(f"cannot encode an image as {suffix}.")
+    return buf.tobytes()
+
+
+def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is complete (hidden, same folder, per process)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.part")
+
+
+def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that a file of that name is never incomplete."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf.tofile(path)
+    tmp = partial_path(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def list_images(inputs: list[str]) -> list[Path]:
-    """Expand files and folders (not recursive) into image files, in name order per folder."""
+def write_image(path: str | os.PathLike, image: torch.Tensor, bits: int = 8) -> Path:
+    """Write (H, W, C) float 0..1 (C = 1, 3, 4) as a PNG (or the suffix's format) of ``bits`` depth."""
+    path = Path(path)
+    try:
+        data = encode_image(image, bits, path.suffix or ".png")
+    except InvalidInputError:
+        raise InvalidInputError(f"{path}: cannot encode an image in this format.") from None
+    return write_file_atomic(path, data)
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether the file name says video (by suffix)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def list_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (not recursive) into image and video files, in name order per folder."""
     files: list[Path] = []
+    known = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in known and f.is_file()
+                           and not f.name.startswith("."))
             if not found:
-                raise InvalidInputError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+                raise InvalidInputError(f"{p}: folder holds no images or videos ({', '.join(known)}).")
             files.extend(found)
         elif p.is_file():
             files.append(p)

@@ -89,3 +89,16 @@ def prepare_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> torch.Ten
         log.info("resizing the mask from %dx%d to the images' %dx%d", mask.shape[2], mask.shape[1], w, h)
         mask = F.interpolate(mask[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
     return mask
+
+
+def check_restore_range(restore_range: tuple[int, int] | None, b: int) -> tuple[int, int]:
+    """(start, stop) of the frames to restore in a batch of ``b`` (all of them for None)."""
+    if restore_range is None:
+        return 0, b
+    try:
+        first, stop = (int(v) for v in restore_range)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"restore_range must be (start, stop) frame indices, got {restore_range!r}.") from None
+    if not 0 <= first <= stop <= b:
+        raise InvalidInputError(f"restore_range {restore_range!r} must lie within the {b} frames of the batch.")
+    return first, stop

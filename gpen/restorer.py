@@ -36,8 +36,8 @@ from .faces.temporal import smooth_landmarks
 from .faces.tracking import Tracks, link_tracks
 from .frames import Upscaler, check_images, check_scale, luma, resize_masks, rgb_view, upscale_images
 from .memory import default_chunk_size, default_frames_per_chunk
+from .options import check_options, check_restore_range, prepare_mask
 from .runtime import is_out_of_memory
-from .options import check_options, prepare_mask
 from .options import check_strength as _check_strength
 from .results import Face, RestoreResult
 from .summary import restore_summary
@@ -281,9 +281,9 @@ class FaceRestorer(HelperNetworks):
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None, max_gap: int = 3,
                 min_track: int = 2, chunk_size: int | None = None, frames_per_chunk: int | None = None,
                 detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
-                progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None,
-                regions=None, occlusion=None, upscale: int = 1, upscaler: Upscaler | None = None
-                ) -> RestoreResult:
+                restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
+                check_interrupt: Callable[[], None] | None = None, regions=None, occlusion=None, upscale: int = 1,
+                upscaler: Upscaler | None = None) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
@@ -304,6 +304,8 @@ class FaceRestorer(HelperNetworks):
         face swap: only faces differing from it by more than ``reference_threshold``
         (:meth:`reference_differences`) are restored. ``progress(done, total)``: detection is the
         first half of the total, restoration the second (given landmarks: faces only).
+        ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are
+        context (they inform temporal smoothing and face tracks) and come back unchanged.
 
         ``regions`` (with ``parsing``): the parsing regions taken from the restored face, a list or
         comma string of :data:`gpen.faces.parsing.REGIONS` (None: the default face parts); the
@@ -324,6 +326,7 @@ class FaceRestorer(HelperNetworks):
                       track_faces=track_faces, max_gap=max_gap, min_track=min_track)
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
+        first, stop = check_restore_range(restore_range, b)
         _check_reference(reference, b, h, w)
         if landmarks is not None:
             check_landmarks(landmarks, b)
@@ -363,6 +366,7 @@ class FaceRestorer(HelperNetworks):
             chosen, numbers = select_tracks(found, tracks.ids, selection=face_selection, sort=sort,
                                             min_face_size=min_face_size, mask=mask)
             faces = self.align_faces(found, chosen, template, numbers, tracks.interpolated)
+        faces = [f for f in faces if first <= f.image_index < stop]  # context frames are not restored
         unchanged = 0
         if reference is not None and faces:
             changed = self.reference_differences(images, reference, faces, frames_per_chunk) > reference_threshold

@@ -56,8 +56,9 @@ def shared_dir() -> Path:
 
 
 def host_required() -> bool:
-    """True where a missing host (or browser, or comfy-cli) is a failure, not a skip (CI)."""
-    return os.environ.get(ENV_REQUIRE, "") == "1"
+    """True where a missing host (or browser, or comfy-cli) is a failure, not a skip: under
+    ``$GPEN_REQUIRE_HOST=1`` (``.ci/run``) or a CI system's ``$CI``."""
+    return os.environ.get(ENV_REQUIRE, "") == "1" or bool(os.environ.get("CI"))
 
 
 def host_versions() -> list[str]:

@@ -72,16 +72,20 @@ def test_restore_writes_images_and_crops(tmp_path, capsys, caplog):
     assert min(crops_psnr(tmp_path / "out", "a", img[:, :, ::-1].copy(), lm)) >= 40.0
     err = capsys.readouterr().err
     assert "restoring" in err  # progress bar over the files
-    assert "2 image(s), 3 face(s) restored" in caplog.text
+    assert "2 image(s), 0 video(s) (0 frames), 3 face(s) restored" in caplog.text
 
 
 @pytest.mark.parametrize("args, message", [
-    (["restore", "/nonexistent.png", "--model", str(MODEL_512), "-o", "{tmp}"], "no such file"),
-    (["restore", "{img}", "--model", "{tmp}/broken.pth", "-o", "{tmp}"], "truncated or corrupt file"),
-    (["restore", "{tmp}/broken.pth", "--model", str(MODEL_512), "-o", "{tmp}"], "not a readable image"),
-    (["restore", "{img}", "--model", "GPEN-BFR-1024", "-o", "{tmp}", "--no-download"], "GPEN-BFR-1024.pth"),
-    (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}", "--landmarks", "{tmp}/broken.pth"],
+    (["restore", "/nonexistent.png", "--model", str(MODEL_512), "-o", "{tmp}/out"], "no such file"),
+    (["restore", "{img}", "--model", "{tmp}/broken.pth", "-o", "{tmp}/out"], "truncated or corrupt file"),
+    (["restore", "{tmp}/broken.pth", "--model", str(MODEL_512), "-o", "{tmp}/out"], "not a readable image"),
+    (["restore", "{img}", "--model", "GPEN-BFR-1024", "-o", "{tmp}/out", "--no-download"], "GPEN-BFR-1024.pth"),
+    (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}/out", "--landmarks", "{tmp}/broken.pth"],
      "not a landmarks file"),
+    (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}"], "would overwrite the input"),
+    (["restore", "{tmp}", "--model", str(MODEL_512), "-o", "{tmp}"], "is an input folder"),
+    (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}/out", "--strength", "2"], "strength must be"),
+    (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}/out", "--select", "x"], "face selection must"),
     (["download", "GPEN-BFR-2048", "--dir", "{tmp}/models"], "GPEN-BFR-2048.pth"),
 ])
 def test_bad_input_gives_exit_code_and_one_line(tmp_path, capsys, monkeypatch, args, message):

@@ -1,0 +1,288 @@
+"""Restore many files on a Ray cluster with Ray Data (optional: ``pip install "ray[data]"``).
+
+The pipeline: the inputs are listed on the driver (images, and videos cut into overlapping
+segments by the same plan as the local run, :mod:`gpen.segments`) -> ``ray.data.from_items`` ->
+``map_batches`` with :class:`RestoreWorker`, an actor class that holds one loaded GPEN
+:class:`~gpen.restorer.FaceRestorer` per worker (one per GPU with ``num_gpus=1`` where the
+cluster has GPUs, else CPU workers of ``threads_per_worker`` torch threads) and reads, restores
+and encodes each item -> the driver writes the results, in order, with the same names as the
+local run (videos are encoded on the driver as their segments arrive, with their audio).
+
+Inputs and the model file must be readable at the same path on every node (a shared file
+system); outputs are written on the driver. A failed item is tried again (``retries``) and then
+reported by name, never dropped; outputs that exist are skipped, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GPENError, InvalidInputError, MissingDependencyError
+from .imageio import write_file_atomic
+from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, lookup_landmarks, pending, restore_image, restore_window,
+                   video_reference)
+
+log = logging.getLogger(__name__)
+
+INSTALL_RAY = 'pip install "ray[data]"'
+
+
+def require_ray():
+    """The ``ray`` module with Ray Data, or MissingDependencyError naming the pip command."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(f"--ray needs Ray Data, which is not installed: {INSTALL_RAY}.") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how wide: ``address`` of a running cluster (``auto``, ``ray://head:10001``, ...; None:
+    ``RAY_ADDRESS`` when set, else a new local cluster of ``num_cpus`` CPUs), ``workers`` (default:
+    one per GPU, else one per ``threads_per_worker`` CPUs), ``retries`` per failed item."""
+
+    address: str | None = None
+    workers: int | None = None
+    num_cpus: int | None = None
+    threads_per_worker: int = 1
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: an image, or one segment of a video (with the clip's VideoInfo)."""
+
+    item: Item
+    landmarks: object = None
+    segment: object = None
+    info: object = None
+    reference: object = None  # a video's reference: its VideoInfo, or one picture
+
+
+class RestoreWorker:
+    """The Ray Data actor: one loaded model; each row ``{"task": pickled Task}`` becomes
+    ``{"error": "" or the reason, "retry": bool, "result": pickled result}``."""
+
+    def __init__(self, spec: ModelSpec, options: RestoreOptions, factory: Callable[[], object] | None = None) -> None:
+        self.options = options
+        self.error = None
+        try:
+            self.restorer = factory() if factory is not None else spec.build()
+        except GPENError as e:  # a model that cannot load fails every item with its reason
+            self.error = f"{type(e).__name__}: {e}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        errors, retry, results = [], [], []
+        for blob in batch["task"]:
+            task: Task = pickle.loads(blob)
+            try:
+                if self.error is not None:
+                    raise GPENError(self.error)
+                results.append(pickle.dumps(self.run(task), protocol=5))
+                errors.append("")
+                retry.append(False)
+            except Exception as e:  # noqa: BLE001 - reported by name on the driver
+                log.warning("%s: %s: %s", task.item.name, type(e).__name__, e)
+                results.append(b"")
+                errors.append(f"{type(e).__name__}: {e}")
+                retry.append(not isinstance(e, InvalidInputError) and self.error is None)
+        return {"error": np.array(errors, dtype=object), "retry": np.array(retry),
+                "result": np.array(results, dtype=object)}
+
+    def run(self, task: Task):
+        """The result of one task: image files (name -> bytes) or a segment's (frames, pts, faces)."""
+        if task.segment is None:
+            return restore_image(self.restorer, task.item, self.options, task.landmarks)
+        from .video import read_frames
+
+        seg = task.segment
+        decoded = list(read_frames(task.info, seg.context_start, seg.context_stop))
+        frames = np.stack([f for f, _ in decoded])
+        ref = task.reference
+        if ref is not None and hasattr(ref, "frame_pts"):  # a reference clip: the same frames of it
+            ref = np.stack([f for f, _ in read_frames(ref, seg.context_start, seg.context_stop)])
+        restored, faces = restore_window(self.restorer, frames, seg, task.landmarks, self.options, ref)
+        a, _ = seg.core
+        return restored, [p for _, p in decoded][a:a + restored.shape[0]], faces
+
+
+def _tasks(item: Item, options: RestoreOptions, image_lms: dict | None, video_lms: dict | None) -> list[Task]:
+    source = Item(item.source.resolve(), item.kind, item.output)  # workers run elsewhere: absolute paths
+    if item.kind == "image":
+        return [Task(source, lookup_landmarks(image_lms, item))]
+    from .video import probe
+
+    info = probe(source.source)
+    h, w = info.upright_size
+    lms = lookup_landmarks(video_lms, item)
+    ref = video_reference(item, options)
+    return [Task(source, lms, seg, info, ref) for seg in options.segments(info.frames, h, w)]
+
+
+def _connect(ray, config: RayConfig, quiet: bool) -> bool:
+    """Join or start a cluster; True when this call started it (and shuts it down after)."""
+    if ray.is_initialized():
+        return False
+    address = config.address or os.environ.get("RAY_ADDRESS") or "local"
+    package = str(Path(__file__).resolve().parent)
+    kwargs = dict(runtime_env={"py_modules": [package]}, log_to_driver=not quiet, configure_logging=False)
+    if address == "local":
+        kwargs.update(num_cpus=config.num_cpus, include_dashboard=False)
+    elif config.num_cpus is not None:
+        log.warning("--ray-cpus applies to a local cluster only; %s keeps its own resources", address)
+    ray.init(address=address, **kwargs)
+    return True
+
+
+def _worker_resources(ray, config: RayConfig, spec: ModelSpec) -> tuple[int, dict, ModelSpec]:
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
+    if gpus and spec.device in ("auto", "cuda"):
+        return config.workers or gpus, {"num_gpus": 1, "num_cpus": 1}, spec
+    threads = spec.threads or config.threads_per_worker
+    workers = config.workers or max(1, cpus // threads)
+    return workers, {"num_cpus": threads}, replace(spec, threads=threads)
+
+
+def run_ray(items: list[Item], spec: ModelSpec, options: RestoreOptions, config: RayConfig | None = None, *,
+            image_landmarks: dict | None = None, video_landmarks: dict | None = None, overwrite: bool = False,
+            quiet: bool = False, restorer_factory: Callable[[], object] | None = None) -> RunReport:
+    """Restore ``items`` on a Ray cluster (see the module docstring); failures are in ``report.failed``.
+
+    ``restorer_factory``: builds the restorer in each worker instead of loading ``spec`` (a custom
+    or wrapped :class:`~gpen.restorer.FaceRestorer`; it is pickled to the workers).
+    """
+    ray = require_ray()
+    config = config or RayConfig()
+    if options.image_sequence:
+        raise InvalidInputError("--track-faces (images as the frames of one video) runs in this process only: "
+                                "drop --ray, or make the frames a video file.")
+    if options.reference is not None:  # workers run elsewhere: absolute paths
+        options = replace(options, reference=str(Path(options.reference).resolve()))
+    report = RunReport()
+    todo, done = pending(items, overwrite)
+    report.skipped = [it.output for it in done]
+    if done:
+        log.info("skipping %d input(s) whose output exists (--overwrite redoes them)", len(done))
+    if not todo:
+        return report
+    if quiet:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    started = _connect(ray, config, quiet)
+    try:
+        workers, resources, worker_spec = _worker_resources(ray, config, spec)
+        log.info("Ray: %d worker(s), %s each", workers, resources)
+        remaining, final = todo, {}
+        for attempt in range(config.retries + 1):
+            if attempt:
+                log.warning("retrying %d failed input(s) (attempt %d of %d): %s", len(remaining), attempt + 1,
+                            config.retries + 1, ", ".join(it.name for it in remaining))
+            failed = _run_round(ray, remaining, worker_spec, options, workers, resources, image_landmarks,
+                                video_landmarks, restorer_factory, report, quiet)
+            final.update({it: why for it, (why, _) in failed.items()})
+            for it in remaining:
+                if it not in failed:
+                    final.pop(it, None)
+            remaining = [it for it, (_, again) in failed.items() if again]
+            if not remaining:
+                break
+        report.failed = {it.name: why for it, why in final.items()}
+    finally:
+        if started:
+            ray.shutdown()
+    return report
+
+
+def _run_round(ray, items: list[Item], spec: ModelSpec, options: RestoreOptions, workers: int, resources: dict,
+               image_lms, video_lms, factory, report: RunReport, quiet: bool) -> dict[Item, tuple[str, bool]]:
+    """One pass over ``items``; returns the failed ones: item -> (reason, worth retrying)."""
+    from tqdm import tqdm
+
+    failed: dict[Item, tuple[str, bool]] = {}
+    tasks: list[Task] = []
+    for item in items:
+        try:
+            tasks.extend(_tasks(item, options, image_lms, video_lms))
+        except GPENError as e:
+            failed[item] = (f"{type(e).__name__}: {e}", False)
+    if not tasks:
+        return failed
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # segments of a video arrive in order
+    ctx.enable_progress_bars = False
+    rows = [{"task": pickle.dumps(t, protocol=5)} for t in tasks]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(RestoreWorker, fn_constructor_kwargs={"spec": spec, "options": options, "factory": factory},
+                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))), **resources)
+    total = sum(1 if t.segment is None else t.segment.stop - t.segment.start for t in tasks)
+    bar = tqdm(total=total, desc="restoring (Ray)", unit="frame", disable=quiet, file=sys.stderr)
+    by_output = {it.output: it for it in items}
+    video = _VideoOutput(options, report)
+    try:
+        for task, row in zip(tasks, ds.iter_rows()):
+            key = by_output[task.item.output]
+            bar.update(1 if task.segment is None else task.segment.stop - task.segment.start)
+            if key in failed:
+                continue  # an earlier segment of this video failed
+            try:
+                if row["error"]:
+                    failed[key] = (row["error"], bool(row["retry"]))
+                elif task.segment is None:
+                    result = pickle.loads(row["result"])
+                    for name, data in result.files:
+                        write_file_atomic(task.item.output.with_name(name), data)
+                    report.written.append(task.item.output)
+                    report.faces += result.faces
+                else:
+                    video.add(task, pickle.loads(row["result"]))
+            except GPENError as e:  # this output cannot be written (e.g. the encoder refuses an option)
+                failed[key] = (f"{type(e).__name__}: {e}", False)
+            if key in failed:
+                video.abort(task.item.output)
+    finally:
+        video.abort()
+        bar.close()
+    return failed
+
+
+class _VideoOutput:
+    """The video being written on the driver: opened at its first segment, closed after its last."""
+
+    def __init__(self, options: RestoreOptions, report: RunReport) -> None:
+        self.options, self.report = options, report
+        self.writer = None
+        self.frames = self.faces = 0
+
+    def add(self, task: Task, result) -> None:
+        from .video import VideoWriter
+
+        frames, pts, faces = result
+        if task.segment.index == 0:
+            self.abort()
+            self.writer = VideoWriter(task.item.output, task.info, self.options.video, self.options.upscale)
+            self.frames = self.faces = 0
+        self.writer.write(frames, pts)
+        self.frames += frames.shape[0]
+        self.faces += faces
+        if task.segment.stop >= task.info.frames:
+            self.writer.close()
+            self.writer = None
+            self.report.written.append(task.item.output)
+            self.report.frames += self.frames
+            self.report.faces += self.faces
+
+    def abort(self, output: Path | None = None) -> None:
+        """Drop the partial video (only if it is ``output``, when given)."""
+        if self.writer is not None and (output is None or self.writer.path == output):
+            self.writer.abort()
+            self.writer = None

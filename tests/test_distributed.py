@@ -1,0 +1,135 @@
+"""The Ray Data runner on a small local cluster (2 CPUs): the same files as the local run, bit for
+bit; failures retried and reported by name; reruns skip what exists; a clear error without Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import gpen
+from gpen.cli import main
+from gpen.errors import MissingDependencyError
+
+from conftest import FIXTURES
+from video_utils import encode_clip, moving_faces, write_video_landmarks
+
+try:
+    import ray
+except ImportError:  # optional; CI installs it, so there a missing Ray fails instead of skipping
+    ray = None
+
+needs_ray = pytest.mark.skipif(ray is None and not os.environ.get("CI"),
+                               reason='Ray is not installed (pip install "ray[data]")')
+pytest.importorskip("av")
+
+SMALL_256 = FIXTURES / "reference" / "fixture_s256.pth"
+
+
+def make_folder(root: Path) -> tuple[Path, Path]:
+    """A folder mixing two images and a clip with audio, and a landmarks file for all of them."""
+    frames, lms = moving_faces(10)
+    src = root / "in"
+    src.mkdir()
+    encode_clip(src / "clip.mp4", frames, fps=5, audio_seconds=2.0)
+    cv2.imwrite(str(src / "a.png"), frames[2][:, :, ::-1])
+    cv2.imwrite(str(src / "b.jpg"), frames[7][:, :, ::-1])
+    lm = write_video_landmarks(root / "lm.json", {"clip.mp4": lms}, {"a.png": lms[2], "b.jpg": lms[7]})
+    return src, lm
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@needs_ray
+def test_folder_through_ray_gives_the_local_run_files_bit_for_bit(tmp_path, caplog):
+    src, lm = make_folder(tmp_path)
+    common = [str(src), "--model", str(SMALL_256), "--landmarks", str(lm), "--frames-per-segment", "3",
+              "--temporal-smoothing", "1"]
+    # one torch thread in both, as each Ray CPU worker has: convolution sums depend on the thread count
+    assert main(["-q", "restore", *common, "-o", str(tmp_path / "local"), "--threads", "1"]) == 0
+    assert main(["-q", "restore", *common, "-o", str(tmp_path / "ray"), "--ray", "--ray-cpus", "2"]) == 0
+    local, distributed = files_of(tmp_path / "local"), files_of(tmp_path / "ray")
+    assert sorted(local) == ["a.png", "b.png", "clip.mp4"]
+    assert distributed == local
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+    caplog.set_level("INFO", logger="gpen")
+    assert main(["restore", *common, "-o", str(tmp_path / "ray"), "--ray", "--ray-cpus", "2"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()} == before  # all skipped
+    assert "3 skipped" in caplog.text
+
+
+def flaky_restorer(model: str, marks: str):
+    """A real restorer that fails the first time it sees each image (across worker processes)."""
+    from gpen.model.loader import load_model
+    from gpen.restorer import FaceRestorer
+
+    restorer = FaceRestorer(load_model(model))
+    restore = restorer.restore
+
+    def first_time_fails(images, *args, **kwargs):
+        if images.shape[0] == 1:
+            mark = Path(marks) / hashlib.sha1(images.numpy().tobytes()).hexdigest()
+            try:
+                mark.open("x").close()
+            except FileExistsError:
+                pass
+            else:
+                raise RuntimeError("worker lost its GPU")  # a transient failure
+        return restore(images, *args, **kwargs)
+
+    restorer.restore = first_time_fails
+    return restorer
+
+
+@needs_ray
+def test_failed_inputs_are_retried_then_reported_by_name(tmp_path, caplog, capsys):
+    from functools import partial
+
+    from gpen.distributed import RayConfig
+    from gpen.jobs import RestoreOptions
+    from gpen.runner import restore_files
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factory travels to the workers
+    caplog.set_level("INFO", logger="gpen")
+    src, lm = make_folder(tmp_path)
+    (src / "broken.png").write_bytes(b"\x89PNG not really")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # a cluster that is already running (as on a real cluster) is used as it is, by both calls below
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"py_modules": [str(Path(gpen.__file__).parent)]})
+    try:
+        report = restore_files([src], tmp_path / "out", model=str(SMALL_256), landmarks=lm,
+                               options=RestoreOptions(frames_per_segment=4), ray=RayConfig(retries=1),
+                               restorer_factory=partial(flaky_restorer, str(SMALL_256), str(marks)), quiet=True)
+        assert list(report.failed) == ["broken.png"] and "not a readable image" in report.failed["broken.png"]
+        assert len(list(marks.iterdir())) == 2  # both images failed once ...
+        assert "retrying 2 failed input(s)" in caplog.text and "a.png" in caplog.text
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "clip.mp4"]  # ... got done
+        assert sorted(p.name for p in report.written) == [p.name for p in sorted((tmp_path / "out").iterdir())]
+        capsys.readouterr()
+        rc = main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--ray"])
+        assert ray.is_initialized()  # not shut down: it was not started by the run
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    assert rc == 1 and "failed: broken.png: InvalidInputError" in err and "1 input(s) failed: broken.png" in err
+
+
+def test_ray_missing_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    from gpen.distributed import require_ray
+
+    with pytest.raises(MissingDependencyError, match=r'pip install "ray\[data\]"'):
+        require_ray()
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    rc = main(["-q", "restore", str(tmp_path / "a.png"), "--model", str(SMALL_256), "-o", str(tmp_path / "out"),
+               "--ray"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and 'pip install "ray[data]"' in err
