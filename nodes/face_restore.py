@@ -209,8 +209,9 @@ class GPENFaceRestore(io.ComfyNode):
         work = detector_weights + max(restoring, detecting)
         if gpen_model.patcher is not None:  # room for GPEN, the detector and the frames before anything runs
             memory.load(gpen_model.patcher, work)
-        else:  # a graph onnxruntime runs: ComfyUI can only make room
-            model_management.free_memory(work, device)
+        else:  # a graph onnxruntime runs (or a network without a patcher): ComfyUI can only make room
+            weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0
+            model_management.free_memory(weights + work, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
