@@ -32,8 +32,11 @@ window.__gpen = {
   // panel (missing node packs, missing models with Download buttons). Returns that panel's text,
   // or "" when the frontend shows no such overlay.
   async errorsPanel(waitMs = 8000) {
+    // The missing-model check runs after the load: wait for its overlay (1.49), or for the
+    // "Missing Models" dialog, which is how 1.35 shows the same (then there is no panel to read).
+    const dialogShown = () => this.dialogs().some((d) => /Missing Models/.test(d));
     let details = this.buttonByText(/^view details$/i);
-    for (let t = 0; !details && t < waitMs; t += 250) {  // the missing-model check runs after the load
+    for (let t = 0; !details && !dialogShown() && t < waitMs; t += 250) {
       await new Promise((r) => setTimeout(r, 250));
       details = this.buttonByText(/^view details$/i);
     }

@@ -447,3 +447,30 @@ def prepare_base(base: Path) -> Path:
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
                                     "Comfy.Graph.CanvasInfo": False}))
     return base
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/host_utils.py install``: install every host version and comfy-cli at once
+    (in parallel: mostly downloads and unpacking), as the tests would on first use."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if argv != ["install"]:
+        print("usage: python tests/host_utils.py install", file=sys.stderr)
+        return 2
+    jobs = {f"ComfyUI {v}": (install_host, v) for v in host_versions()}
+    jobs[COMFY_CLI] = (install_comfy_cli,)
+    failed = 0
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {name: pool.submit(*job) for name, job in jobs.items()}
+        for name, future in futures.items():
+            try:
+                print(f"{name}: {future.result()}")
+            except HostUnavailable as exc:
+                print(f"{name}: {exc}", file=sys.stderr)
+                failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))  # prepare_base's gpen imports, when run as a script
+    raise SystemExit(main(sys.argv[1:]))

@@ -68,16 +68,31 @@ def shots(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
-@pytest.fixture
-def page(chromium, comfy_server):
+def _open_frontend(chromium, server) -> B.Page:
+    """A fresh tab (no stored state) on the server's frontend, the pack's nodes registered."""
     p = chromium.new_page()
-    p.navigate(comfy_server.url)
+    p.navigate(server.url)
     p.wait_for("!!(window.app && window.app.graph && window.app.canvas && window.LiteGraph)", timeout=180,
-               what=f"the frontend of {comfy_server.host}")
+               what=f"the frontend of {server.host}")
     p.js(HELPERS)
     p.wait_for("window.__gpen.ready()", timeout=60, what="the pack's nodes registered in the frontend")
     time.sleep(1.0)  # first-run dialogs and the default graph settle
     p.js("window.__gpen.closeDialogs()")
+    return p
+
+
+@pytest.fixture
+def page(chromium, comfy_server):
+    p = _open_frontend(chromium, comfy_server)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def loading_page(chromium, comfy_server):
+    """One tab per host for the template-loading tests: each loads its template over the last one
+    (as a user opening templates one after another does)."""
+    p = _open_frontend(chromium, comfy_server)
     yield p
     p.close()
 
@@ -128,7 +143,8 @@ def _declared_models(workflow: dict) -> set[str]:
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.stem)
-def test_template_loads_in_the_real_frontend(page, comfy_server, shots, template):
+def test_template_loads_in_the_real_frontend(loading_page, comfy_server, shots, template):
+    page = loading_page
     workflow = json.loads(template.read_text())
     needs = workflow.get("extra", {}).get("gpen", {}).get("requires_nodes", [])
     absent = sorted(n for n in needs if n not in comfy_server.object_info)
