@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import REPO, build, measure, sync
+from bench.common import REPO, build, device_name, measure, sync
 from gpen.model.checkpoint import resolve_dtype
 
 
@@ -55,6 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile at 2048 px fp16")
     p.add_argument("--official", help="checkout of the official GPEN code, timed side by side")
     p.add_argument("--json", help="write all results to this JSON file")
+    p.add_argument("--steps", nargs="+", help="run only these steps (e.g. precision on a CPU; default: all)")
 
 
 class Clock:
@@ -229,7 +230,7 @@ def step_small_card(device: torch.device, smoke: bool, card_gib: float) -> list[
         torch.cuda.synchronize(device)
         row.update({"ok": bool(torch.isfinite(out).all()), "seconds": time.perf_counter() - t,
                     "peak_gib_on_card": (torch.cuda.max_memory_allocated(device) - base) / 2 ** 30})
-    except torch.OutOfMemoryError as e:
+    except torch.cuda.OutOfMemoryError as e:  # torch.OutOfMemoryError is missing from older torch
         row.update({"ok": False, "error": str(e).splitlines()[0]})
     finally:
         del ballast
@@ -343,7 +344,7 @@ def run(args: argparse.Namespace) -> dict:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    env = {"torch": torch.__version__, "device": str(device)}
+    env = {"torch": torch.__version__, "device": str(device), "machine": device_name(device)}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         env.update({"gpu": p.name, "total_gib": p.total_memory / 2 ** 30, "cudnn": torch.backends.cudnn.version(),
@@ -363,6 +364,8 @@ def run(args: argparse.Namespace) -> dict:
         steps.append(("official", lambda: step_official(device, args.smoke, clock, args.official)))
     if args.compile:
         steps.append(("compile", lambda: step_compile(device, args.smoke, clock)))
+    if getattr(args, "steps", None):
+        steps = [s for s in steps if s[0] in args.steps]
     report: dict = {"env": env, "steps": {}}
     for name, fn in steps:
         elapsed = time.perf_counter() - started

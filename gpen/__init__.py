@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from .compat import check_torch
 from .errors import GPENError, InvalidInputError, MissingWeightsError, ModelLoadError
 from .model.loader import load_model
 from .model.network import GPEN, GPENConfig
@@ -16,6 +17,7 @@ from .restorer import FaceRestorer
 from .results import Face, RestoreResult
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+check_torch()
 
 __all__ = [
     "GPEN", "GPENConfig", "GPENError", "Face", "FaceRestorer", "InvalidInputError", "MissingWeightsError",

@@ -325,7 +325,7 @@ def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.n
     image, bits = read_image(item.source)
     if options.aligned:
         result = restorer.restore_aligned(image[None], strength=options.strength, chunk_size=options.chunk_size,
-                                          upscale=options.upscale)
+                                          upscale=options.upscale, keep_crops="none")
         return ImageOutput([(item.output.name, encode_image(result.images[0], bits))], 1, result.info)
     ref = reference_for(item, options.reference)
     result = restorer.restore(image[None], None if landmarks is None else [landmarks], strength=options.strength,

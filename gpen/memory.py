@@ -1,14 +1,28 @@
 """How much work goes to the device at once: the working-memory model of the network and chunk sizes.
 
 Faces go through the network in chunks (faces per call) and frames move to the work device in
-chunks (frames per step), so that long video batches run in bounded memory on any device.
+chunks (frames per step, and at most so many faces per step), so that long video batches run in
+bounded memory on any device.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
+
+log = logging.getLogger(__name__)
+
+MPS_FALLBACK_BUDGET = 4 * 2 ** 30
+"""Bytes of working memory assumed free on Apple's MPS when torch cannot tell (torch.mps has no
+``recommended_max_memory`` before torch 2.3)."""
+
+CROPS_PER_STEP_BYTES = 32 * 2 ** 20
+"""Aligned face crops (float32) held per step of the frame loop, beyond one network chunk: 10 faces
+at 512 px, 2 at 1024 px, 1 at 2048 px. Each step also holds the restored crops and the paste-back's small
+per-face temporaries, about three times this in all."""
 
 
 def face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
@@ -19,12 +33,32 @@ def face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
     return per_face // 2 if dtype in (torch.float16, torch.bfloat16) else per_face
 
 
+def free_device_memory(device: torch.device) -> int | None:
+    """Bytes the network may still use on ``device``: CUDA's free memory; on MPS the recommended
+    working set minus what the driver holds (or :data:`MPS_FALLBACK_BUDGET`); None on the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        mps = getattr(torch, "mps", None)
+        recommended = getattr(mps, "recommended_max_memory", None)
+        allocated = getattr(mps, "driver_allocated_memory", None)
+        if recommended is None or allocated is None:
+            return MPS_FALLBACK_BUDGET
+        try:
+            return max(0, int(recommended()) - int(allocated()))
+        except RuntimeError as e:  # MPS present in the build but not usable here
+            log.debug("torch.mps memory query failed (%s); assuming %d bytes", e, MPS_FALLBACK_BUDGET)
+            return MPS_FALLBACK_BUDGET
+    return None
+
+
 def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | None = None) -> int:
-    """Faces per network call: from free memory on CUDA; on CPU one (batching gains nothing there:
-    ``python -m bench network --batches 1 8``)."""
-    if device.type != "cuda":
+    """Faces per network call: from free memory on CUDA and MPS (60% of it, at most 64); on CPU
+    one (batching gains nothing there: ``python -m bench network --batches 1 8``)."""
+    free = free_device_memory(device)
+    if free is None:
         return 1
-    free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(64, free * 0.6 // face_memory_bytes(size, dtype))))
 
 
@@ -32,3 +66,25 @@ def default_frames_per_chunk(height: int, width: int) -> int:
     """Frames moved to the work device at once: about 32 MPixel (15 frames of 1080p), which bounds
     the working memory of long video batches to a few copies of that chunk."""
     return int(max(1, min(64, math.floor(32e6 / max(1, height * width)))))
+
+
+def default_faces_per_chunk(size: int, network_chunk: int = 1) -> int:
+    """Faces cropped, restored and pasted per step of the frame loop: :data:`CROPS_PER_STEP_BYTES` of
+    aligned float32 crops at ``size``, and never fewer than one network chunk (``network_chunk``)."""
+    per_face = 3 * size * size * 4
+    return int(max(1, network_chunk, CROPS_PER_STEP_BYTES // per_face))
+
+
+def frame_steps(image_index: Sequence[int], frames_per_step: int, faces_per_step: int
+                ) -> Iterator[tuple[int, int, int, int]]:
+    """Steps of the frame loop over faces sorted by image: ``(first frame, end frame, first face,
+    end face)``, at most ``frames_per_step`` consecutive frames and ``faces_per_step`` faces each
+    (a frame with more faces spans several steps); frames without faces are skipped."""
+    i, n = 0, len(image_index)
+    while i < n:
+        start = image_index[i]
+        j = i
+        while j < n and j - i < faces_per_step and image_index[j] < start + frames_per_step:
+            j += 1
+        yield start, image_index[j - 1] + 1, i, j
+        i = j

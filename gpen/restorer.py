@@ -22,23 +22,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import compat
+from .batching import restore_in_chunks
 from .errors import InvalidInputError
-from .faces.align import estimate_similarity, invert_affine, template_points, warp_affine
+from .faces.align import estimate_similarity, inside_image, invert_affine, template_points, warp_affine
 from .faces.color import match_color
 from .faces.detect import detect_in_chunks
-from .faces.networks import HelperNetworks
+from .faces.networks import HelperNetworks, NetworkCache
 from .faces.occlusion import parse_occluders
 from .faces.parsing import parse_regions
-from .faces.paste import feather_mask, paste_back, scale_inverse
+from .faces.paste import feather_mask, paste_into, scale_inverse
 from .faces.reference import REFERENCE_THRESHOLD, reference_differences
 from .faces.selection import Found, check_landmarks, empty_faces, faces_from_landmarks, select_faces, select_tracks
 from .faces.temporal import smooth_landmarks
 from .faces.tracking import Tracks, link_tracks
 from .frames import Upscaler, check_images, check_scale, luma, resize_masks, rgb_view, upscale_images
-from .memory import default_chunk_size, default_frames_per_chunk
+from .memory import default_chunk_size, default_faces_per_chunk, default_frames_per_chunk, frame_steps
 from .options import check_options, check_restore_range, prepare_mask
-from .runtime import is_out_of_memory
-from .options import check_strength as _check_strength
 from .results import Face, RestoreResult
 from .summary import restore_summary
 
@@ -79,15 +79,17 @@ class FaceRestorer(HelperNetworks):
     ``parser``: likewise a :class:`gpen.faces.parsing.FaceParser` for ``parsing=True`` (anything with
     its ``masks(crops, regions=...)``); ``occluder``: a :class:`gpen.faces.occlusion.FaceOccluder`
     (anything with its ``masks(crops)``), used for every ``occlusion`` choice.
+    ``networks``: a :class:`gpen.faces.networks.NetworkCache` where the detectors, parsers and
+    occluders built on first use are kept, to share them with other restorers (e.g. one per
+    model); by default this restorer has its own. ``is_oom``: which exceptions are out-of-memory
+    errors that halve the chunk (default :func:`gpen.compat.is_oom`; a host may pass its own).
     ``place``: see :data:`PlaceFn`; by default the detector and parser are moved to the work device
-    and the restorer is left where it is. ``is_oom``: which exceptions are out-of-memory errors that
-    halve the work per call (default :func:`gpen.runtime.is_out_of_memory`; a host passes its own,
-    e.g. ComfyUI's ``model_management.is_oom``).
+    and the restorer is left where it is.
     """
 
     def __init__(self, restorer: Restorer, size: int | None = None, device: torch.device | str | None = None,
-                 detector=None, parser=None, occluder=None, place: PlaceFn | None = None,
-                 is_oom: Callable[[BaseException], bool] | None = None) -> None:
+                 detector=None, parser=None, occluder=None, networks: NetworkCache | None = None,
+                 is_oom: Callable[[BaseException], bool] | None = None, place: PlaceFn | None = None) -> None:
         self.restorer = restorer
         size = size if size is not None else getattr(restorer, "size", None)
         if not isinstance(size, int) or size < 8:
@@ -96,8 +98,8 @@ class FaceRestorer(HelperNetworks):
         if device is None:
             device = getattr(restorer, "device", None)
         self.device = torch.device(device) if device is not None else None
-        HelperNetworks.__init__(self, detector, parser, occluder, place=place)
-        self.is_oom = is_oom or is_out_of_memory
+        HelperNetworks.__init__(self, detector, parser, occluder, networks, place=place)
+        self.is_oom = is_oom or compat.is_oom
 
     def _work_device(self, images: torch.Tensor) -> torch.device:
         return self.device if self.device is not None else images.device
@@ -119,8 +121,8 @@ class FaceRestorer(HelperNetworks):
         if min(h, w) < _DETECT_MIN_SIDE:
             return [empty_faces()] * b
         dev = self._work_device(images)
-        det = self.detector(detector, dev, detector_dirs, allow_download)
-        self.ready("detector", det, images[:frames_per_chunk])
+        det = self.ready("detector", self.detector(detector, dev, detector_dirs, allow_download),
+                         images[:frames_per_chunk])
         detections = detect_in_chunks(det, rgb_view(images), threshold=detection_threshold, device=dev,
                                       frames_per_chunk=frames_per_chunk, progress=progress,
                                       check_interrupt=check_interrupt, is_oom=self.is_oom)
@@ -180,41 +182,18 @@ class FaceRestorer(HelperNetworks):
         dev = frames.device
         idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
         fwd = torch.from_numpy(np.stack([f.affine for f in faces])).to(dev)
-        return warp_affine(rgb_view(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp(0, 1)
+        # warp_affine returns a new tensor: clamping it in place saves a second copy of every crop
+        return warp_affine(rgb_view(frames).permute(0, 3, 1, 2), fwd, idx, self.size).float().clamp_(0, 1)
 
     def run_network(self, crops: torch.Tensor, chunk_size: int | None = None, progress: ProgressFn | None = None,
-                    check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None
-                    ) -> torch.Tensor:
-        """Restore aligned crops (N, 3, S, S) 0..1 in chunks; on out-of-memory halve the chunk and retry."""
-        n = crops.shape[0]
-        total = n if total is None else total
-        chunk = max(1, int(chunk_size or self.default_chunk_size(crops.device)))
-        out = torch.empty_like(crops)
-        i = 0
-        while i < n:
-            if check_interrupt is not None:
-                check_interrupt()
-            part = crops[i:i + chunk]
-            try:
-                self.ready("restorer", self.restorer, part)
-                with torch.inference_mode():
-                    restored = self.restorer(part * 2 - 1)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried, the rest re-raised
-                if part.shape[0] == 1 or not self.is_oom(exc):
-                    raise
-                chunk = max(1, part.shape[0] // 2)
-                log.warning("out of memory restoring %d faces at once; retrying with %d", part.shape[0], chunk)
-                if crops.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            if restored.shape != part.shape:
-                raise InvalidInputError(f"the restorer returned shape {tuple(restored.shape)} for input "
-                                        f"{tuple(part.shape)}; it must return the same shape.")
-            out[i:i + part.shape[0]] = ((restored.float().clamp(-1, 1) + 1) / 2).to(out.dtype)
-            i += part.shape[0]
-            if progress is not None:
-                progress(done + i, total)
-        return out
+                    check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore aligned crops (N, 3, S, S) 0..1 in chunks, halved on out-of-memory, NaN/inf chunks
+        again in float32 (:func:`gpen.batching.restore_in_chunks`); ``out`` may be ``crops``."""
+        chunk = chunk_size or self.default_chunk_size(crops.device)
+        self.ready("restorer", self.restorer, crops[:chunk])  # every frame step: the host may have evicted it since
+        return restore_in_chunks(self.restorer, crops, chunk, is_oom=self.is_oom, progress=progress,
+                                 check_interrupt=check_interrupt, done=done, total=total, out=out)
 
     def default_chunk_size(self, device: torch.device) -> int:
         """Faces per network call on ``device`` (see :func:`gpen.memory.default_chunk_size`)."""
@@ -243,33 +222,21 @@ class FaceRestorer(HelperNetworks):
             masks = torch.minimum(base, occ.to(restored.device, torch.float32))
         return masks
 
-    def paste_faces(self, frames: torch.Tensor, faces: Sequence[Face], first_frame: int, restored: torch.Tensor,
-                    aligned: torch.Tensor, face_masks: torch.Tensor | None, strength: float,
-                    user_mask: torch.Tensor | None, scale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Blend ``restored`` crops into ``frames`` (F, H, W, C); returns (pasted frames, blend masks (F, H, W)).
+    def paste_faces(self, out: torch.Tensor, out_masks: torch.Tensor, frames: torch.Tensor, faces: Sequence[Face],
+                    first_frame: int, restored: torch.Tensor, aligned: torch.Tensor, face_masks: torch.Tensor | None,
+                    strength: float, user_mask: torch.Tensor | None, scale: int = 1) -> None:
+        """Blend ``restored`` crops onto the background ``frames`` (F, H, W, C), in place into ``out`` and
+        ``out_masks`` (those frames' slots of the output), inside each face's box (:func:`paste_into`).
 
-        ``aligned`` are the input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W)
-        bounds the blend: 0 keeps the original pixel exactly, soft values mix. ``scale``: ``frames``
-        are the background ``scale`` times larger than the images the faces were aligned in.
+        ``aligned``: the input crops (mixed in by ``strength``); ``user_mask`` (F or 1, H, W) bounds the
+        blend (``out_masks`` stays unscaled by it); ``scale``: ``frames`` are that many times larger.
         """
         dev = frames.device
-        c = frames.shape[-1]
         idx = torch.tensor([f.image_index - first_frame for f in faces], device=dev)
         inverse = invert_affine(np.stack([f.affine for f in faces]).astype(np.float64))
         inverse = torch.from_numpy(scale_inverse(inverse, scale)).float()
-        pasted, blend = paste_back(rgb_view(frames) if c == 1 else frames, restored, aligned if strength < 1 else None,
-                                   inverse.to(dev), idx, face_masks, float(strength))
-        if c == 1:
-            # grey in, grey out: the luma of the restored RGB where something was blended
-            pasted = torch.where(blend[..., None] > 0, luma(pasted), frames)
-        if user_mask is not None:
-            # the user's mask also bounds the blend: img + u * (pasted - img), exact where u == 0
-            u = user_mask.to(dev, torch.float32).clamp(0, 1)
-            src = frames.to(pasted.dtype)
-            pasted = (src + u[..., None].to(pasted.dtype) * (pasted - src)).to(pasted.dtype)
-            pasted = torch.where(u[..., None] > 0, pasted, src)
-            blend = blend * u
-        return pasted, blend
+        paste_into(out, out_masks, frames, restored, aligned if strength < 1 else None, inverse.to(dev), idx,
+                   face_masks, float(strength), user_mask)
 
     # ---- the whole pipeline -------------------------------------------------------------------
 
@@ -393,10 +360,11 @@ class FaceRestorer(HelperNetworks):
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
                         upscale: int = 1, upscaler: Upscaler | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Crop, restore and paste ``faces`` chunk by chunk of frames; (images, masks, crops) as in RestoreResult.
-
-        Faces are cropped from the original frames; with ``upscale``/``upscaler`` each chunk's
-        background is made larger first and the faces are pasted onto it at that resolution."""
+        """Crop, restore and paste ``faces`` step by step (:func:`gpen.memory.frame_steps`: at most
+        ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
+        RestoreResult. Faces are pasted straight into the output inside their boxes: without ``upscale``
+        the only full-size tensors are the output images and masks; with it, one step's background.
+        """
         b, h, w, c = images.shape
         resized = upscale != 1 or upscaler is not None
         oh, ow = h * upscale, w * upscale
@@ -405,75 +373,107 @@ class FaceRestorer(HelperNetworks):
         out_masks = torch.zeros((b, oh, ow), dtype=torch.float32, device=images.device)
         kept = []
         dev = self._work_device(images)
-        done = face_i = 0
-        for start in range(0, b, frames_per_chunk):
-            stop = min(b, start + frames_per_chunk)
-            sel = [f for f in faces[face_i:] if f.image_index < stop]
-            face_i += len(sel)
-            if not sel:
-                if resized:
-                    out_images[start:stop] = upscale_images(images[start:stop].to(dev), upscale, upscaler).to(
-                        images.device)
-                continue
-            frames = images[start:stop].to(dev)
+        net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
+        # the aligned crops are needed after the network for these; else the network restores them in place
+        keep_aligned = strength < 1 or color_correction or keep_crops == "aligned" or bool(occlusion)
+        done = written = 0  # written: frames [0, written) of out_images hold their (resized) background
+
+        def backgrounds(upto: int) -> None:
+            nonlocal written
+            for s0 in range(written, upto, frames_per_chunk):
+                s1 = min(upto, s0 + frames_per_chunk)
+                out_images[s0:s1] = upscale_images(images[s0:s1].to(dev), upscale, upscaler).to(images.device)
+            written = max(written, upto)
+
+        steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
+                            default_faces_per_chunk(self.size, net_chunk))
+        for start, stop, first, last in steps:
+            sel = faces[first:last]
+            frames = images[start:stop].to(dev)  # a view when the work device is the images' device
             aligned = self.crop_faces(frames, sel, start)
-            restored = self.run_network(aligned, chunk_size, progress, check_interrupt, done, len(faces))
+            restored = self.run_network(aligned, net_chunk, progress, check_interrupt, done, len(faces),
+                                        out=None if keep_aligned else aligned)
             done += len(sel)
             face_masks = self.face_masks(restored, parsing, detector_dirs, allow_download, aligned=aligned,
                                          regions=regions, occlusion=occlusion)
             if color_correction:
                 weight = face_masks if face_masks is not None else \
                     feather_mask(self.size, dev)[None].expand(len(sel), -1, -1)
-                restored = match_color(restored, aligned, weight)
+                # statistics of pixels inside the image only: the zero padding beyond a border is no face
+                inside = inside_image(np.stack([f.affine for f in sel]), (h, w), self.size).to(dev)
+                restored = match_color(restored, aligned, weight * inside)
             user_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[start:stop])
+            background = frames
             if resized:  # the background at the output size; the faces keep their full-resolution crops
-                frames = upscale_images(frames, upscale, upscaler)
+                backgrounds(start)
+                background = upscale_images(frames, upscale, upscaler)
+                if written < stop:
+                    out_images[written:stop] = background[written - start:].to(images.device)
+                    written = stop
                 user_mask = None if user_mask is None else resize_masks(user_mask.to(dev), (oh, ow))
-            pasted, blend = self.paste_faces(frames, sel, start, restored, aligned, face_masks, strength, user_mask,
-                                             scale=upscale)
-            out_images[start:stop] = pasted.to(images.device)
-            out_masks[start:stop] = blend.to(images.device)
+            self.paste_faces(out_images[start:stop], out_masks[start:stop], background, sel, start, restored,
+                             aligned, face_masks, strength, user_mask, scale=upscale)
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
+            del frames, background, aligned, restored, face_masks, user_mask
+        if resized:
+            backgrounds(b)
+        if mask is not None:  # the user's mask also bounds the blend mask, frame by frame
+            for i in sorted({f.image_index for f in faces}):
+                m = mask[0 if mask.shape[0] == 1 else i].to(out_masks.device, torch.float32)
+                out_masks[i].mul_((resize_masks(m[None], (oh, ow))[0] if resized else m).clamp(0, 1))
         crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
         return out_images, out_masks, crops
 
     def restore_aligned(self, images: torch.Tensor, *, strength: float = 1.0, chunk_size: int | None = None,
                         progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None,
-                        upscale: int = 1) -> RestoreResult:
+                        upscale: int = 1, keep_crops: str = "restored") -> RestoreResult:
         """Restore frames that already are aligned face crops (B, H, W, C), e.g. from a detailer.
 
         Each frame is resized to the network size (antialiased bilinear), restored, resized to
         ``upscale`` times the frame size and mixed with the (resized) input by ``strength``. At
         strength 1 with S x S frames and ``upscale`` 1 the result is exactly the network output
-        mapped to 0..1.
+        mapped to 0..1. Frames go to the work device a step at a time. ``keep_crops``: "restored"
+        (the network outputs, S x S), "aligned" (its inputs) or "none".
         """
         check_images(images)
-        _check_strength(strength)
+        check_options(strength=strength, keep_crops=keep_crops)
         upscale = check_scale(upscale)
         b, h0, w0, c = images.shape
         h, w = h0 * upscale, w0 * upscale
         dev = self._work_device(images)
-        x = rgb_view(images).to(dev).permute(0, 3, 1, 2).float().clamp(0, 1)
-        if (h0, w0) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=max(h0, w0) > self.size)
-        restored = self.run_network(x, chunk_size, progress, check_interrupt)
-        back = restored
-        if (h, w) != (self.size, self.size):
-            back = F.interpolate(restored, size=(h, w), mode="bilinear", align_corners=False,
-                                 antialias=self.size > max(h, w)).clamp(0, 1)
-        back = back.permute(0, 2, 3, 1)
-        src = images.to(dev).float()
-        if upscale > 1 and (strength < 1.0 or c == 4):
-            src = upscale_images(src, upscale)
-        rgb = src[..., :3] if c >= 3 else src.expand(-1, -1, -1, 3)
-        mixed = back if strength == 1.0 else rgb + float(strength) * (back - rgb)
-        if c == 1:
-            mixed = luma(mixed)
-        elif c == 4:
-            mixed = torch.cat([mixed, src[..., 3:]], dim=-1)
-        out = mixed.to(images.dtype).to(images.device)
+        net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
+        step = max(1, min(default_frames_per_chunk(h, w), default_faces_per_chunk(self.size, net_chunk)))
+        out = images.new_empty((b, h, w, c))
+        kept = []
+        for start in range(0, b, step):
+            src = images[start:start + step].to(dev)
+            x = rgb_view(src).permute(0, 3, 1, 2).float().clamp(0, 1)  # a new tensor: clamp copies
+            if (h0, w0) != (self.size, self.size):
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                  antialias=max(h0, w0) > self.size)
+            if keep_crops == "aligned":
+                kept.append(x.permute(0, 2, 3, 1).to(images.device))
+            restored = self.run_network(x, net_chunk, progress, check_interrupt, start, b,
+                                        out=None if keep_crops == "aligned" else x)
+            if keep_crops == "restored":
+                kept.append(restored.permute(0, 2, 3, 1).to(images.device))
+            back = restored
+            if (h, w) != (self.size, self.size):
+                back = F.interpolate(restored, size=(h, w), mode="bilinear", align_corners=False,
+                                     antialias=self.size > max(h, w)).clamp(0, 1)
+            back = back.permute(0, 2, 3, 1)
+            src = src.float()
+            if upscale > 1 and (strength < 1.0 or c == 4):
+                src = upscale_images(src, upscale)
+            rgb = src[..., :3] if c >= 3 else src.expand(-1, -1, -1, 3)
+            mixed = back if strength == 1.0 else rgb + float(strength) * (back - rgb)
+            if c == 1:
+                mixed = luma(mixed)
+            elif c == 4:
+                mixed = torch.cat([mixed, src[..., 3:]], dim=-1)
+            out[start:start + step] = mixed.to(images.dtype)
+            del src, x, restored, back, rgb, mixed
         masks = torch.ones((b, h, w), dtype=torch.float32, device=images.device)
-        crops = restored.permute(0, 2, 3, 1).to(images.device)
+        crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
         return RestoreResult(out, masks, crops, [], [1] * b, f"{b} aligned face crop(s) restored", upscale)

@@ -8,7 +8,8 @@ tensor: GPEN-BFR-2048 went from 4.0 s to 2.4 s per face and GPEN-BFR-512 from 1.
 The cost: the process keeps its peak memory reserved instead of returning it to the system.
 
 The command line and the benchmarks opt in; inside ComfyUI (a shared host process) it is off
-unless the environment variable ``GPEN_TUNE_MALLOC=1`` is set.
+unless the environment variable ``GPEN_TUNE_MALLOC=1`` is set when ComfyUI starts (the pack
+calls :func:`tune_from_environment` when it loads).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import ctypes.util
 import logging
 import os
 import sys
-
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +47,12 @@ def tune_cpu_allocator() -> bool:
 
 
 def tune_from_environment() -> bool:
-    """Apply :func:`tune_cpu_allocator` when ``GPEN_TUNE_MALLOC=1`` is set."""
-    return os.environ.get("GPEN_TUNE_MALLOC", "") == "1" and tune_cpu_allocator()
-
-
-_OOM_TYPES = tuple(t for t in (getattr(torch.cuda, "OutOfMemoryError", None), getattr(torch, "OutOfMemoryError", None))
-                   if isinstance(t, type))
-_OOM_MESSAGES = ("out of memory", "can't allocate memory")
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """True when ``error`` says a device ran out of memory, so a caller may retry with less work.
-
-    Covers ``torch.cuda.OutOfMemoryError`` and ``torch.OutOfMemoryError`` (on the torch versions
-    that have them), and the plain ``RuntimeError`` other backends raise ("MPS backend out of memory", "XPU
-    out of memory", "DefaultCPUAllocator: can't allocate memory"). A host with its own predicate
-    (ComfyUI's ``model_management.is_oom``) can be used instead wherever a hook takes one.
-    """
-    if _OOM_TYPES and isinstance(error, _OOM_TYPES):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in _OOM_MESSAGES)
+    """Apply :func:`tune_cpu_allocator` when ``GPEN_TUNE_MALLOC=1`` is set; True when applied."""
+    if os.environ.get("GPEN_TUNE_MALLOC", "") != "1":
+        return False
+    applied = tune_cpu_allocator()
+    if applied:
+        log.info("GPEN_TUNE_MALLOC=1: glibc allocator tuned for large tensors (freed blocks stay reserved)")
+    else:
+        log.warning("GPEN_TUNE_MALLOC=1 has no effect here: the allocator is not glibc's (Linux only)")
+    return applied

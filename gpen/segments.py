@@ -116,7 +116,7 @@ def restore_segment(restorer, images: torch.Tensor, segment: Segment, landmarks:
     if aligned:
         upscale = (restore_kwargs or {}).get("upscale", 1)
         result = restorer.restore_aligned(images[a:b], strength=strength, chunk_size=chunk_size,
-                                          progress=faces_done, upscale=upscale)
+                                          progress=faces_done, upscale=upscale, keep_crops="none")
         out, counts = result.images, [1] * n
     else:
         if reference is not None and reference.shape[0] > 1:

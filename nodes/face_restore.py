@@ -19,6 +19,7 @@ from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
 from ..gpen.faces.detect import RETINAFACE_MODELS, detection_memory_bytes
+from ..gpen.faces.networks import NetworkCache
 from ..gpen.errors import InvalidInputError
 from ..gpen.faces.align import TEMPLATES
 from ..gpen.faces.occlusion import OCCLUSION_CHOICES, parse_occluders
@@ -32,6 +33,7 @@ from ..gpen.restorer import DETECT_FRAMES
 from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
+from .outputs import output_wanted, used_in_running_prompt
 from .preview import ui_payload
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,14 @@ DEFAULT_REGIONS_TEXT = ",".join(DEFAULT_REGIONS)
 
 # Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
 _FACES_TO_MAKE_ROOM_FOR = 4
+CROPS_OUTPUT = 2  # index of the face_crops output
+
+# The face detectors and the parser, shared by every restore node whatever its GPEN model (they hold
+# no reference to one): switching models never rebuilds them, and no dropped model is kept alive.
+# Their ComfyUI patchers live as long as they do (nodes/memory.py).
+_NETWORKS = NetworkCache()
+# node id -> whether face_crops was taken in the prompt ComfyUI ran when it fingerprinted the node
+_crops_fingerprint: dict[str, bool | None] = {}
 
 
 class GPENFaceRestore(io.ComfyNode):
@@ -155,10 +165,21 @@ class GPENFaceRestore(io.ComfyNode):
                                                             "the output size."),
                 io.Image.Output(display_name="face_crops",
                                 tooltip="Restored face crops at the model size, one per face (a single black "
-                                        "crop when no face was found)."),
+                                        "crop when no face was found). Kept only when a node takes this "
+                                        "output."),
                 io.String.Output(display_name="info", tooltip="Faces found per frame and what was done."),
             ],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt, io.Hidden.dynprompt],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, **inputs):
+        """Whether ``face_crops`` is taken in the running workflow is part of the cache key: connecting
+        it later re-runs the node (the crops are only kept when taken; see ``nodes/outputs.py``)."""
+        uid = getattr(cls.hidden, "unique_id", None)
+        used = used_in_running_prompt(uid, "GPENFaceRestore", CROPS_OUTPUT)
+        _crops_fingerprint[str(uid)] = used
+        return ("face_crops taken", used)
 
     @classmethod
     def execute(cls, image: torch.Tensor, gpen_model: GPENModel, face_mode: str, strength: float,
@@ -216,19 +237,22 @@ class GPENFaceRestore(io.ComfyNode):
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
 
-        restorer = _restorer_for(net, device)
-        restorer.place = memory.HostPlacement(gpen_model.patcher, gpen_model.size, gpen_model.dtype, device)
-        restorer.is_oom = memory.host_is_oom() or restorer.is_oom
+        keep_crops = "restored" if output_wanted(cls.hidden, CROPS_OUTPUT, _crops_fingerprint) else "none"
+        if keep_crops == "none":
+            logger.debug("face_crops is not taken by any node: the restored crops are not kept")
+        # ComfyUI's memory manager places every network right before it runs (nodes/memory.py).
+        place = memory.HostPlacement(gpen_model.patcher, gpen_model.size, gpen_model.dtype, device)
+        restorer = FaceRestorer(net, device=device, networks=_NETWORKS, place=place, is_oom=memory.host_is_oom())
         if face_mode == "aligned":
             result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, upscale=upscale,
-                                              **hooks)
+                                              keep_crops=keep_crops, **hooks)
         else:
             result = restorer.restore(
                 image, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
                 color_correction=color_correction, chunk_size=chunk, reference=reference,
                 detector_dirs=tuple(folders_of(DETECTION_MODELS)), regions=regions_arg, occlusion=occlusion,
                 upscale=upscale, upscaler=None if upscale_model is None else _host_upscaler(upscale_model),
-                **options, **hooks)
+                keep_crops=keep_crops, **options, **hooks)
 
         out_device = model_management.intermediate_device()
         images = result.images.to(out_device, torch.float32)
@@ -238,20 +262,6 @@ class GPENFaceRestore(io.ComfyNode):
         first = next((i for i, n in enumerate(counts) if n > 0), 0)
         payload = ui_payload(image, images, counts, face_mode, frame=first)
         return io.NodeOutput(images, masks, crops, result.info, ui=payload)
-
-
-_last_restorer: tuple[torch.nn.Module, str, FaceRestorer] | None = None
-
-
-def _restorer_for(net: torch.nn.Module, device: torch.device) -> FaceRestorer:
-    """The ``FaceRestorer`` of the last run when model and device are the same (it keeps the face
-    detector and parser, and with them their patchers), else a new one."""
-    global _last_restorer
-    if _last_restorer is not None and _last_restorer[0] is net and _last_restorer[1] == str(device):
-        return _last_restorer[2]
-    restorer = FaceRestorer(net, device=device)  # its place / is_oom hooks are set for each run
-    _last_restorer = (net, str(device), restorer)
-    return restorer
 
 
 def _regions(regions: str, face_parsing: bool) -> str | None:

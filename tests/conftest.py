@@ -57,7 +57,8 @@ def psnr(a, b, peak: float = 1.0) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(peak ** 2 / mse)
 
 
-SOLVAY = SHARED / "test_images" / "solvay_conference_1927.png"
+SOLVAY = REPO / "assets" / "solvay_conference_1927.png"  # ships with the pack (same bytes as the shared copy)
+SHARED_SOLVAY = SHARED / "test_images" / "solvay_conference_1927.png"
 LANDMARKS_FIXTURE = FIXTURES / "geometry" / "landmarks.json"
 
 
@@ -82,7 +83,7 @@ def solvay() -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1]).astype(np.float32) / 255.0)[None]
 
 
-needs_solvay = pytest.mark.skipif(not SOLVAY.is_file(), reason=f"{SOLVAY} not found (shared data absent)")
+needs_solvay = pytest.mark.skipif(not SOLVAY.is_file(), reason=f"{SOLVAY} not found (the clone lacks assets/)")
 
 
 # ---- real ComfyUI hosts (see tests/host_utils.py) ------------------------------------------------

@@ -229,3 +229,27 @@ def test_warp_bad_inputs():
     with pytest.raises(InvalidInputError):
         warp_affine(torch.zeros(2, 3, 10, 10), m, None, 8)  # which image is the face from?
     assert warp_affine(img, torch.zeros(0, 2, 3), None, 8).shape == (0, 3, 8, 8)
+
+
+def test_matrices_stay_float32_on_devices_without_float64(monkeypatch):
+    """MPS has no float64: warp_affine must never put a float64 matrix on such a device (the
+    device check is simulated on the CPU)."""
+    import gpen.faces.align as align
+
+    assert align.supports_float64("cpu") and not align.supports_float64(torch.device("mps"))
+    assert align.matrix_dtype(torch.device("mps")) == torch.float32
+    real_invert = align.invert_affine
+
+    def no_float64_on_device(m):
+        if isinstance(m, torch.Tensor):
+            assert m.dtype != torch.float64, "a float64 matrix reached the (simulated MPS) device"
+        return real_invert(m)
+
+    img = torch.rand(2, 3, 40, 50)
+    mats = torch.tensor([[[1.1, 0.1, -3.0], [-0.1, 1.1, 2.0]], [[0.9, 0.0, 1.0], [0.0, 0.9, -1.0]]],
+                        dtype=torch.float64)
+    expected = warp_affine(img, mats, torch.tensor([0, 1]), 32)
+    monkeypatch.setattr(align, "supports_float64", lambda device: False)
+    monkeypatch.setattr(align, "invert_affine", no_float64_on_device)
+    got = align.warp_affine(img, mats, torch.tensor([0, 1]), 32)
+    assert (got - expected).abs().max() <= 1e-5

@@ -12,7 +12,9 @@ from conftest import load_reference_fixture, psnr, reference_fixture_dirs
 from reference_gpen import reference_forward
 
 TAGS = sorted(reference_fixture_dirs())
-TOL = 1e-4  # worst |difference| relative to the output's standard deviation
+TOL = 1e-5  # worst |difference| relative to the output's standard deviation: what README promises (measured: 2e-6..7e-6)
+# the full-width 512 layout against our own float32 per-sample-weight oracle (not an official output): 2.0e-5 measured
+ORACLE_TOL = 1e-4
 
 
 def relative_error(out: torch.Tensor, expected: torch.Tensor) -> float:
@@ -82,7 +84,7 @@ def test_full_width_512_matches_literal_formulation():
         out = net(x)
         expected = reference_forward(state, x)
     assert torch.isfinite(out).all()
-    assert relative_error(out, expected) <= TOL
+    assert relative_error(out, expected) <= ORACLE_TOL
 
 
 @pytest.mark.parametrize("dtype, min_psnr", [(torch.bfloat16, 35.0), (torch.float16, 50.0)])
@@ -192,3 +194,48 @@ def test_compiled_forward_equals_eager(fixtures):
     assert torch.equal(x, f["input"])
     assert relative_error(out, expected) <= 1e-5
     assert relative_error(subsample(out, f["meta"]), f["expected"]) <= TOL
+
+
+def _derived_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Tensors the network's modules hold besides their parameters and buffers (weight-derived caches)."""
+    found = []
+
+    def walk(obj):
+        if isinstance(obj, torch.Tensor):
+            found.append(obj)
+        elif isinstance(obj, (tuple, list)):
+            for o in obj:
+                walk(o)
+        elif isinstance(obj, dict):
+            for o in obj.values():
+                walk(o)
+
+    for m in net.modules():
+        for k, v in m.__dict__.items():
+            if k not in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
+                walk(v)
+    return found
+
+
+def test_weight_caches_follow_moves_and_casts():
+    """Caches derived from the weights are dropped when the model (or one layer) is moved or cast:
+    nothing stays on the old device or in the old dtype (issue 19.7)."""
+    from gpen.model.network import GPENConfig
+
+    net = gpen.load_model(seeded_state_dict(GPENConfig(size=64, style_dim=32, n_mlp=2, narrow=0.0625), seed=3))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    ref = net(x)
+    assert _derived_tensors(net), "the network keeps no weight-derived caches any more: update this test"
+    net.to(torch.float64)  # a cast (on a GPU machine the same path is a move to the offload device)
+    assert _derived_tensors(net) == []
+    assert (net(x).float() - ref).abs().max() <= 1e-4
+    from gpen.model.network import DERIVED_CACHE
+
+    keys = [key for m in net.modules() for key, _ in m.__dict__.get(DERIVED_CACHE, {}).values()]
+    assert keys and all(k[2] == torch.float64 for k in keys)  # rebuilt from the float64 weights
+    layer = net.ecd0[0][0]  # ComfyUI's model patcher moves layers one by one
+    assert _derived_tensors(layer)
+    layer.to(torch.float32)
+    assert _derived_tensors(layer) == []
+    net.to("meta")
+    assert _derived_tensors(net) == []

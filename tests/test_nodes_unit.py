@@ -54,18 +54,47 @@ def test_merge_keeps_other_packs_entry_and_objects():
     theirs_exts = {".pth", ".pt", ".bin"}
     table = {RESTORE_MODELS: (theirs_folders, theirs_exts)}
     merge_folder(table, RESTORE_MODELS, "/m/facerestore_models", RESTORE_EXTENSIONS)
+    merged = table[RESTORE_MODELS]
     merge_folder(table, RESTORE_MODELS, "/m/facerestore_models", RESTORE_EXTENSIONS)  # idempotent
     folders, exts = table[RESTORE_MODELS]
-    assert folders is theirs_folders and exts is theirs_exts  # references other packs hold stay valid
+    assert table[RESTORE_MODELS] is merged and exts is merged[1]
+    assert folders is theirs_folders  # the folder list other packs hold stays valid
     assert folders == ["/other/pack/models/facerestore_models", "/m/facerestore_models"]
     assert exts == {".pth", ".pt", ".bin"} | set(RESTORE_EXTENSIONS)
+    assert theirs_exts == {".pth", ".pt", ".bin"}  # their set is never changed: it may be shared
+
+
+def test_merge_never_changes_comfyuis_shared_extension_set():
+    """ReActor and facerestore_cf register facerestore_models with ComfyUI's supported_pt_extensions,
+    the set checkpoints, loras, vae... use: adding .onnx to it would list .onnx in every core loader."""
+    supported = {".ckpt", ".pt", ".bin", ".pth", ".safetensors"}
+    table = {"checkpoints": (["/m/checkpoints"], supported), "loras": (["/m/loras"], supported),
+             RESTORE_MODELS: (["/m/facerestore_models"], supported)}
+    merge_folder(table, RESTORE_MODELS, "/m/facerestore_models", RESTORE_EXTENSIONS)
+    assert supported == {".ckpt", ".pt", ".bin", ".pth", ".safetensors"}
+    assert table["checkpoints"][1] is supported and ".onnx" not in table["loras"][1]
+    assert ".onnx" in table[RESTORE_MODELS][1] and table[RESTORE_MODELS][1] is not supported
+    # the set may also be shared with something outside the table (ComfyUI's module global)
+    alone = {".pth"}
+    table = {RESTORE_MODELS: (["/m/f"], alone)}
+    merge_folder(table, RESTORE_MODELS, "/m/f", RESTORE_EXTENSIONS, shared=[alone])
+    assert alone == {".pth"} and ".onnx" in table[RESTORE_MODELS][1]
+
+
+def test_merge_copies_a_folder_list_another_entry_shares():
+    shared_list = ["/m/upscale_models"]
+    table = {"upscale_models": (shared_list, {".pth"}), RESTORE_MODELS: (shared_list, {".pth"})}
+    merge_folder(table, RESTORE_MODELS, "/m/facerestore_models", RESTORE_EXTENSIONS)
+    assert shared_list == ["/m/upscale_models"] and table["upscale_models"][0] is shared_list
+    assert table[RESTORE_MODELS][0] == ["/m/upscale_models", "/m/facerestore_models"]
 
 
 def test_merge_extension_list_and_tuple_entries():
     exts_list = [".pth"]
     table = {DETECTION_MODELS: (["/a"], exts_list), RESTORE_MODELS: (["/b"], (".pth",))}
     merge_folder(table, DETECTION_MODELS, "/a", (".pth", ".onnx"))
-    assert table[DETECTION_MODELS] == (["/a"], [".pth", ".onnx"]) and table[DETECTION_MODELS][1] is exts_list
+    assert table[DETECTION_MODELS][0] == ["/a"] and set(table[DETECTION_MODELS][1]) == {".pth", ".onnx"}
+    assert exts_list == [".pth"]
     merge_folder(table, RESTORE_MODELS, "/c", (".onnx",))
     assert table[RESTORE_MODELS][0] == ["/b", "/c"] and set(table[RESTORE_MODELS][1]) == {".pth", ".onnx"}
 
@@ -110,3 +139,64 @@ def test_model_cache_drops_stale_versions(tmp_path):
     path.write_bytes(b"22")  # size changes: another version of the same file
     assert cache.get_or_load(str(path), "fp32", lambda p: "new") == "new"
     assert len(cache) == 1
+
+
+# --- which outputs the workflow takes -----------------------------------------------------------
+
+PROMPT = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+    "3": {"class_type": "GPENFaceRestore", "inputs": {"image": ["1", 0]}},
+    "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}},
+    "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+}
+
+
+def test_output_used_reads_the_links_of_the_prompt():
+    from nodes.outputs import output_used
+
+    assert output_used(PROMPT, "3", 0) is True and output_used(PROMPT, "3", 1) is True
+    assert output_used(PROMPT, "3", 2) is False  # face_crops: nothing takes it
+    assert output_used(PROMPT, 3, 2) is False  # ids may come as ints
+    assert output_used({**PROMPT, "6": {"class_type": "X", "inputs": {"images": ["3", 2]}}}, "3", 2) is True
+    assert output_used(PROMPT, "9", 2) is None and output_used(None, "3", 2) is None and output_used({}, "3", 2) is None
+
+    class Dynamic:  # ComfyUI's DynamicPrompt (prompt plus nodes expanded while running)
+        def all_node_ids(self):
+            return [*PROMPT, "7"]
+
+        def get_node(self, node_id):
+            return PROMPT.get(node_id) or {"class_type": "X", "inputs": {"x": ["3", 2]}}
+
+    assert output_used(Dynamic(), "3", 2) is True
+
+
+def test_used_in_running_prompt_asks_comfyuis_queue(monkeypatch):
+    import types
+
+    from nodes import outputs
+
+    running = [(0, "id", PROMPT, {}, ["4"])]
+    queue = types.SimpleNamespace(get_current_queue=lambda: (running, []))
+    fake_server = types.SimpleNamespace(PromptServer=types.SimpleNamespace(
+        instance=types.SimpleNamespace(prompt_queue=queue)))
+    monkeypatch.setitem(sys.modules, "server", fake_server)
+    assert outputs.used_in_running_prompt("3", "GPENFaceRestore", 2) is False
+    assert outputs.used_in_running_prompt("3", "GPENFaceRestore", 1) is True
+    assert outputs.used_in_running_prompt("3", "OtherNode", 2) is None  # not our node: cannot tell
+    running.clear()
+    assert outputs.used_in_running_prompt("3", "GPENFaceRestore", 2) is None
+    monkeypatch.setitem(sys.modules, "server", None)  # not inside ComfyUI
+    assert outputs.used_in_running_prompt("3", "GPENFaceRestore", 2) is None
+
+
+def test_crops_are_dropped_only_when_both_views_agree():
+    import types
+
+    from nodes.outputs import output_wanted
+
+    hidden = types.SimpleNamespace(unique_id="3", prompt=PROMPT, dynprompt=None)
+    assert output_wanted(hidden, 2, {"3": False}) is False  # nothing takes face_crops: not kept
+    assert output_wanted(hidden, 2, {"3": None}) is True  # the fingerprint could not tell: keep them
+    assert output_wanted(hidden, 2, {}) is True
+    assert output_wanted(hidden, 0, {"3": False}) is True  # image is taken
+    assert output_wanted(types.SimpleNamespace(unique_id=None, prompt=None), 2, {"None": False}) is True

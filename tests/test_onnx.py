@@ -383,3 +383,52 @@ def test_cuda_provider_is_chosen_when_installed(tmp_path, monkeypatch, caplog, a
     assert asked == [expected]
     assert model.providers == [p if isinstance(p, str) else p[0] for p in expected]
     assert ("install onnxruntime-gpu" in caplog.text) == (len(available) == 1)
+
+
+def test_moving_to_cuda_rebuilds_the_session_there(tmp_path, monkeypatch):
+    """A model loaded on the offload device (CPU) runs on the GPU once moved there (stand-in
+    onnxruntime: no GPU here), and moving it back drops the CUDA session (its GPU memory)."""
+    import gpen.model.onnx_graph as graph
+    import gpen.model.onnx_runtime as runtime
+
+    built = []
+
+    class FakeSession:
+        def __init__(self, path, sess_options=None, providers=None):
+            self.providers = [p if isinstance(p, str) else p[0] for p in providers]
+            self.asked = providers
+            built.append(self)
+
+        def get_providers(self):
+            return self.providers
+
+        def run(self, names, feeds):
+            return [next(iter(feeds.values())) * 0.5]
+
+    class FakeOrt:
+        SessionOptions = type("SessionOptions", (), {})
+        InferenceSession = FakeSession
+
+        @staticmethod
+        def get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(runtime, "import_onnxruntime", lambda name: FakeOrt)
+    sig = graph.GraphSignature("input", "output", 64, None, np.float32)
+    model = runtime.OnnxGPEN(tmp_path / "GPEN-BFR-64.onnx", sig, torch.device("cpu"), torch.float32)
+    assert model.providers == ["CPUExecutionProvider"] and len(built) == 1
+    cpu_session = model.session
+
+    assert model.to("cuda:1") is model
+    assert model.providers[0] == "CUDAExecutionProvider" and model.session is not cpu_session
+    assert model.session.asked[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert model.device == torch.device("cuda:1")
+    model.to("cuda:1")  # already there: nothing is rebuilt
+    assert len(built) == 2
+
+    model.to(torch.device("cpu"))
+    assert model.session is cpu_session and model.providers == ["CPUExecutionProvider"] and len(built) == 2
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.equal(model(x), x * 0.5)
+    model.to("cuda:0")
+    assert model.session.asked[0] == ("CUDAExecutionProvider", {"device_id": 0}) and len(built) == 3

@@ -311,7 +311,7 @@ def test_detection_reports_progress_checks_interrupts_and_backs_off_on_oom():
 
 
 def test_out_of_memory_predicate():
-    from gpen.runtime import is_out_of_memory
+    from gpen.compat import is_oom as is_out_of_memory
 
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))

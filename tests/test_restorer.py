@@ -253,7 +253,7 @@ def test_host_decides_what_is_out_of_memory():
     """A host's ``is_oom`` (ComfyUI: ``model_management.is_oom``) decides when the chunk is halved;
     anything it does not count is raised at once, without retrying."""
 
-    class HostOOM(Exception):  # an error only the host's rule knows to be out-of-memory
+    class HostOOM(RuntimeError):  # an error only the host's rule knows to be out-of-memory
         pass
 
     calls = []
@@ -266,7 +266,7 @@ def test_host_decides_what_is_out_of_memory():
 
     img = astronaut().repeat(2, 1, 1, 1)
     lm = [landmarks_of("skimage.data.astronaut")] * 2
-    with pytest.raises(HostOOM):  # not an OOM for the default rule (gpen.runtime.is_out_of_memory): no retry
+    with pytest.raises(HostOOM):  # not an OOM for the default rule (gpen.compat.is_oom): no retry
         gpen.FaceRestorer(flaky, size=64).restore(img, lm, chunk_size=2)
     assert calls == [2]
     calls.clear()

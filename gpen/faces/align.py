@@ -26,7 +26,18 @@ _TEMPLATE_FILE = Path(__file__).resolve().parents[1] / "data" / "templates.json"
 _TEMPLATE_BASE_SIZE = 512
 TEMPLATES = ("gpen", "ffhq")  # the alignment templates of data/templates.json, default first
 
-__all__ = ["TEMPLATES", "template_points", "estimate_similarity", "invert_affine", "warp_affine"]
+__all__ = ["TEMPLATES", "template_points", "estimate_similarity", "invert_affine", "warp_affine", "inside_image",
+           "supports_float64", "matrix_dtype"]
+
+
+def supports_float64(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in float64 (Apple's MPS backend has no float64 tensors)."""
+    return torch.device(device).type != "mps"
+
+
+def matrix_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype affine matrices are computed in on ``device``: float64, float32 where float64 is missing."""
+    return torch.float64 if supports_float64(device) else torch.float32
 
 
 @lru_cache(maxsize=None)
@@ -129,7 +140,7 @@ def invert_affine(m):
     if isinstance(m, torch.Tensor):
         if m.shape[-2:] != (2, 3):
             raise InvalidInputError(f"Affine matrices must have shape (..., 2, 3), got {tuple(m.shape)}.")
-        work = m.to(torch.float32 if m.device.type == "mps" else torch.float64)
+        work = m.to(matrix_dtype(m.device))
         a, b, c = work[..., 0, 0], work[..., 0, 1], work[..., 0, 2]
         d, e, f = work[..., 1, 0], work[..., 1, 1], work[..., 1, 2]
         det = a * e - b * d
@@ -233,16 +244,17 @@ def warp_affine(
     if n == 0:
         return images.new_zeros((0, c, out_h, out_w))
     cdt = compute_dtype(images.dtype)
-    inv = invert_affine(matrices.to(images.device)).to(cdt)  # crop -> image
-    grid = affine_grid(inv, (out_h, out_w), (h, w))  # (N, h, w, 2)
-    out = images.new_empty((n, c, out_h, out_w))
+    # cast on the host first: a float64 tensor cannot even be created on MPS
+    inv = invert_affine(matrices.to(matrix_dtype(images.device)).to(images.device)).to(cdt)  # crop -> image
     if b == 1:
         groups = [(0, None)]
     else:
         idx_list = image_index.tolist()
         groups = [(i, torch.nonzero(image_index == i).flatten()) for i in sorted(set(idx_list))]
+    out = None if b == 1 else images.new_empty((n, c, out_h, out_w))
     for img_i, sel in groups:
-        g = grid if sel is None else grid.index_select(0, sel)
+        # the sampling grid of one image's faces at a time: (k, h, w, 2), not one for every face at once
+        g = affine_grid(inv if sel is None else inv.index_select(0, sel), (out_h, out_w), (h, w))
         k = g.shape[0]
         src = images[img_i : img_i + 1].to(cdt)
         # all faces of one image in one call: stack their grids along the height axis
@@ -253,12 +265,31 @@ def warp_affine(
             padding_mode="zeros",
             align_corners=False,
         )  # (1, C, k*h, w)
+        del g
         res = res.reshape(c, k, out_h, out_w).transpose(0, 1).to(images.dtype)
         if sel is None:
             out = res.contiguous()
         else:
             out.index_copy_(0, sel, res)
     return out
+
+
+def inside_image(matrices, image_hw: tuple[int, int], size: int) -> torch.Tensor:
+    """(N, S, S) float32 1/0: whether each crop pixel's bilinear sample lies wholly inside the image.
+
+    ``matrices`` (N, 2, 3) map image -> crop (as for :func:`warp_affine`); ``image_hw`` is the
+    source (height, width). Crop pixels that are 0 here got some or all of their value from the
+    zero padding outside the image (e.g. a face at the image border), so statistics of a crop
+    should leave them out. Computed from the geometry alone, on the CPU.
+    """
+    inv = torch.as_tensor(invert_affine(np.asarray(matrices, dtype=np.float64)))  # crop -> image
+    h, w = image_hw
+    u = torch.arange(size, dtype=torch.float64)
+    xs = inv[:, 0, 0, None, None] * u[None, None, :] + inv[:, 0, 1, None, None] * u[None, :, None] + inv[:, 0, 2, None, None]
+    ys = inv[:, 1, 0, None, None] * u[None, None, :] + inv[:, 1, 1, None, None] * u[None, :, None] + inv[:, 1, 2, None, None]
+    eps = 1e-6  # bilinear taps at exactly the last row/column carry no weight beyond it
+    inside = (xs >= -eps) & (xs <= w - 1 + eps) & (ys >= -eps) & (ys <= h - 1 + eps)
+    return inside.to(torch.float32)
 
 
 def check_image_index(image_index, n: int, b: int, device) -> torch.Tensor:

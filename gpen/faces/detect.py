@@ -43,7 +43,7 @@ from ..weights.download import ensure_weights
 from ..errors import InvalidInputError, ModelLoadError
 from ..model.files import unwrap_state_dict
 from ..model.loader import read_weights_file
-from ..runtime import is_out_of_memory
+from ..compat import is_oom as default_is_oom
 
 logger = logging.getLogger(__name__)
 
@@ -338,12 +338,12 @@ def detect_in_chunks(detector: FaceDetector, images: torch.Tensor, *, threshold:
                      device: torch.device | str | None = None, frames_per_chunk: int = 8,
                      progress: Callable[[int, int], None] | None = None,
                      check_interrupt: Callable[[], None] | None = None,
-                     is_oom: Callable[[BaseException], bool] = is_out_of_memory) -> list[Detections]:
+                     is_oom: Callable[[BaseException], bool] = default_is_oom) -> list[Detections]:
     """Detect faces in a long frame batch ``images`` (B, H, W, 3) RGB 0..1, ``frames_per_chunk`` frames per call.
 
     Each chunk moves to ``device`` on its own (default: where the images are). Before each call
     ``check_interrupt()`` runs (it raises to cancel), after it ``progress(frames done, B)``. A call
-    that runs out of memory (``is_oom``, default :func:`gpen.runtime.is_out_of_memory`) is retried
+    that runs out of memory (``is_oom``, default :func:`gpen.compat.is_oom`) is retried
     with half the frames, down to one; the smaller chunk is kept for the rest of the batch.
     """
     b = images.shape[0]

@@ -5,7 +5,8 @@ mixed with its aligned input by ``strength``, warped back with the crop -> image
 its mask, overlapping faces resolve per pixel to the face with the larger mask value (the total mask
 is the per-pixel maximum), and the image becomes ``img * (1 - m) + face * m``.
 
-All work on the image happens inside each face's bounding box, so small faces in huge images are cheap.
+All work on the image happens inside each face's bounding box, so small faces in huge images are cheap,
+and :func:`paste_into` writes straight into an output batch: no full-image working copies.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import torch.nn.functional as F
 
 from .align import affine_grid, check_image_index, compute_dtype, invert_affine
 from ..errors import InvalidInputError
+from ..frames import luma
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["feather_mask", "paste_back", "scale_inverse"]
+__all__ = ["feather_mask", "paste_back", "paste_into", "scale_inverse"]
 
 _MASK_BASE = 512
 # Upper bound on the elements of one batched sampling call (padded boxes x channels): 2**26 floats = 256 MiB.
@@ -159,28 +161,66 @@ def paste_back(
     face_masks: torch.Tensor | None = None,
     strength=1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend restored face crops into their images.
+    """Blend restored face crops into their images; returns new tensors (see :func:`paste_into`).
 
-    images: (B, H, W, C) float 0..1 (ComfyUI layout). crops: (N, Cf, S, S) restored faces 0..1 with
-    Cf <= C; only the first Cf image channels are blended, the others (e.g. alpha) pass through.
-    originals: (N, Cf, S, S) aligned input crops for the strength mix; may be None when strength is 1.
-    inverse: (N, 2, 3) crop -> image matrices (OpenCV convention).
+    images: (B, H, W, C) float 0..1 (ComfyUI layout). Returns (out_images (B, H, W, C) in the
+    images' dtype, blend_masks (B, H, W) float32). Pixels whose combined mask is 0 are bitwise
+    equal to the input. Inputs are not modified.
+    """
+    _check_float(images, "images", 4, "(B, H, W, C)")
+    out = images.clone()
+    full_mask = torch.zeros(images.shape[:3], dtype=torch.float32, device=images.device)
+    paste_into(out, full_mask, images, crops, originals, inverse, image_index, face_masks, strength)
+    return out, full_mask
+
+
+def paste_into(
+    out: torch.Tensor,
+    out_mask: torch.Tensor,
+    source: torch.Tensor,
+    crops: torch.Tensor,
+    originals: torch.Tensor | None,
+    inverse: torch.Tensor,
+    image_index: torch.Tensor | None,
+    face_masks: torch.Tensor | None = None,
+    strength=1.0,
+    user_mask: torch.Tensor | None = None,
+) -> None:
+    """Blend restored face crops into ``out`` and ``out_mask`` in place, inside each face's box only.
+
+    source: (B, H, W, C) float 0..1, the images before any face was pasted (never modified); the
+    work happens on its device. out: (B, H, W, C) like ``source`` (same dtype and channels; may
+    live on another device, e.g. the CPU output of a GPU run), holding ``source`` or the result of
+    earlier calls; out_mask: (B, H, W) float32, zeros or the mask of earlier calls (it decides
+    overlaps across calls, so the faces of one image may come in several calls).
+    crops: (N, Cf, S, S) restored faces 0..1 with Cf <= C; only the first Cf image channels are
+    blended, the others (e.g. alpha) pass through; grey images (C = 1) with RGB crops get the luma
+    of the blend. originals: (N, Cf, S, S) aligned input crops for the strength mix; may be None
+    when strength is 1. inverse: (N, 2, 3) crop -> image matrices (OpenCV convention).
     image_index: (N,) long (None: face n -> image n, or image 0 when B == 1).
     face_masks: (N, S, S) 0..1 (None: the official feather mask; values are clipped to 0..1 after
     resampling). strength: float or (N,) in 0..1; face = strength * restored + (1 - strength) * original.
+    user_mask: (B or 1, H, W) 0..1 or None: also bounds the blend (0 keeps the source pixel
+    exactly, soft values mix); ``out_mask`` stays the unscaled face mask, so multiply it by
+    ``user_mask`` once every face of an image is in.
     Overlaps: per pixel the face with the larger warped mask wins (the earlier face on ties) and the
-    blend mask is the maximum. Work is limited to each face's box; one device -> host copy of N boxes.
-
-    Returns (out_images (B, H, W, C) in the images' dtype, blend_masks (B, H, W) float32). Pixels
-    whose combined mask is 0 are bitwise equal to the input. Inputs are not modified.
+    blend mask is the maximum. One device -> host copy of N boxes; no full-image temporaries.
     """
-    _check_float(images, "images", 4, "(B, H, W, C)")
+    images = _check_float(source, "source", 4, "(B, H, W, C)")
+    _check_float(out, "out", 4, "(B, H, W, C)")
     _check_float(crops, "crops", 4, "(N, C, S, S)")
     bsz, height, width, chans = images.shape
+    if out.shape != images.shape or out.dtype != images.dtype:
+        raise InvalidInputError(f"out must match the source images {tuple(images.shape)} {images.dtype}, got "
+                                f"{tuple(out.shape)} {out.dtype}.")
+    if not isinstance(out_mask, torch.Tensor) or out_mask.shape != (bsz, height, width) \
+            or out_mask.dtype != torch.float32:
+        raise InvalidInputError(f"out_mask must be a float32 tensor of shape ({bsz}, {height}, {width}).")
     n, cf, s, s2 = crops.shape
     if s != s2:
         raise InvalidInputError(f"crops must be square (N, C, S, S), got {tuple(crops.shape)}.")
-    if cf > chans:
+    grey = chans == 1 and cf == 3
+    if cf > chans and not grey:
         raise InvalidInputError(f"crops have {cf} channels but the images only {chans}.")
     if originals is not None:
         _check_float(originals, "originals", 4, "(N, C, S, S)")
@@ -195,17 +235,18 @@ def paste_back(
         _check_float(face_masks, "face_masks", 3, "(N, S, S)")
         if face_masks.shape != (n, s, s):
             raise InvalidInputError(f"face_masks must have shape ({n}, {s}, {s}), got {tuple(face_masks.shape)}.")
+    if user_mask is not None and (not isinstance(user_mask, torch.Tensor) or user_mask.ndim != 3
+                                  or user_mask.shape[1:] != (height, width) or user_mask.shape[0] not in (1, bsz)):
+        raise InvalidInputError(f"user_mask must have shape ({bsz} or 1, {height}, {width}), got "
+                                f"{tuple(getattr(user_mask, 'shape', ()))}.")
     dev = images.device
     cdt = compute_dtype(images.dtype)
     idx = check_image_index(image_index, n, bsz, dev)
     strength_t = torch.as_tensor(strength, dtype=cdt, device=dev).reshape(-1)
     if strength_t.numel() not in (1, n) or not bool(((strength_t >= 0) & (strength_t <= 1)).all()):
         raise InvalidInputError(f"strength must be a number in [0, 1] or {n} such numbers, got {strength!r}.")
-
-    out = images.clone()
-    full_mask = torch.zeros((bsz, height, width), dtype=torch.float32, device=dev)
     if n == 0 or height == 0 or width == 0:
-        return out, full_mask
+        return
 
     # where each mask is non-zero, in crop pixels: (c0, r0, c1, r1, any)
     if face_masks is None:
@@ -225,13 +266,14 @@ def paste_back(
     hw = np.stack([boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], axis=1)
     live = (support[:, 4] > 0) & (hw[:, 0] > 0) & (hw[:, 1] > 0)
     if not live.any():
-        return out, full_mask
+        return
     idx_list = idx.tolist()
 
-    # forward matrices translated so the box origin is pixel (0, 0)
+    # forward matrices translated so the box origin is pixel (0, 0); cast on the host (MPS has no float64)
     shifted = forward.copy()
     shifted[:, :, 2] += forward[:, :, 0] * boxes[:, 0:1] + forward[:, :, 1] * boxes[:, 1:2]
-    shifted_t = torch.from_numpy(shifted).to(device=dev, dtype=cdt)
+    shifted_t = torch.from_numpy(shifted).to(cdt).to(dev)
+    cw = 1 if grey else cf  # channels written
 
     # faces stay in their given order, so on equal mask values the earlier face wins, as in the official code
     for group in chunk_faces(np.flatnonzero(live), hw, 2 * cf + 1):
@@ -252,16 +294,22 @@ def paste_back(
         mask = mask.clamp(0.0, 1.0)
         for j, i in enumerate(group.tolist()):
             x0, y0, x1, y1 = (int(v) for v in boxes[i])
-            bh, bw = y1 - y0, x1 - x0
             b = idx_list[i]
-            m = mask[j, :bh, :bw]
-            f = face[j, :, :bh, :bw].permute(1, 2, 0)
-            cur = full_mask[b, y0:y1, x0:x1]
+            m = mask[j, : y1 - y0, : x1 - x0]
+            f = face[j, :, : y1 - y0, : x1 - x0].permute(1, 2, 0)
+            cur = out_mask[b, y0:y1, x0:x1].to(dev)
             win = m.float() > cur
-            img_reg = images[b, y0:y1, x0:x1, :cf].to(cdt)
+            src = images[b, y0:y1, x0:x1]
+            src_rgb = src.expand(-1, -1, 3) if grey else src[..., :cf]
             mm = m[..., None]
-            blended = (img_reg * (1 - mm) + f * mm).to(images.dtype)
-            out_reg = out[b, y0:y1, x0:x1, :cf]
-            out[b, y0:y1, x0:x1, :cf] = torch.where(win[..., None], blended, out_reg)
-            full_mask[b, y0:y1, x0:x1] = torch.maximum(cur, m.float())
-    return out, full_mask
+            blended = (src_rgb.to(cdt) * (1 - mm) + f * mm).to(images.dtype)
+            if grey:
+                blended = luma(blended)
+            if user_mask is not None:
+                u = user_mask[0 if user_mask.shape[0] == 1 else b, y0:y1, x0:x1].to(dev, torch.float32).clamp(0, 1)
+                src_w = src[..., :cw]
+                mixed = (src_w + u[..., None].to(images.dtype) * (blended - src_w)).to(images.dtype)
+                blended = torch.where(u[..., None] > 0, mixed, src_w)
+            region = out[b, y0:y1, x0:x1, :cw]
+            region.copy_(torch.where(win[..., None], blended, region.to(dev)))
+            out_mask[b, y0:y1, x0:x1] = torch.maximum(cur, m.float())

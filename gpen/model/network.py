@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import is_compiling
+
 SQRT2 = math.sqrt(2.0)
 LRELU_SLOPE = 0.2
 MAPPING_LR_MUL = 0.01
@@ -96,7 +98,7 @@ DERIVED_CACHE = "_gpen_derived"  # a module's __dict__ entry: {name: (key, tenso
 def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.Tensor:
     """A tensor derived from ``source``, a weight of ``module`` (a :class:`CachingModule`), kept until
     the weight changes (new data, in-place edit, move) or the module is moved or cast."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # export/compile see the computation itself
+    if is_compiling() or torch.jit.is_tracing():  # export/compile see the computation itself
         return make()
     try:
         version = source._version
@@ -126,9 +128,9 @@ class CachingModule(nn.Module):
     alone, as ComfyUI's model patcher does, or of a parent) drops them, so no copy stays on the old
     device; the next forward pass rebuilds them."""
 
-    def _apply(self, fn, recurse: bool = True):
+    def _apply(self, fn, *args, **kwargs):
         self.__dict__.pop(DERIVED_CACHE, None)
-        return super()._apply(fn, recurse)
+        return super()._apply(fn, *args, **kwargs)
 
 
 def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1) -> torch.Tensor:
@@ -340,7 +342,7 @@ class StyledConv(nn.Module):
         bias = (self.activate.bias.float() * SQRT2).to(dt).view(1, -1, 1, 1)
         demod = (d * SQRT2).to(dt)[:, :, None, None]
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers and compilers see no writes into views
+        if torch.jit.is_tracing() or is_compiling():  # tracers and compilers see no writes into views
             out = torch.cat((torch.addcmul(bias[:, :c], y, demod), torch.addcmul(bias[:, c:], feature, gain)), 1)
             return F.leaky_relu(out, LRELU_SLOPE)
         out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=y.device, memory_format=torch.channels_last)

@@ -2,8 +2,8 @@
 
 :class:`OnnxGPEN` is what :func:`gpen.load_model` returns for a ``.onnx`` file whose weights cannot
 be mapped onto the PyTorch network: the graph itself runs in onnxruntime (CUDA when
-onnxruntime-gpu is installed and the device is CUDA, else CPU), looping over the batch when the
-graph's batch is fixed.
+onnxruntime-gpu is installed and the device is CUDA, else CPU; :meth:`OnnxGPEN.to` moves it
+between the two), looping over the batch when the graph's batch is fixed.
 """
 
 from __future__ import annotations
@@ -54,29 +54,41 @@ class OnnxGPEN:
 
     def __init__(self, path: Path, signature: GraphSignature, device: torch.device, requested: torch.dtype,
                  cpu_session=None) -> None:
-        ort = import_onnxruntime(path.name)
+        self._ort = import_onnxruntime(path.name)
         self.path = path
         self.signature = signature
         self.size = signature.size
         self.batch = signature.batch
-        self.device = device
+        self.device = torch.device(device)
         self.dtype = signature.torch_dtype
         if requested != self.dtype:
             log.info("%s: %s does not apply on the onnxruntime path: the graph computes in %s", path.name,
                      str(requested).removeprefix("torch."), str(self.dtype).removeprefix("torch."))
-        session = None
+        self._cpu_session = cpu_session
+        self._session_device: torch.device | None = None  # the CUDA device the session runs on, None: the CPU
+        self.session = self._session_for(self.device)
+        self.providers = self.session.get_providers()
+
+    def _session_for(self, device: torch.device):
+        """The session for ``device``: a CUDA one (built now) when onnxruntime has the CUDA provider and
+        ``device`` is CUDA, else the CPU session (built once and kept)."""
+        ort, path = self._ort, self.path
         if device.type == "cuda":
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
                 try:
                     session = create_session(ort, path, [cuda, "CPUExecutionProvider"])
+                    self._session_device = torch.device("cuda", device.index or 0)
+                    return session
                 except ModelLoadError as e:
                     log.warning("%s: onnxruntime's CUDA provider failed (%s); running on the CPU", path.name, e)
             else:
                 log.warning("%s: onnxruntime has no CUDA provider here (install onnxruntime-gpu): the graph runs "
                             "on the CPU and its outputs are copied to %s", path.name, device)
-        self.session = session or cpu_session or create_session(ort, path, ["CPUExecutionProvider"])
-        self.providers = self.session.get_providers()
+        if self._cpu_session is None:
+            self._cpu_session = create_session(ort, path, ["CPUExecutionProvider"])
+        self._session_device = None
+        return self._cpu_session
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
@@ -106,10 +118,22 @@ class OnnxGPEN:
         return self
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> OnnxGPEN:
-        """Outputs go to ``device`` from now on (the onnxruntime provider was chosen at load time);
-        ``dtype`` does not apply to a graph, which computes in its own precision."""
-        if device is not None:
-            self.device = torch.device(device)
+        """Run on ``device`` from now on: moving to a CUDA device builds a session with onnxruntime's
+        CUDA provider there (when onnxruntime-gpu is installed); moving anywhere else goes back to
+        the CPU session and drops the CUDA one, which frees its GPU memory (the offload ComfyUI asks
+        for). Outputs go to ``device``. ``dtype`` does not apply to a graph, which computes in its
+        own precision."""
+        if device is None:
+            return self
+        device = torch.device(device)
+        if device.type == "cuda":
+            target = torch.device("cuda", device.index or 0)
+            if self._session_device != target:
+                self.session = self._session_for(device)
+        elif self._session_device is not None:
+            self.session = self._session_for(device)  # the CPU session; the CUDA one is released
+        self.providers = self.session.get_providers()
+        self.device = device
         return self
 
     def requires_grad_(self, requires_grad: bool = True) -> OnnxGPEN:

@@ -1,0 +1,38 @@
+"""Chunk sizes: faces per network call from the device's free memory, faces per step of the frame loop."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+import gpen.memory as memory
+
+
+def test_mps_uses_the_memory_torch_reports(monkeypatch):
+    """On Apple's MPS the faces per call come from torch.mps (one face per call before)."""
+    fake = types.SimpleNamespace(recommended_max_memory=lambda: 24 * 2 ** 30,
+                                 driver_allocated_memory=lambda: 4 * 2 ** 30)
+    monkeypatch.setattr(torch, "mps", fake, raising=False)
+    mps = torch.device("mps")
+    per_face = memory.face_memory_bytes(512, torch.float16)
+    assert memory.default_chunk_size(mps, 512, torch.float16) == int(0.6 * 20 * 2 ** 30 // per_face) > 1
+    fake.driver_allocated_memory = lambda: 24 * 2 ** 30  # nothing left: still one face
+    assert memory.default_chunk_size(mps, 512, torch.float16) == 1
+
+
+def test_mps_without_memory_queries_uses_the_documented_budget(monkeypatch):
+    monkeypatch.setattr(torch, "mps", types.SimpleNamespace(), raising=False)  # torch < 2.3
+    per_face = memory.face_memory_bytes(256)
+    expected = int(0.6 * memory.MPS_FALLBACK_BUDGET // per_face)
+    assert memory.default_chunk_size(torch.device("mps"), 256) == expected > 1
+
+
+def test_cpu_runs_one_face_per_call():
+    assert memory.default_chunk_size(torch.device("cpu"), 512) == 1
+
+
+@pytest.mark.parametrize("size, chunk, expected", [(512, 1, 10), (2048, 1, 1), (1024, 1, 2), (2048, 8, 8)])
+def test_faces_per_step(size, chunk, expected):
+    assert memory.default_faces_per_chunk(size, chunk) == expected
