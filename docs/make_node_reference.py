@@ -71,11 +71,12 @@ def main() -> None:
         sys.path.insert(0, str(REPO / "tests"))
         import host_utils as H
 
-        comfy = H.comfyui_dir()
-        if comfy is None:
-            raise SystemExit("ComfyUI not available (see tests/host_utils.py)")
+        try:
+            host = H.install_host(H.HOST_VERSIONS[0])
+        except H.HostUnavailable as exc:
+            raise SystemExit(f"ComfyUI not available: {exc}") from None
         with tempfile.TemporaryDirectory(prefix="gpen_nodes_md_") as tmp:
-            server = H.ComfyServer(comfy, H.make_base_dir(Path(tmp))).start()
+            server = H.ComfyServer(host, H.make_base_dir(Path(tmp))).start()
             try:
                 info = server.get("/object_info")
             finally:

@@ -50,6 +50,11 @@ DETECT_FRAMES = 8  # frames per detector call: the unit of detection progress, i
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
+PlaceFn = Callable[[str, object, torch.Tensor], None]
+"""``place(role, network, inputs)``: called right before ``network`` runs on ``inputs``; ``role`` is
+"restorer" (the GPEN network or crop restorer), "detector" (a ``FaceDetector``), "parser" (a
+``FaceParser``) or "occluder" (a ``FaceOccluder``). A host uses it to load the network where its
+memory manager wants it (see :class:`gpen.faces.networks.HelperNetworks`)."""
 
 
 def _check_reference(reference: torch.Tensor | None, b: int, h: int, w: int) -> None:
@@ -78,11 +83,13 @@ class FaceRestorer(HelperNetworks):
     occluders built on first use are kept, to share them with other restorers (e.g. one per
     model); by default this restorer has its own. ``is_oom``: which exceptions are out-of-memory
     errors that halve the chunk (default :func:`gpen.compat.is_oom`; a host may pass its own).
+    ``place``: see :data:`PlaceFn`; by default the detector and parser are moved to the work device
+    and the restorer is left where it is.
     """
 
     def __init__(self, restorer: Restorer, size: int | None = None, device: torch.device | str | None = None,
                  detector=None, parser=None, occluder=None, networks: NetworkCache | None = None,
-                 is_oom: Callable[[BaseException], bool] | None = None) -> None:
+                 is_oom: Callable[[BaseException], bool] | None = None, place: PlaceFn | None = None) -> None:
         self.restorer = restorer
         size = size if size is not None else getattr(restorer, "size", None)
         if not isinstance(size, int) or size < 8:
@@ -91,7 +98,7 @@ class FaceRestorer(HelperNetworks):
         if device is None:
             device = getattr(restorer, "device", None)
         self.device = torch.device(device) if device is not None else None
-        HelperNetworks.__init__(self, detector, parser, occluder, networks)
+        HelperNetworks.__init__(self, detector, parser, occluder, networks, place=place)
         self.is_oom = is_oom or compat.is_oom
 
     def _work_device(self, images: torch.Tensor) -> torch.device:
@@ -114,10 +121,11 @@ class FaceRestorer(HelperNetworks):
         if min(h, w) < _DETECT_MIN_SIDE:
             return [empty_faces()] * b
         dev = self._work_device(images)
-        det = self.detector(detector, dev, detector_dirs, allow_download)
+        det = self.ready("detector", self.detector(detector, dev, detector_dirs, allow_download),
+                         images[:frames_per_chunk])
         detections = detect_in_chunks(det, rgb_view(images), threshold=detection_threshold, device=dev,
                                       frames_per_chunk=frames_per_chunk, progress=progress,
-                                      check_interrupt=check_interrupt)
+                                      check_interrupt=check_interrupt, is_oom=self.is_oom)
         return [(d.boxes, d.scores, d.landmarks) for d in detections]
 
     @staticmethod
@@ -183,6 +191,7 @@ class FaceRestorer(HelperNetworks):
         """Restore aligned crops (N, 3, S, S) 0..1 in chunks, halved on out-of-memory, NaN/inf chunks
         again in float32 (:func:`gpen.batching.restore_in_chunks`); ``out`` may be ``crops``."""
         chunk = chunk_size or self.default_chunk_size(crops.device)
+        self.ready("restorer", self.restorer, crops[:chunk])  # every frame step: the host may have evicted it since
         return restore_in_chunks(self.restorer, crops, chunk, is_oom=self.is_oom, progress=progress,
                                  check_interrupt=check_interrupt, done=done, total=total, out=out)
 
@@ -202,12 +211,13 @@ class FaceRestorer(HelperNetworks):
         """
         masks = None
         if parsing:
-            parser = self.parser(restored.device, detector_dirs, allow_download)
+            parser = self.ready("parser", self.parser(restored.device, detector_dirs, allow_download), restored)
             masks = parser.masks(restored) if regions is None else parser.masks(restored, regions=regions)
         if occlusion:
             if aligned is None:
                 raise InvalidInputError("occlusion masks are computed on the aligned input crops: pass aligned=.")
-            occ = self.occluder(occlusion, restored.device, detector_dirs, allow_download).masks(aligned)
+            occluder = self.occluder(occlusion, restored.device, detector_dirs, allow_download)
+            occ = self.ready("occluder", occluder, aligned).masks(aligned)
             base = masks if masks is not None else feather_mask(self.size, restored.device)[None]
             masks = torch.minimum(base, occ.to(restored.device, torch.float32))
         return masks

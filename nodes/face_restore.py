@@ -3,7 +3,9 @@
 The node only translates: widgets to ``gpen.FaceRestorer`` arguments, ComfyUI's device, memory,
 progress and interrupt services to the core's hooks, and the core's result to ComfyUI outputs.
 The core restores faces in chunks, checks ``check_interrupt`` before each chunk and halves the
-chunk on a CUDA out-of-memory error (down to one face), so none of that is repeated here.
+chunk on an out-of-memory error (down to one face; ComfyUI's ``is_oom`` says what counts), so none
+of that is repeated here. Where the networks live is ComfyUI's memory manager's business
+(``nodes/memory.py``): the core hands each network to it right before it runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..gpen.frames import MAX_SCALE, check_scale
 from ..gpen.memory import default_frames_per_chunk, face_memory_bytes
 from ..gpen.options import check_options
 from ..gpen.restorer import DETECT_FRAMES
+from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .model_loader import GPENModel, GPENModelType
 from .outputs import output_wanted, used_in_running_prompt
@@ -46,6 +49,7 @@ CROPS_OUTPUT = 2  # index of the face_crops output
 
 # The face detectors and the parser, shared by every restore node whatever its GPEN model (they hold
 # no reference to one): switching models never rebuilds them, and no dropped model is kept alive.
+# Their ComfyUI patchers live as long as they do (nodes/memory.py).
 _NETWORKS = NetworkCache()
 # node id -> whether face_crops was taken in the prompt ComfyUI ran when it fingerprinted the node
 _crops_fingerprint: dict[str, bool | None] = {}
@@ -215,7 +219,6 @@ class GPENFaceRestore(io.ComfyNode):
         per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
         out_h, out_w = image.shape[1] * upscale, image.shape[2] * upscale
         frames_on_device = min(image.shape[0], default_frames_per_chunk(out_h, out_w))
-        weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0  # 0: onnxruntime
         restoring = (per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
                      + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + working copies
         detector_weights = detecting = 0
@@ -224,7 +227,12 @@ class GPENFaceRestore(io.ComfyNode):
             detector_weights = detection_memory_bytes(detector, image.shape[1], image.shape[2], 0)
             detecting = detection_memory_bytes(detector, image.shape[1], image.shape[2], frames) \
                 - detector_weights + frames * image[0].nelement() * 4
-        model_management.free_memory(weights + detector_weights + max(restoring, detecting), device)
+        work = detector_weights + max(restoring, detecting)
+        if gpen_model.patcher is not None:  # room for GPEN, the detector and the frames before anything runs
+            memory.load(gpen_model.patcher, work)
+        else:  # a graph onnxruntime runs (or a network without a patcher): ComfyUI can only make room
+            weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0
+            model_management.free_memory(weights + work, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
@@ -232,23 +240,19 @@ class GPENFaceRestore(io.ComfyNode):
         keep_crops = "restored" if output_wanted(cls.hidden, CROPS_OUTPUT, _crops_fingerprint) else "none"
         if keep_crops == "none":
             logger.debug("face_crops is not taken by any node: the restored crops are not kept")
-        net.to(device)
-        restorer = FaceRestorer(net, device=device, networks=_NETWORKS)
-        try:
-            if face_mode == "aligned":
-                result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, upscale=upscale,
-                                                  keep_crops=keep_crops,
-                                                  **hooks)
-            else:
-                result = restorer.restore(
-                    image, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
-                    color_correction=color_correction, chunk_size=chunk, reference=reference,
-                    detector_dirs=tuple(folders_of(DETECTION_MODELS)), regions=regions_arg, occlusion=occlusion,
-                    upscale=upscale, upscaler=None if upscale_model is None else _host_upscaler(upscale_model),
-                    keep_crops=keep_crops, **options, **hooks)
-        finally:
-            net.to(model_management.unet_offload_device())
-            restorer.offload(model_management.unet_offload_device())
+        # ComfyUI's memory manager places every network right before it runs (nodes/memory.py).
+        place = memory.HostPlacement(gpen_model.patcher, gpen_model.size, gpen_model.dtype, device)
+        restorer = FaceRestorer(net, device=device, networks=_NETWORKS, place=place, is_oom=memory.host_is_oom())
+        if face_mode == "aligned":
+            result = restorer.restore_aligned(image, strength=strength, chunk_size=chunk, upscale=upscale,
+                                              keep_crops=keep_crops, **hooks)
+        else:
+            result = restorer.restore(
+                image, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
+                color_correction=color_correction, chunk_size=chunk, reference=reference,
+                detector_dirs=tuple(folders_of(DETECTION_MODELS)), regions=regions_arg, occlusion=occlusion,
+                upscale=upscale, upscaler=None if upscale_model is None else _host_upscaler(upscale_model),
+                keep_crops=keep_crops, **options, **hooks)
 
         out_device = model_management.intermediate_device()
         images = result.images.to(out_device, torch.float32)

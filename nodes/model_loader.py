@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from comfy import model_management
@@ -14,6 +14,7 @@ from ..gpen import load_model
 from ..gpen.errors import InvalidInputError, MissingWeightsError
 from .downloads import DOWNLOAD_MARK, fetch_requested, restore_model_names, split_download_name
 from .folders import RELEASED_MODEL_FILES, RESTORE_MODELS, folders_of, restore_model_files
+from .memory import network_patcher
 from .runtime import ModelCache, file_identity
 
 logger = logging.getLogger(__name__)
@@ -29,13 +30,18 @@ _cache = ModelCache(capacity=1)
 
 @dataclass(frozen=True)
 class GPENModel:
-    """A loaded GPEN network with where it came from; what travels on a ``GPEN_MODEL`` link."""
+    """A loaded GPEN network with where it came from; what travels on a ``GPEN_MODEL`` link.
+
+    ``patcher``: the network's ComfyUI ``ModelPatcher`` (one per loaded network, cached with it;
+    None for a graph run by onnxruntime), through which ComfyUI's memory manager loads it.
+    """
 
     model: torch.nn.Module
     path: str
     name: str
     precision: str
     dtype: torch.dtype
+    patcher: object = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -124,10 +130,12 @@ class GPENModelLoader(io.ComfyNode):
         dtype = DTYPES[resolved]
         offload = model_management.unet_offload_device()
 
-        def load(p: str) -> torch.nn.Module:
+        def load(p: str) -> tuple[torch.nn.Module, object]:
             if offload.type != "cpu":  # high-VRAM mode keeps models on the GPU: make room first
                 model_management.free_memory(os.path.getsize(p) * 2, offload)
-            return load_model(p, device=offload, dtype=dtype)
+            net = load_model(p, device=offload, dtype=dtype)
+            return net, network_patcher(net)
 
-        model = _cache.get_or_load(path, resolved, load)
-        return io.NodeOutput(GPENModel(model=model, path=path, name=model_name, precision=resolved, dtype=dtype))
+        model, patcher = _cache.get_or_load(path, resolved, load)
+        return io.NodeOutput(GPENModel(model=model, path=path, name=model_name, precision=resolved, dtype=dtype,
+                                       patcher=patcher))

@@ -84,3 +84,46 @@ def solvay() -> torch.Tensor:
 
 
 needs_solvay = pytest.mark.skipif(not SOLVAY.is_file(), reason=f"{SOLVAY} not found (the clone lacks assets/)")
+
+
+# ---- real ComfyUI hosts (see tests/host_utils.py) ------------------------------------------------
+
+def host_or_skip(version: str):
+    """The installed host ``version``; skipped when it cannot be had here, failed under
+    ``$GPEN_REQUIRE_HOST=1`` (CI), where every host must run."""
+    import host_utils as H
+
+    try:
+        return H.install_host(version)
+    except H.HostUnavailable as exc:
+        if H.host_required():
+            pytest.fail(f"{exc}\n(${H.ENV_REQUIRE}=1: the host tests must run here)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+def _host_ids(version: str) -> str:
+    return f"comfyui-{version}"
+
+
+def _versions() -> list[str]:
+    import host_utils as H
+
+    return H.host_versions()
+
+
+@pytest.fixture(scope="session", params=_versions(), ids=_host_ids)
+def comfy_server(request, tmp_path_factory):
+    """One headless ComfyUI server per host version for the whole session (tests that use it are
+    grouped by version, so one server runs at a time), with this pack and the test-only packs
+    (``host_utils.TEST_NODE_PACKS``) installed and the seeded models and inputs of ``host_utils.prepare_base``."""
+    import host_utils as H
+    from gpen.model.network import DERIVED_CACHE
+
+    host = host_or_skip(request.param)
+    base = H.make_base_dir(tmp_path_factory.mktemp("comfy_" + request.param.replace(".", "_")), extra_nodes=H.TEST_NODE_PACKS)
+    H.prepare_base(base)
+    # GPEN_OFFLINE: never try to download detector weights during the test.
+    server = H.ComfyServer(host, base, env={"GPEN_OFFLINE": "1", "GPEN_TEST_DERIVED_CACHE": DERIVED_CACHE}).start()
+    server.object_info = server.get("/object_info")
+    yield server
+    server.stop()

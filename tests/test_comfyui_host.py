@@ -1,9 +1,11 @@
-"""The pack inside the real ComfyUI 0.8.0 host: registration, a full run, errors, templates, docs.
+"""The pack inside real ComfyUI hosts (0.8.0 and 0.33.0): registration, a full run, errors,
+templates, docs.
 
-One headless server (``--cpu``) runs for the whole module, with this repository linked into
-``custom_nodes`` and a seeded checkpoint in the full GPEN-BFR-256 layout in
-``models/facerestore_models``. Skipped when ComfyUI is not available (``<repo>/../shared/comfyui``
-absent and no ``$GPEN_COMFYUI_DIR``).
+Every test runs once per host version (the session fixture ``comfy_server`` of conftest.py: one
+headless ``--cpu`` server per version, with this repository linked into ``custom_nodes`` and a
+seeded checkpoint in the full GPEN-BFR-256 layout in ``models/facerestore_models``). Skipped when
+a host cannot be installed (``<repo>/../shared/comfyui`` absent), failed instead under
+``$GPEN_REQUIRE_HOST=1``.
 """
 
 from __future__ import annotations
@@ -21,50 +23,15 @@ from PIL import Image
 import host_utils as H
 
 OUR_NODES = ("GPENModelLoader", "GPENFaceRestore")
-CHECKPOINT = "GPEN-BFR-256-seeded.pth"
-INPUT_IMAGE = "gpen_host_input.png"
+CHECKPOINT = H.CHECKPOINT
+INPUT_IMAGE = H.FACE_CROP
 FRONTEND_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-THIRD_PARTY_NODES = {"ReActorFaceSwap"}  # ReActor is not installed in the test host
-REACTOR_SCHEMA = {  # ReActor's published ReActorFaceSwap inputs/outputs, for the template check
-    "widgets": ["enabled", "swap_model", "facedetection", "face_restore_model", "face_restore_visibility",
-                "codeformer_weight", "detect_gender_input", "detect_gender_source", "input_faces_index",
-                "source_faces_index", "console_log_level"],
-    "inputs": {"input_image": "IMAGE", "source_image": "IMAGE", "face_model": "FACE_MODEL",
-               "face_boost": "FACE_BOOST", "enabled": "BOOLEAN", "swap_model": "COMBO", "facedetection": "COMBO",
-               "face_restore_model": "COMBO", "face_restore_visibility": "FLOAT", "codeformer_weight": "FLOAT",
-               "detect_gender_input": "COMBO", "detect_gender_source": "COMBO", "input_faces_index": "STRING",
-               "source_faces_index": "STRING", "console_log_level": "COMBO"},
-    "outputs": ["IMAGE", "FACE_MODEL", "IMAGE"],
-}
+THIRD_PARTY_NODES = {"ReActorFaceSwap": "comfyui-reactor"}  # node -> the test stand-in pack declaring it
 
 
-def _comfyui_or_skip() -> Path:
-    try:
-        comfy = H.comfyui_dir()
-    except RuntimeError as exc:  # the installer ran and failed (e.g. no package registry)
-        pytest.skip(str(exc))
-    if comfy is None:
-        pytest.skip(f"ComfyUI host not available: not installed in {H.REPO / '.cache' / 'comfyui'} "
-                    f"and {H.shared_dir() / 'comfyui'} absent (or $GPEN_COMFYUI_DIR invalid)")
-    return comfy
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    comfy = _comfyui_or_skip()
-    from gpen.model.layouts import seeded_state_dict
-
-    base = H.make_base_dir(tmp_path_factory.mktemp("comfy_base"))
-    torch.save(seeded_state_dict("GPEN-BFR-256", seed=1234), base / "models" / "facerestore_models" / CHECKPOINT)
-    from skimage.data import astronaut  # a real photograph, shipped with scikit-image
-
-    img = Image.fromarray(astronaut()).crop((96, 0, 352, 256))  # 256 x 256 around the face
-    img.save(base / "input" / INPUT_IMAGE)
-    # GPEN_OFFLINE: never try to download detector weights during the test.
-    server = H.ComfyServer(comfy, base, env={"GPEN_OFFLINE": "1"}).start()
-    server.object_info = server.get("/object_info")
-    yield server
-    server.stop()
+@pytest.fixture
+def host(comfy_server):
+    return comfy_server
 
 
 def _aligned_prompt(strength: float = 1.0, prefix: str = "gpen_aligned", face_mode: str = "aligned") -> dict:
@@ -291,31 +258,25 @@ def _check_workflow(workflow: dict, info: dict, name: str) -> list[str]:
         where = f"{name}: node {node['id']} ({t})"
         if t in FRONTEND_ONLY_NODES:
             continue
-        if t in THIRD_PARTY_NODES:
-            widget_names, input_types, outputs = (REACTOR_SCHEMA["widgets"], REACTOR_SCHEMA["inputs"],
-                                                  REACTOR_SCHEMA["outputs"])
-            if len(node.get("widgets_values", [])) != len(widget_names):
-                problems.append(f"{where}: {len(node['widgets_values'])} widget values, expected {len(widget_names)}")
-        elif t not in info:
+        if t not in info:
             problems.append(f"{where}: unknown node type")
             continue
-        else:
-            spec = info[t]
-            widgets = H.widget_inputs(spec)
-            widget_names = [w for w, _ in widgets]
-            input_types = {k: v[0] for g in ("required", "optional") for k, v in spec["input"].get(g, {}).items()}
-            outputs = spec["output"]
-            values = node.get("widgets_values", [])
-            if t in OUR_NODES:
-                if len(values) != len(widgets):
-                    problems.append(f"{where}: widgets_values {values} do not match widgets {widget_names}")
-                for (wname, wspec), value in zip(widgets, values):
-                    if wname == "model_name":  # the user's file: any name with a supported extension
-                        ok = isinstance(value, str) and value.lower().endswith((".pth", ".pt", ".safetensors", ".onnx"))
-                    else:
-                        ok = H.widget_value_ok(wspec, value)
-                    if not ok:
-                        problems.append(f"{where}: widget {wname}={value!r} not valid for {wspec}")
+        spec = info[t]
+        widgets = H.widget_inputs(spec)
+        widget_names = [w for w, _ in widgets]
+        input_types = {k: v[0] for g in ("required", "optional") for k, v in spec["input"].get(g, {}).items()}
+        outputs = spec["output"]
+        values = node.get("widgets_values", [])
+        if t in OUR_NODES or t in THIRD_PARTY_NODES:
+            if len(values) != len(widgets):
+                problems.append(f"{where}: widgets_values {values} do not match widgets {widget_names}")
+            for (wname, wspec), value in zip(widgets, values):
+                if wname == "model_name":  # the user's file: any name with a supported extension
+                    ok = isinstance(value, str) and value.lower().endswith((".pth", ".pt", ".safetensors", ".onnx"))
+                else:
+                    ok = H.widget_value_ok(wspec, value)
+                if not ok:
+                    problems.append(f"{where}: widget {wname}={value!r} not valid for {wspec}")
         for inp in node.get("inputs", []):
             if inp["name"] not in input_types:
                 problems.append(f"{where}: input {inp['name']} does not exist")
@@ -327,9 +288,7 @@ def _check_workflow(workflow: dict, info: dict, name: str) -> list[str]:
                 if link is None or link[3] != node["id"]:
                     problems.append(f"{where}: input {inp['name']} has a dangling link {inp['link']}")
                     continue
-                src = nodes[link[1]]
-                src_outputs = (REACTOR_SCHEMA["outputs"] if src["type"] in THIRD_PARTY_NODES
-                               else info.get(src["type"], {}).get("output", []))
+                src_outputs = info.get(nodes[link[1]]["type"], {}).get("output", [])
                 got = src_outputs[link[2]] if link[2] < len(src_outputs) else None
                 if got is None or link[5] != got or (want != "*" and got != want):
                     problems.append(f"{where}: input {inp['name']} ({want}) linked from a wrong output")
@@ -351,7 +310,9 @@ def test_example_workflows_match_the_nodes(host):
         served = host.get(f"/api/workflow_templates/{H.PACK_DIR_NAME}/{f.name}")
         assert served == workflow
     assert not problems, "\n".join(problems)
-    assert set(OUR_NODES) <= seen_types and "ReActorFaceSwap" in seen_types
+    assert set(OUR_NODES) <= seen_types and set(THIRD_PARTY_NODES) <= seen_types
+    for node, pack in THIRD_PARTY_NODES.items():  # checked against the test stand-in, not a real pack
+        assert host.object_info[node]["python_module"] == f"custom_nodes.{pack}"
     assert not {t for t in seen_types if t.startswith("GPEN")} - set(OUR_NODES)
 
 

@@ -56,11 +56,11 @@ def test_payload_frames_become_boxes_scores_and_points():
     faces = [{"landmarks_xy": _mesh(m.astype(np.float64), seed=i), "bbox_xyxy": np.array([i, i, i + 9, i + 9.0]),
               "score": 0.5 + i / 100} for i, m in enumerate(marks[:3])]
     found = faces_from_landmarks(_payload([faces, []]), batch=2, height=568, width=1328)
-    boxes, scores, lms = found[0]
+    boxes, scores, lms = found[0].boxes, found[0].scores, found[0].landmarks
     np.testing.assert_allclose(lms, marks[:3], atol=1e-4)
     np.testing.assert_allclose(boxes[1], [1, 1, 10, 10])
     np.testing.assert_allclose(scores, [0.5, 0.51, 0.52], rtol=1e-6)
-    assert found[1][2].shape == (0, 5, 2) and found[1][0].shape == (0, 4)
+    assert found[1].landmarks.shape == (0, 5, 2) and found[1].boxes.shape == (0, 4)
     # one frame of landmarks serves a whole batch
     assert len(faces_from_landmarks(_payload([faces]), batch=4, height=568, width=1328)) == 4
 
@@ -72,3 +72,24 @@ def test_payload_mismatches_say_what_to_connect():
         faces_from_landmarks(_payload([[], [], []]), batch=2, height=568, width=1328)
     with pytest.raises(InvalidInputError, match="Detect Face Landmarks"):
         faces_from_landmarks([[]], batch=1, height=568, width=1328)
+
+
+def test_mesh_faces_drive_the_restorer_with_their_boxes_and_scores():
+    """Faces from a payload restore like the same five points given as landmarks; sorting by score
+    uses the payload's scores."""
+    import torch
+
+    import gpen
+    from conftest import astronaut
+
+    five = landmarks_of("skimage.data.astronaut")
+    faces = [{"landmarks_xy": _mesh(m.astype(np.float64), seed=3), "bbox_xyxy": np.array([150., 80., 300., 260.]),
+              "score": 0.9} for m in five]
+    image = astronaut()
+    restorer = gpen.FaceRestorer(lambda x: -x, size=64)  # not the identity, so restored faces show
+    given = faces_from_landmarks(_payload([faces], size=(512, 512)), batch=1, height=512, width=512)
+    a = restorer.restore(image, given)
+    b = restorer.restore(image, [five])
+    assert torch.equal(a.images, b.images) and a.masks.max() > 0
+    np.testing.assert_allclose(a.faces[0].box, [150, 80, 300, 260])
+    assert a.faces[0].score == pytest.approx(0.9)

@@ -142,6 +142,40 @@ def test_weights_created_in_inference_mode_and_edited_in_place(fixtures):
     assert torch.equal(changed, gpen.load_model(state)(f["input"]))
 
 
+def _cached_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    from gpen.model.network import DERIVED_CACHE
+
+    return [t for m in module.modules() for _, t in (m.__dict__.get(DERIVED_CACHE) or {}).values()]
+
+
+def test_moving_a_single_layer_drops_its_cached_tensors(fixtures):
+    """ComfyUI's model patcher moves layers one by one (``module.to(device)`` per layer, on load,
+    partial unload and eviction): no tensor derived from a layer's weights may stay behind on the
+    old device, and the next pass rebuilds what it needs with the same result."""
+    from gpen.model.network import EqualConv2d, ModulatedConv2d, drop_derived
+
+    f = fixtures["s256"]
+    net = gpen.load_model(f["checkpoint"])
+    x = f["input"][:1]
+    expected = net(x)
+    cached = _cached_tensors(net)
+    assert cached  # the pass above filled the caches
+    conv = next(m for m in net.modules() if isinstance(m, EqualConv2d))
+    modulated = next(m for m in net.modules() if isinstance(m, ModulatedConv2d))
+    assert _cached_tensors(conv) and _cached_tensors(modulated)
+    conv.to("cpu")  # what the patcher calls for each layer (a no-op move here, still a move)
+    modulated.to("cpu")
+    assert not _cached_tensors(conv) and not _cached_tensors(modulated)
+    assert len(_cached_tensors(net)) == len(cached) - 2
+    assert torch.equal(net(x), expected)
+    assert len(_cached_tensors(net)) == len(cached)
+    net.to(torch.float64)  # a cast of the whole network drops everything, then rebuilds in float64
+    out64 = net(x)
+    assert [t.dtype for t in _cached_tensors(conv)] == [torch.float64]  # rebuilt, not the float32 copy
+    assert relative_error(out64, expected) <= 1e-4
+    assert drop_derived(net) == len(cached) and not _cached_tensors(net)
+
+
 def test_compiled_forward_equals_eager(fixtures):
     """``net.compile()`` traces the whole network as one graph (fullgraph: no eager fallbacks) and
     gives the eager outputs; the eager path keeps working beside it."""

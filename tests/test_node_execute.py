@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,13 @@ import host_utils as H
 HARNESS = Path(__file__).resolve().parent / "node_harness.py"
 
 
-@pytest.fixture(scope="module")
-def results() -> dict:
-    try:
-        comfy = H.comfyui_dir()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    if comfy is None:
-        pytest.skip("ComfyUI not available (see tests/host_utils.py)")
-    proc = subprocess.run([sys.executable, str(HARNESS), str(comfy)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "GPEN_OFFLINE": "1"})
+@pytest.fixture(scope="module", params=H.host_versions(), ids=lambda v: f"comfyui-{v}")
+def results(request) -> dict:
+    from conftest import host_or_skip
+
+    host = host_or_skip(request.param)  # its own python: ComfyUI's requirements live in the host's environment
+    proc = subprocess.run([str(host.python), str(HARNESS), str(host.comfy_dir)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "GPEN_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -249,6 +249,74 @@ def test_out_of_memory_halves_the_chunk():
     assert calls == [5, 2, 2, 1] and len(res.faces) == 5
 
 
+def test_host_decides_what_is_out_of_memory():
+    """A host's ``is_oom`` (ComfyUI: ``model_management.is_oom``) decides when the chunk is halved;
+    anything it does not count is raised at once, without retrying."""
+
+    class HostOOM(RuntimeError):  # an error only the host's rule knows to be out-of-memory
+        pass
+
+    calls = []
+
+    def flaky(x):
+        calls.append(x.shape[0])
+        if x.shape[0] > 1:
+            raise HostOOM("device memory exhausted")
+        return x
+
+    img = astronaut().repeat(2, 1, 1, 1)
+    lm = [landmarks_of("skimage.data.astronaut")] * 2
+    with pytest.raises(HostOOM):  # not an OOM for the default rule (gpen.compat.is_oom): no retry
+        gpen.FaceRestorer(flaky, size=64).restore(img, lm, chunk_size=2)
+    assert calls == [2]
+    calls.clear()
+    host_rule = lambda e: isinstance(e, HostOOM)  # noqa: E731
+    res = gpen.FaceRestorer(flaky, size=64, is_oom=host_rule).restore(img, lm, chunk_size=2)
+    assert calls == [2, 1, 1] and len(res.faces) == 2
+
+
+class _Recorder:
+    """A stand-in detector / parser that records where it was moved."""
+
+    def __init__(self, detections=None):
+        self.moves, self.detections = [], detections
+
+    def to(self, device):
+        self.moves.append(str(device))
+        return self
+
+    def detect(self, images, threshold):
+        return [self.detections] * images.shape[0]
+
+    def masks(self, crops):
+        return torch.ones(crops.shape[0], crops.shape[2], crops.shape[3])
+
+
+def test_place_hook_sees_every_network_before_it_runs():
+    """A host (ComfyUI's memory manager) is handed each network right before it runs, with the
+    inputs it is about to process, so it can load it and count its memory; without a hook the
+    parser is moved to the work device and the restorer and a given detector are left alone."""
+    img = astronaut().repeat(3, 1, 1, 1)
+    lm = landmarks_of("skimage.data.astronaut")
+    box = np.array([[lm[0, :, 0].min() - 30, lm[0, :, 1].min() - 40, lm[0, :, 0].max() + 30,
+                     lm[0, :, 1].max() + 30]], np.float32)
+    det = _Recorder(Detections.from_arrays(box, np.array([0.99], np.float32), lm))
+    parser = _Recorder()
+    seen = []
+    r = gpen.FaceRestorer(identity, size=64, device="cpu", detector=det, parser=parser,
+                          place=lambda role, net, x: seen.append((role, net, tuple(x.shape))))
+    res = r.restore(img, parsing=True, chunk_size=2, frames_per_chunk=2)
+    assert len(res.faces) == 3
+    assert seen == [("detector", det, (2, 512, 512, 3)),
+                    ("restorer", identity, (2, 3, 64, 64)), ("parser", parser, (2, 3, 64, 64)),
+                    ("restorer", identity, (1, 3, 64, 64)), ("parser", parser, (1, 3, 64, 64))]
+    assert det.moves == [] and parser.moves == []  # the hook owns placement
+
+    plain = gpen.FaceRestorer(identity, size=64, device="cpu", detector=det, parser=parser)
+    plain.restore(img[:1], parsing=True)
+    assert det.moves == [] and parser.moves == ["cpu"]  # a given detector stays where it is
+
+
 def test_progress_and_interrupt():
     img = astronaut().repeat(4, 1, 1, 1)
     lm = landmarks_of("skimage.data.astronaut")

@@ -291,11 +291,17 @@ class FaceDetector:
         logger.info("loaded %s from %s on %s", model, weights_path, device)
         self.backend = RetinaFaceBackend(net, max_side=max_side, nms_threshold=nms_threshold, batch_size=batch_size)
 
+    @property
+    def network(self) -> torch.nn.Module | None:
+        """The backend's torch network (RetinaFace), for a host that manages its memory; None for
+        other backends."""
+        net = getattr(self.backend, "net", None)
+        return net if isinstance(net, torch.nn.Module) else None
+
     def to(self, device: torch.device | str) -> FaceDetector:
         """Move the RetinaFace network (if that is the backend) to ``device``; returns self."""
-        net = getattr(self.backend, "net", None)
-        if isinstance(net, torch.nn.Module):
-            net.to(device)
+        if self.network is not None:
+            self.network.to(device)
         return self
 
     def detect(self, images: torch.Tensor, threshold: float = 0.5) -> list[Detections]:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from .detect import Detections
 
 MESH_POINTS = 468
 MESH_POINTS_WITH_IRISES = 478
@@ -62,9 +63,9 @@ def five_points(mesh: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def faces_from_landmarks(payload: Mapping[str, Any], batch: int, height: int, width: int
-                         ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per frame (boxes (K, 4), scores (K,), five points (K, 5, 2)) from a ``FACE_LANDMARKS`` payload.
+def faces_from_landmarks(payload: Mapping[str, Any], batch: int, height: int, width: int) -> list[Detections]:
+    """Per frame the faces (boxes, scores, five points) of a ``FACE_LANDMARKS`` payload, for
+    ``FaceRestorer.restore(landmarks=...)``.
 
     ``payload`` is what ComfyUI's "Detect Face Landmarks (MediaPipe)" node outputs:
     ``{"frames": [[face, ...], ...], "image_size": (H, W), ...}`` with ``face["landmarks_xy"]``
@@ -88,8 +89,8 @@ def faces_from_landmarks(payload: Mapping[str, Any], batch: int, height: int, wi
         marks = [five_points(f["landmarks_xy"]) for f in faces]
         boxes = [np.asarray(f.get("bbox_xyxy", _extent(f["landmarks_xy"])), np.float32).reshape(4) for f in faces]
         scores = [float(f.get("score", 1.0)) for f in faces]
-        out.append((np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1),
-                    np.asarray(marks, np.float32).reshape(-1, 5, 2)))
+        out.append(Detections.from_arrays(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+                                          np.asarray(marks, np.float32).reshape(-1, 5, 2)))
     return out
 
 

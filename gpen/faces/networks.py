@@ -6,7 +6,9 @@ ComfyUI restore nodes with different GPEN models): switching models never rebuil
 holding them keeps no restoration model alive. :class:`HelperNetworks` is the part of
 :class:`gpen.restorer.FaceRestorer` that uses them: given objects (stand-ins, preloaded networks)
 are used as they are; otherwise each comes from its cache (its own, unless one is shared), and
-:meth:`~HelperNetworks.offload` moves the torch networks off the GPU between runs.
+:meth:`~HelperNetworks.offload` moves the torch networks off the GPU between runs. With a ``place``
+hook (a host's memory manager, see :data:`gpen.restorer.PlaceFn`) new networks are built on the CPU
+and the hook, called by :meth:`~HelperNetworks.ready` right before each use, decides where they run.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class HelperNetworks:
     """Detector, face parser and occluder, given (``detector``, ``parser``, ``occluder``) or taken
     from ``networks`` (a :class:`NetworkCache`, by default one of this object's own)."""
 
-    def __init__(self, detector=None, parser=None, occluder=None, networks: NetworkCache | None = None) -> None:
+    def __init__(self, detector=None, parser=None, occluder=None, networks: NetworkCache | None = None,
+                 place=None) -> None:
+        self.place = place
         self._detector = detector
         self._parser = parser
         self._occluder = occluder
@@ -62,23 +66,24 @@ class HelperNetworks:
         def build():
             from .detect import FaceDetector
 
-            return FaceDetector(name, device=device, extra_dirs=extra_dirs, allow_download=allow_download)
+            return FaceDetector(name, device=self._build_device(device), extra_dirs=extra_dirs,
+                                allow_download=allow_download)
 
         key = (name, tuple(str(d) for d in extra_dirs))
-        return self.networks.get(self.networks.detectors, key, build).to(device)
+        return self._placed(self.networks.get(self.networks.detectors, key, build), device)
 
     def parser(self, device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The face parser (created once, then reused)."""
         if self._parser is not None:
-            return self._parser.to(device)
+            return self._placed(self._parser, device)
 
         def build():
             from .parsing import FaceParser
 
-            return FaceParser(device=device, extra_dirs=extra_dirs, allow_download=allow_download)
+            return FaceParser(device=self._build_device(device), extra_dirs=extra_dirs, allow_download=allow_download)
 
         key = (tuple(str(d) for d in extra_dirs),)
-        return self.networks.get(self.networks.parsers, key, build).to(device)
+        return self._placed(self.networks.get(self.networks.parsers, key, build), device)
 
     def occluder(self, models: Sequence[str], device: torch.device, extra_dirs=(), allow_download: bool = True):
         """The occluder for the XSeg ``models`` (created once per choice, then reused)."""
@@ -92,6 +97,21 @@ class HelperNetworks:
 
         key = (tuple(models), tuple(str(d) for d in extra_dirs))
         return self.networks.get(self.networks.occluders, key, build)
+
+    def _build_device(self, device: torch.device) -> torch.device:
+        """The CPU when a ``place`` hook will move new networks (the host makes room first), else ``device``."""
+        return torch.device("cpu") if self.place is not None else device
+
+    def _placed(self, network, device: torch.device):
+        """``network`` moved to ``device``, unless a ``place`` hook decides where it runs."""
+        return network if self.place is not None else network.to(device)
+
+    def ready(self, role: str, network, inputs: torch.Tensor):
+        """Hand ``network`` to the ``place`` hook right before it runs on ``inputs`` (without a hook
+        the getters above have moved it already); returns ``network``."""
+        if self.place is not None:
+            self.place(role, network, inputs)
+        return network
 
     def offload(self, device: torch.device | str = "cpu") -> None:
         """Move the detector and parser networks of the cache (and a given parser) to ``device``

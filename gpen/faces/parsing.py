@@ -250,7 +250,13 @@ class FaceParser:
 
     @property
     def device(self) -> torch.device:
-        return self._mean.device
+        """Where the network's weights are (a host's memory manager may move them)."""
+        return next(self.net.parameters(), self._mean).device
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The parsing network, for a host that manages its memory (inputs go to :attr:`device`)."""
+        return self.net
 
     def to(self, device: torch.device | str) -> FaceParser:
         """Move the parsing network to ``device``; returns self."""
@@ -266,7 +272,7 @@ class FaceParser:
                 x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
                 antialias=x.shape[-1] > INPUT_SIZE,
             )
-        return (x - self._mean) / self._std
+        return (x - self._mean.to(x.device)) / self._std.to(x.device)
 
     def region_indices(self, regions: str | Iterable[str] | None) -> tuple[int, ...]:
         """This parser's label indices for ``regions`` (see :func:`parse_regions`)."""

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import InvalidInputError
 from .align import estimate_similarity, invert_affine, template_points
+from .detect import Detections
 
 SORT_ORDERS = ("left-to-right", "largest-first", "score")
 # The face region of a GPEN-aligned crop, in crop fractions: used to give a box to faces that
@@ -98,9 +99,18 @@ def check_landmarks(landmarks, b: int) -> list:
 
 def faces_from_landmarks(landmarks, b: int, size: int) -> list[Found]:
     """Detections for faces that come as landmarks (per image (K, 5, 2) or None): score 1, and the box
-    of the face region of the GPEN-aligned crop of ``size`` pixels (:func:`boxes_from_affine`)."""
+    of the face region of the GPEN-aligned crop of ``size`` pixels (:func:`boxes_from_affine`).
+
+    An entry may also be a :class:`gpen.faces.detect.Detections` (faces another detector found,
+    e.g. :func:`gpen.faces.mesh.faces_from_landmarks`): its boxes and scores are kept.
+    """
     found = []
     for i, lm in enumerate(check_landmarks(landmarks, b)):
+        if isinstance(lm, Detections):
+            if not (np.isfinite(lm.landmarks).all() and np.isfinite(lm.boxes).all()):
+                raise InvalidInputError(f"the faces given for image {i} contain NaN or infinite coordinates.")
+            found.append((lm.boxes, lm.scores, lm.landmarks))
+            continue
         lm = np.zeros((0, 5, 2), np.float32) if lm is None else np.asarray(lm, dtype=np.float32)
         if lm.size == 0:
             lm = lm.reshape(0, 5, 2)
