@@ -12,7 +12,6 @@ import json
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import host_utils as H
