@@ -4,8 +4,9 @@ One headless server with its own ``custom_nodes``: this pack, and a stand-in for
 facerestore_cf that registers ``facerestore_models`` exactly as they do, with ComfyUI's shared
 ``supported_pt_extensions`` set. Weights: two seeded GPEN-BFR-256 checkpoints and a seeded
 RetinaFace-R50 (random weights of the real layout: it finds "faces" anywhere, which is all a test
-of the host path needs; the restored pixels are compared with the core's own result). Skipped,
-like the other host tests, when no ComfyUI host is available.
+of the host path needs; the restored pixels are compared with the core's own result). Runs in
+every host version (``host_utils.host_versions``); skipped, like the other host tests, when a host
+is not available (a failure under ``$GPEN_REQUIRE_HOST=1``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 import host_utils as H
+from conftest import host_or_skip
 
 STANDIN = '''
 import logging, os
@@ -32,24 +34,14 @@ INPUT = "neighbours_input.png"
 MODELS = ("GPEN-A-seeded.pth", "GPEN-B-seeded.pth")
 
 
-def _comfyui_or_skip():
-    try:
-        comfy = H.comfyui_dir()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    if comfy is None:
-        pytest.skip("ComfyUI host not available")
-    return comfy
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    comfy = _comfyui_or_skip()
+@pytest.fixture(scope="module", params=H.host_versions(), ids=lambda v: f"comfyui-{v}")
+def host(request, tmp_path_factory):
+    comfy = host_or_skip(request.param)
     from gpen.faces.detect import RETINAFACE_MODELS, build_retinaface
     from gpen.model.layouts import seeded_state_dict
     from skimage.data import astronaut
 
-    base = H.make_base_dir(tmp_path_factory.mktemp("neighbours"))
+    base = H.make_base_dir(tmp_path_factory.mktemp("neighbours_" + request.param.replace(".", "_")))
     (base / "custom_nodes" / "face_pack_standin").mkdir()
     (base / "custom_nodes" / "face_pack_standin" / "__init__.py").write_text(STANDIN)
     models = base / "models"
