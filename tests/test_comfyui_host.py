@@ -91,7 +91,7 @@ def test_pack_loads_and_nodes_are_registered(host):
     assert optional["min_track"][1]["default"] == 2
     for name, spec in {**restore["input"]["required"], **optional, **loader["input"]["required"]}.items():
         assert spec[1].get("tooltip"), f"input {name} has no tooltip"
-        if name in optional and name not in ("mask", "reference", "upscale_model"):  # sockets have no default
+        if name in optional and name not in ("mask", "reference", "upscale_model", "face_landmarks"):  # sockets: no default
             assert "default" in spec[1], f"optional input {name} has no default"
     assert restore["output"] == ["IMAGE", "MASK", "IMAGE", "STRING"]
     assert restore["output_name"] == ["image", "mask", "face_crops", "info"]
