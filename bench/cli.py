@@ -3,7 +3,8 @@
     python -m bench network --sizes 512 2048 --batches 1 8 --dtypes fp32
     python -m bench network --official /path/to/GPEN          # time the official FullGenerator too
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
-    python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs the fast path
+    python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs gpen.load_model
+    python -m bench layers --size 512                          # each generator layer with every CPU path
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from bench import detection_memory, device_check, network, onnx_bench, pipeline, ray_bench, reference_threshold
+from bench import (detection_memory, device_check, layers, network, onnx_bench, pipeline, ray_bench,
+                   reference_threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     network.add_parser(sub)
+    layers.add_parser(sub)
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
@@ -39,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
         return 0
-    if args.cmd in ("pipeline", "onnx"):  # in-process runs get the command line's allocator setting
+    if args.cmd == "_onnx_one":
+        print(json.dumps(onnx_bench.run_one(args)))
+        return 0
+    if args.cmd == "pipeline":  # in-process runs get the command line's allocator setting
         from gpen.runtime import tune_cpu_allocator
 
         tune_cpu_allocator()
@@ -53,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = pipeline.run(args)
     elif args.cmd == "onnx":
         rows = onnx_bench.run(args)
+    elif args.cmd == "layers":
+        rows = layers.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
     elif args.cmd == "detection-memory":

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 
@@ -32,6 +34,9 @@ def add_parser(sub) -> None:
     n.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
     n.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     n.add_argument("--repeat", type=int, default=3)
+    n.add_argument("--rounds", type=int, default=1,
+                   help="run every configuration this many times, alternating (a fresh process each); the "
+                        "row keeps the best call over all rounds and the median")
     n.add_argument("--warmup", type=int, default=1)
     n.add_argument("--official", help="path to a checkout of the official GPEN code, timed side by side")
     n.add_argument("--official-max-batch", type=int, default=1)
@@ -89,26 +94,23 @@ def run(args: argparse.Namespace) -> list[dict]:
         configs += [(size, dtype, batch, malloc, "ours+compile") for size, dtype, batch, malloc, impl in configs
                     if impl == "ours"]
     flops_of = {size: flops_per_face(size) for size in args.sizes}
-    for size, dtype, batch, malloc, impl in configs:
+    merged: dict[tuple, dict] = {}
+    for _ in range(args.rounds):
+        for config in configs:
+            row = _run_config(args, *config)
+            if row is None:
+                continue
+            if config in merged:
+                row["seconds_all"] = merged[config]["seconds_all"] + row["seconds_all"]
+                row["peak_mib"] = max(row["peak_mib"], merged[config]["peak_mib"])
+            row["seconds"] = min(row["seconds_all"])
+            merged[config] = row
+    for (size, dtype, batch, malloc, impl), row in merged.items():
         flops = flops_of[size]
-        cmd = [sys.executable, "-m", "bench", "_one", "--impl", impl.removesuffix("+compile"), "--size", str(size),
-               "--batch", str(batch), "--dtype", dtype, "--device", args.device,
-               "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
-        if malloc == "tuned":
-            cmd.append("--tune-malloc")
-        if impl.endswith("+compile"):
-            cmd.append("--compile")
-        if args.official:
-            cmd += ["--official", args.official]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        if proc.returncode != 0:
-            print(proc.stderr[-2000:], file=sys.stderr)
-            continue
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["malloc"] = malloc
         per_face = row["seconds"] / batch
         row.update({
             "faces_per_s": batch / row["seconds"], "ms_per_face": per_face * 1e3,
+            "median_ms_per_face": statistics.median(row["seconds_all"]) / batch * 1e3,
             "gflop_per_face": flops / 1e9, "gflops": flops / per_face / 1e9,
             "peak_gflops_measured": peaks[dtype],
         })
@@ -119,6 +121,27 @@ def run(args: argparse.Namespace) -> list[dict]:
         print_row(row)
     add_side_by_side(rows)
     return rows
+
+
+def _run_config(args: argparse.Namespace, size: int, dtype: str, batch: int, malloc: str, impl: str) -> dict | None:
+    """One configuration in a fresh process (``python -m bench _one``); its row, None when it failed."""
+    cmd = [sys.executable, "-m", "bench", "_one", "--impl", impl.removesuffix("+compile"), "--size", str(size),
+           "--batch", str(batch), "--dtype", dtype, "--device", args.device,
+           "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
+    if malloc == "tuned":
+        cmd.append("--tune-malloc")
+    if impl.endswith("+compile"):
+        cmd.append("--compile")
+    if args.official:
+        cmd += ["--official", args.official]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+        return None
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["malloc"] = malloc
+    row["load_average"] = os.getloadavg()
+    return row
 
 
 def add_side_by_side(rows: list[dict]) -> None:

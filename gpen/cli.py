@@ -13,8 +13,8 @@ from pathlib import Path
 from .faces.detect import RETINAFACE_MODELS
 from .errors import GPENError, InvalidInputError
 from .faces.align import TEMPLATES
-from .faces.occlusion import OCCLUSION_CHOICES, parse_occluders
-from .faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
+from .faces.occlusion import OCCLUSION_CHOICES
+from .faces.parsing import DEFAULT_REGIONS, REGIONS
 from .faces.reference import REFERENCE_THRESHOLD
 from .faces.selection import SORT_ORDERS
 from .jobs import RestoreOptions, load_landmarks, pick_device, pick_dtype

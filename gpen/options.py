@@ -16,6 +16,7 @@ from .errors import InvalidInputError
 from .faces.align import TEMPLATES
 from .faces.reference import REFERENCE_THRESHOLD
 from .faces.selection import check_sort, parse_selection
+from .frames import check_images
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +103,13 @@ def check_restore_range(restore_range: tuple[int, int] | None, b: int) -> tuple[
     if not 0 <= first <= stop <= b:
         raise InvalidInputError(f"restore_range {restore_range!r} must lie within the {b} frames of the batch.")
     return first, stop
+
+
+def check_reference(reference: torch.Tensor | None, b: int, h: int, w: int) -> None:
+    """A ``reference`` picture (before a face swap) must be images of the batch's size, 1 or ``b`` of them."""
+    if reference is None:
+        return
+    check_images(reference, "reference")
+    if reference.shape[0] not in (1, b) or reference.shape[1:3] != (h, w):
+        raise InvalidInputError(f"reference must be the picture before the face swap, (1 or {b}, {h}, {w}, C) like "
+                                f"the images, got {tuple(reference.shape)}.")

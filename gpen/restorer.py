@@ -20,12 +20,18 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import compat
+from .aligned import restore_aligned
 from .batching import restore_in_chunks
 from .errors import InvalidInputError
-from .faces.align import estimate_similarity, inside_image, invert_affine, template_points, warp_affine
+from .faces.align import (
+    estimate_similarity,
+    inside_image,
+    invert_affine,
+    template_points,
+    warp_affine,
+)
 from .faces.color import match_color
 from .faces.detect import detect_in_chunks
 from .faces.networks import HelperNetworks, NetworkCache
@@ -33,12 +39,31 @@ from .faces.occlusion import parse_occluders
 from .faces.parsing import parse_regions
 from .faces.paste import feather_mask, paste_into, scale_inverse
 from .faces.reference import REFERENCE_THRESHOLD, reference_differences
-from .faces.selection import Found, check_landmarks, empty_faces, faces_from_landmarks, select_faces, select_tracks
+from .faces.selection import (
+    Found,
+    check_landmarks,
+    empty_faces,
+    faces_from_landmarks,
+    select_faces,
+    select_tracks,
+)
 from .faces.temporal import smooth_landmarks
 from .faces.tracking import Tracks, link_tracks
-from .frames import Upscaler, check_images, check_scale, luma, resize_masks, rgb_view, upscale_images
-from .memory import default_chunk_size, default_faces_per_chunk, default_frames_per_chunk, frame_steps
-from .options import check_options, check_restore_range, prepare_mask
+from .frames import (
+    Upscaler,
+    check_images,
+    check_scale,
+    resize_masks,
+    rgb_view,
+    upscale_images,
+)
+from .memory import (
+    default_chunk_size,
+    default_faces_per_chunk,
+    default_frames_per_chunk,
+    frame_steps,
+)
+from .options import check_options, check_reference, check_restore_range, prepare_mask
 from .results import Face, RestoreResult
 from .summary import restore_summary
 
@@ -55,15 +80,6 @@ PlaceFn = Callable[[str, object, torch.Tensor], None]
 "restorer" (the GPEN network or crop restorer), "detector" (a ``FaceDetector``), "parser" (a
 ``FaceParser``) or "occluder" (a ``FaceOccluder``). A host uses it to load the network where its
 memory manager wants it (see :class:`gpen.faces.networks.HelperNetworks`)."""
-
-
-def _check_reference(reference: torch.Tensor | None, b: int, h: int, w: int) -> None:
-    if reference is None:
-        return
-    check_images(reference, "reference")
-    if reference.shape[0] not in (1, b) or reference.shape[1:3] != (h, w):
-        raise InvalidInputError(f"reference must be the picture before the face swap, (1 or {b}, {h}, {w}, C) like "
-                                f"the images, got {tuple(reference.shape)}.")
 
 
 class FaceRestorer(HelperNetworks):
@@ -101,7 +117,8 @@ class FaceRestorer(HelperNetworks):
         HelperNetworks.__init__(self, detector, parser, occluder, networks, place=place)
         self.is_oom = is_oom or compat.is_oom
 
-    def _work_device(self, images: torch.Tensor) -> torch.device:
+    def work_device(self, images: torch.Tensor) -> torch.device:
+        """Where the networks run for ``images``: the restorer's ``device``, else the images' own."""
         return self.device if self.device is not None else images.device
 
     # ---- the data path, step by step ----------------------------------------------------------
@@ -120,7 +137,7 @@ class FaceRestorer(HelperNetworks):
             return faces_from_landmarks(landmarks, b, self.size)
         if min(h, w) < _DETECT_MIN_SIDE:
             return [empty_faces()] * b
-        dev = self._work_device(images)
+        dev = self.work_device(images)
         det = self.ready("detector", self.detector(detector, dev, detector_dirs, allow_download),
                          images[:frames_per_chunk])
         detections = detect_in_chunks(det, rgb_view(images), threshold=detection_threshold, device=dev,
@@ -174,7 +191,7 @@ class FaceRestorer(HelperNetworks):
             reference = reference.expand(images.shape[0], -1, -1, -1)
         return reference_differences(rgb_view(images), rgb_view(reference), np.stack([f.landmarks for f in faces]) if faces
                                      else np.zeros((0, 5, 2)), np.array([f.image_index for f in faces], dtype=np.int64),
-                                     self._work_device(images), frames_per_chunk)
+                                     self.work_device(images), frames_per_chunk)
 
     def crop_faces(self, frames: torch.Tensor, faces: Sequence[Face], first_frame: int = 0) -> torch.Tensor:
         """Aligned crops (N, 3, S, S) 0..1 of ``faces`` from ``frames`` (F, H, W, C), the frames of
@@ -294,7 +311,7 @@ class FaceRestorer(HelperNetworks):
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
         first, stop = check_restore_range(restore_range, b)
-        _check_reference(reference, b, h, w)
+        check_reference(reference, b, h, w)
         if landmarks is not None:
             check_landmarks(landmarks, b)
         upscale = check_scale(upscale)
@@ -308,6 +325,7 @@ class FaceRestorer(HelperNetworks):
                                  torch.zeros((0, h * upscale, w * upscale), device=images.device),
                                  torch.zeros((0, self.size, self.size, 3), device=images.device), [], [],
                                  "empty image batch; nothing to restore", upscale)
+        self.prepare_masks(self.work_device(images), parsing, occlusion, detector_dirs, allow_download)
         frames_per_chunk = frames_per_chunk or default_frames_per_chunk(h * upscale, w * upscale)
         # one bar for both phases when the detector runs: detection first half, restoration second
         halves = progress is not None and landmarks is None and min(h, w) >= _DETECT_MIN_SIDE
@@ -372,7 +390,7 @@ class FaceRestorer(HelperNetworks):
             else images.clone()
         out_masks = torch.zeros((b, oh, ow), dtype=torch.float32, device=images.device)
         kept = []
-        dev = self._work_device(images)
+        dev = self.work_device(images)
         net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
         # the aligned crops are needed after the network for these; else the network restores them in place
         keep_aligned = strength < 1 or color_correction or keep_crops == "aligned" or bool(occlusion)
@@ -428,52 +446,6 @@ class FaceRestorer(HelperNetworks):
     def restore_aligned(self, images: torch.Tensor, *, strength: float = 1.0, chunk_size: int | None = None,
                         progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None,
                         upscale: int = 1, keep_crops: str = "restored") -> RestoreResult:
-        """Restore frames that already are aligned face crops (B, H, W, C), e.g. from a detailer.
-
-        Each frame is resized to the network size (antialiased bilinear), restored, resized to
-        ``upscale`` times the frame size and mixed with the (resized) input by ``strength``. At
-        strength 1 with S x S frames and ``upscale`` 1 the result is exactly the network output
-        mapped to 0..1. Frames go to the work device a step at a time. ``keep_crops``: "restored"
-        (the network outputs, S x S), "aligned" (its inputs) or "none".
-        """
-        check_images(images)
-        check_options(strength=strength, keep_crops=keep_crops)
-        upscale = check_scale(upscale)
-        b, h0, w0, c = images.shape
-        h, w = h0 * upscale, w0 * upscale
-        dev = self._work_device(images)
-        net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
-        step = max(1, min(default_frames_per_chunk(h, w), default_faces_per_chunk(self.size, net_chunk)))
-        out = images.new_empty((b, h, w, c))
-        kept = []
-        for start in range(0, b, step):
-            src = images[start:start + step].to(dev)
-            x = rgb_view(src).permute(0, 3, 1, 2).float().clamp(0, 1)  # a new tensor: clamp copies
-            if (h0, w0) != (self.size, self.size):
-                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                  antialias=max(h0, w0) > self.size)
-            if keep_crops == "aligned":
-                kept.append(x.permute(0, 2, 3, 1).to(images.device))
-            restored = self.run_network(x, net_chunk, progress, check_interrupt, start, b,
-                                        out=None if keep_crops == "aligned" else x)
-            if keep_crops == "restored":
-                kept.append(restored.permute(0, 2, 3, 1).to(images.device))
-            back = restored
-            if (h, w) != (self.size, self.size):
-                back = F.interpolate(restored, size=(h, w), mode="bilinear", align_corners=False,
-                                     antialias=self.size > max(h, w)).clamp(0, 1)
-            back = back.permute(0, 2, 3, 1)
-            src = src.float()
-            if upscale > 1 and (strength < 1.0 or c == 4):
-                src = upscale_images(src, upscale)
-            rgb = src[..., :3] if c >= 3 else src.expand(-1, -1, -1, 3)
-            mixed = back if strength == 1.0 else rgb + float(strength) * (back - rgb)
-            if c == 1:
-                mixed = luma(mixed)
-            elif c == 4:
-                mixed = torch.cat([mixed, src[..., 3:]], dim=-1)
-            out[start:start + step] = mixed.to(images.dtype)
-            del src, x, restored, back, rgb, mixed
-        masks = torch.ones((b, h, w), dtype=torch.float32, device=images.device)
-        crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
-        return RestoreResult(out, masks, crops, [], [1] * b, f"{b} aligned face crop(s) restored", upscale)
+        """Restore frames that already are aligned face crops: see :func:`gpen.aligned.restore_aligned`."""
+        return restore_aligned(self, images, strength=strength, chunk_size=chunk_size, progress=progress,
+                               check_interrupt=check_interrupt, upscale=upscale, keep_crops=keep_crops)

@@ -49,6 +49,15 @@ class HostedNetwork(torch.nn.Module):
         self.network = network
         self.device = next(network.parameters(), torch.empty(0)).device
 
+    def _apply(self, fn, *args, **kwargs):
+        # ComfyUI moves the holder only when it loads or unloads the model. GPEN keeps activation
+        # buffers and transformed weights between CPU calls (``release_buffers``): memory the
+        # host does not count, so it goes back whenever the host (un)loads, also from CPU to CPU.
+        release = getattr(self.network, "release_buffers", None)
+        if release is not None:
+            release()
+        return super()._apply(fn, *args, **kwargs)
+
 
 _holder_classes: dict[str, type[HostedNetwork]] = {}
 

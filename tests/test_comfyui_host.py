@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest

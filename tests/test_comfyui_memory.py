@@ -12,7 +12,6 @@ import json
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import host_utils as H
@@ -77,10 +76,12 @@ def test_gpen_is_a_loaded_model_during_the_run_and_unload_frees_it(comfy_server)
     assert gpen["network"] == "GPEN" and gpen["load_device"] == "cpu" and gpen["weight_devices"] == ["cpu"]
     assert gpen["size_bytes"] == gpen["loaded_bytes"] > 30 * MiB  # counted, fully loaded (GPEN-BFR-256)
     assert gpen["derived_tensors"] > 0  # the run used the weight-derived caches
+    assert gpen["workspace_bytes"] > 0  # ... and kept its CPU activation buffers for the next run
 
     after = _unload_all(comfy_server)
     (net,) = after["gpen_networks"]  # still cached by the loader node, but no longer loaded...
     assert net["derived_tensors"] == 0  # ...and nothing derived from its weights is kept
+    assert net["workspace_bytes"] == 0  # nor the CPU buffers, which ComfyUI does not count
 
     again = _run(comfy_server, _prompt(strength=0.9))  # loaded back on the next run
     assert len(_hosted(_report(again), "HostedGPEN")) == 1

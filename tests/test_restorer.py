@@ -211,6 +211,27 @@ def test_missing_detector_weights_name_the_file(tmp_path, monkeypatch):
     assert "detection_Resnet50_Final.pth" in str(info.value) and str(tmp_path / "facedetection") in str(info.value)
 
 
+@pytest.mark.parametrize("masks", [{"parsing": True}, {"occlusion": "xseg_1"}], ids=["parser", "occluder"])
+def test_missing_mask_weights_fail_before_detection(tmp_path, monkeypatch, masks):
+    # The detector would find the face: the parser's or occluder's missing file must be reported
+    # before it runs (and before any GPEN call), not after the first chunk of work.
+    monkeypatch.setenv("GPEN_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("GPEN_OFFLINE", "1")
+    calls = []
+
+    def backend(images, threshold):
+        calls.append(images.shape)
+        return [Detections.from_arrays(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                       np.zeros((0, 5, 2), np.float32)) for _ in range(images.shape[0])]
+
+    r = gpen.FaceRestorer(identity, size=64, detector=FaceDetector(backend=backend))
+    with pytest.raises(gpen.MissingWeightsError) as info:
+        r.restore(astronaut(), **masks)
+    name = "parsing_parsenet.pth" if "parsing" in masks else "xseg_1.onnx"
+    assert name in str(info.value) and str(tmp_path / "facedetection") in str(info.value)
+    assert calls == []
+
+
 def test_temporal_smoothing_reduces_jitter():
     frames = astronaut().repeat(7, 1, 1, 1)
     lm = landmarks_of("skimage.data.astronaut")

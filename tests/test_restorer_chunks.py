@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import gpen
 import gpen.memory
+import gpen.aligned
 import gpen.restorer
 from gpen.errors import ModelLoadError
 from gpen.model.layouts import seeded_state_dict
@@ -142,7 +143,7 @@ def test_faces_per_step_are_bounded_and_results_equal(monkeypatch, upscale):
 
 
 def test_aligned_mode_runs_in_bounded_chunks(monkeypatch):
-    monkeypatch.setattr(gpen.restorer, "default_frames_per_chunk", lambda h, w: 2)
+    monkeypatch.setattr(gpen.aligned, "default_frames_per_chunk", lambda h, w: 2)
     images = torch.rand(5, 100, 90, 3)
     r = gpen.FaceRestorer(lambda x: x.flip(-1), size=64)
     with Allocations() as alloc:

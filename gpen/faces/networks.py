@@ -98,6 +98,15 @@ class HelperNetworks:
         key = (tuple(models), tuple(str(d) for d in extra_dirs))
         return self.networks.get(self.networks.occluders, key, build)
 
+    def prepare_masks(self, device: torch.device, parsing: bool, occlusion: Sequence[str], extra_dirs=(),
+                      allow_download: bool = True) -> None:
+        """Build (or take from the cache) the parser and occluder that the masks will need, so that
+        a missing or broken file is reported before detection and the first network run."""
+        if parsing and self._parser is None:
+            self.parser(device, extra_dirs, allow_download)
+        if occlusion and self._occluder is None:
+            self.occluder(occlusion, device, extra_dirs, allow_download)
+
     def _build_device(self, device: torch.device) -> torch.device:
         """The CPU when a ``place`` hook will move new networks (the host makes room first), else ``device``."""
         return torch.device("cpu") if self.place is not None else device

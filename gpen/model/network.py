@@ -25,6 +25,13 @@ formulation's to float rounding, which the tests check against the official outp
   so float16/bfloat16 inference cannot overflow there, while convolutions run in the model's
   dtype.
 
+On the CPU three more (``bench/`` measures each): activations live in buffers kept between calls
+(``gpen.model.workspace``; convolutions write into them, ``gpen.model.cpu_conv``), so no call
+faults in gigabytes of fresh pages (:meth:`GPEN.release_buffers` gives them back); in float32 the
+many-channel 3x3 layers run as Winograd F(4x4, 3x3) products, 4x fewer multiplications, with the
+modulation in the input transform and demodulation and bias in the write of the output tiles
+(``gpen.model.winograd``); transposed convolutions of small images run as one matrix product.
+
 The forward pass is for inference (it writes into its own intermediate buffers); it runs under
 ``torch.inference_mode`` and never modifies its input.
 """
@@ -32,64 +39,22 @@ The forward pass is for inference (it writes into its own intermediate buffers);
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..compat import is_compiling
+from . import winograd
+from .config import GPENConfig, default_channels
+from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols
+from .filters import Blur, Upsample, blur_kernel
+from .layers import LRELU_SLOPE, SQRT2, ConstantInput, EqualLinear, NoiseInjection, PixelNorm
+from .workspace import KeepsBuffers, Session, Workspace
 
-SQRT2 = math.sqrt(2.0)
-LRELU_SLOPE = 0.2
+__all__ = ["DERIVED_CACHE", "GPEN", "GPENConfig", "blur_kernel", "default_channels", "drop_derived"]
+
 MAPPING_LR_MUL = 0.01
-
-
-def blur_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0), gain: float = 1.0) -> torch.Tensor:
-    """The separable FIR kernel outer(taps, taps) normalised to sum ``gain``."""
-    k = torch.tensor(taps, dtype=torch.float32)
-    k = torch.outer(k, k)
-    return k * (gain / k.sum())
-
-
-@dataclass(frozen=True)
-class GPENConfig:
-    """Hyper-parameters of one GPEN network, as inferred from its weights.
-
-    ``channels`` maps every resolution (4 .. size) to its feature width; ``channel_multiplier``
-    and ``narrow`` are the names the released models use for the same table.
-    """
-
-    size: int
-    style_dim: int = 512
-    n_mlp: int = 8
-    channel_multiplier: float = 2
-    narrow: float = 1.0
-    channels: dict[int, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.size < 8 or self.size & (self.size - 1):
-            raise ValueError(f"GPEN size must be a power of two >= 8, got {self.size}")
-        if not self.channels:
-            object.__setattr__(self, "channels", default_channels(self.size, self.channel_multiplier, self.narrow))
-
-    @property
-    def log_size(self) -> int:
-        return int(math.log2(self.size))
-
-
-def default_channels(size: int, channel_multiplier: float, narrow: float) -> dict[int, int]:
-    """The released models' width table: 512 up to 32 px, then shrinking with resolution."""
-    base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
-            256: 64 * channel_multiplier, 512: 32 * channel_multiplier, 1024: 16 * channel_multiplier,
-            2048: 8 * channel_multiplier, 4096: 4 * channel_multiplier}
-    return {r: int(base[r] * narrow) for r in base if r <= size}
-
-
-def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """StyleGAN2's fused bias + leaky ReLU(0.2), scaled by sqrt(2) to keep unit variance."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return F.leaky_relu(x + bias.to(x.dtype).view(shape), LRELU_SLOPE) * SQRT2
 
 
 DERIVED_CACHE = "_gpen_derived"  # a module's __dict__ entry: {name: (key, tensor derived from its weights)}
@@ -133,90 +98,6 @@ class CachingModule(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
 
-def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1) -> torch.Tensor:
-    """Upsample by zero insertion (``up``), pad, and convolve each channel with ``kernel``.
-
-    Implemented as a depthwise (transposed) convolution; ``kernel`` is flipped because the
-    filter is a true convolution, not a correlation.
-    """
-    c = x.shape[1]
-    k = torch.flip(kernel, (0, 1)).to(x.dtype)
-    kh, kw = k.shape
-    weight = k.view(1, 1, kh, kw).expand(c, 1, kh, kw)
-    if up == 1:
-        if pad[0] == pad[1]:
-            return F.conv2d(x, weight, padding=pad[0], groups=c)
-        x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-        return F.conv2d(x, weight, groups=c)
-    # Zero insertion + padding + correlation == transposed convolution with the flipped kernel.
-    # Output size: in*up + pad0 + pad1 - kh + 1 (for up=2, pad=(2,1), k=4: 2*in).
-    # conv_transpose2d(stride=up, padding=p) crops p from the full output; the full transposed output
-    # corresponds to padding the zero-inserted signal by (kh-1) on the left.
-    lead = kh - 1 - pad[0]
-    out = F.conv_transpose2d(x, torch.flip(weight, (2, 3)), stride=up, groups=c)
-    h_full = out.shape[2]
-    h_out = x.shape[2] * up + pad[0] + pad[1] - kh + 1
-    w_out = x.shape[3] * up + pad[0] + pad[1] - kw + 1
-    if lead < 0 or lead + h_out > h_full:
-        raise ValueError("unsupported FIR padding")
-    return out[:, :, lead:lead + h_out, lead:lead + w_out]
-
-
-class PixelNorm(nn.Module):
-    """Normalise each latent vector to unit root-mean-square."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
-
-
-class EqualLinear(nn.Module):
-    """Linear layer with equalised learning rate (weights scaled at run time), optional fused lrelu."""
-
-    def __init__(self, in_dim: int, out_dim: int, lr_mul: float = 1.0, activation: bool = False,
-                 bias_init: float = 0.0) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
-        self.scale = lr_mul / math.sqrt(in_dim)
-        self.lr_mul = lr_mul
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The style path is computed in float32 whatever the model's dtype.
-        x = x.float()
-        w = self.weight.float() * self.scale
-        b = self.bias.float() * self.lr_mul
-        if self.activation:
-            return _bias_lrelu(F.linear(x, w), b)
-        return F.linear(x, w, b)
-
-
-class Blur(nn.Module):
-    """Depthwise FIR filter with the checkpoint's ``kernel`` buffer."""
-
-    def __init__(self, pad: tuple[int, int], gain: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("kernel", blur_kernel(gain=gain))
-        self.pad = pad
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _fir(x, self.kernel, self.pad)
-
-
-class Upsample(nn.Module):
-    """2x upsampling by zero insertion and FIR filtering (the RGB skip path)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("kernel", blur_kernel(gain=4.0))
-        k = self.kernel.shape[0]
-        p = k - 2
-        self.pad = ((p + 1) // 2 + 1, p // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _fir(x, self.kernel, self.pad, up=2)
-
-
 class EqualConv2d(CachingModule):
     """Weights of a convolution with equalised learning rate (computed by ``ConvLayer``, fused)."""
 
@@ -250,14 +131,24 @@ class ConvLayer(nn.Sequential):
         layers.append(FusedLeakyReLU(out_ch))
         super().__init__(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ws: Session | None = None) -> torch.Tensor:
         *pre, conv, act = self
         for blur in pre:
-            x = blur(x)
+            blurred = blur(x, ws)
+            x = blurred
         # lrelu(z) * sqrt2 == lrelu(sqrt2 * z): the gain and the bias go into the convolution.
         weight = _derived(conv, "scaled_weight", conv.weight, lambda: conv.weight * (conv.scale * SQRT2))
         bias = _derived(act, "scaled_bias", act.bias, lambda: act.bias * SQRT2)
-        out = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=conv.stride, padding=conv.padding)
+        weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        if ws is None:
+            out = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+        else:
+            b, _, h, w = x.shape
+            k, st, p = weight.shape[-1], conv.stride, conv.padding
+            out = ws.take((b, weight.shape[0], (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1), x)
+            conv2d_into(out, x, weight, bias, st, p)
+            if pre:
+                ws.give(blurred)
         return F.leaky_relu_(out, LRELU_SLOPE)
 
 
@@ -292,32 +183,57 @@ class ModulatedConv2d(CachingModule):
         wsq = _derived(self, "weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
         return s, torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)
 
-    def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool) -> torch.Tensor:
-        """conv(x * s, weight) (transposed, stride 2, for upsampling), without demodulation or blur.
+    def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool, ws: Session | None = None) -> torch.Tensor:
+        """conv(x * s, weight) -- for upsampling the stride-2 transposed conv and the blur -- without
+        demodulation.
 
-        The modulation goes where it costs least: folded into the weight for a single image whose
-        activations outnumber the weights, else onto the input (in place when ``x_is_scratch``
-        says the caller no longer needs ``x``).
+        The modulation goes where it costs least: folded into the weight of each image whose
+        activations outnumber the weights (with ``ws``, one convolution per image; without, only for
+        a single image), else onto the input (in place when ``x_is_scratch`` says the caller no
+        longer needs ``x``). With ``ws`` the output is a workspace buffer.
         """
+        b, _, h, w = x.shape
+        if self.upsample and ws is not None and max(h, w) <= GEMM_TRANSPOSED_MAX_SIDE:
+            # (in, 9 out) matrix; the modulation goes onto the input (smaller than the weight here).
+            cols = ws.derived(self, "transposed_cols", self.weight, lambda: transpose_weight_cols(self.weight[0]))
+            x = x.mul_(s.to(x.dtype)[:, :, None, None]) if x_is_scratch else x * s.to(x.dtype)[:, :, None, None]
+            y = ws.take((b, self.out_ch, 2 * h + 1, 2 * w + 1), x)
+            taps = ws.scratch(b * h * w * cols.shape[1], x)
+            conv_transpose3x3_s2_into(y, x, cols.to(x.dtype), taps.view(b * h * w, -1))
+            ws.give(taps)
+            out = self.blur(y, ws)
+            ws.give(y)
+            return out
         weight = self.weight[0]
-        if x.shape[0] == 1 and weight.numel() < x.numel():
-            weight = (weight * s[0].to(weight.dtype)[None, :, None, None]).to(x.dtype)
-        else:
+        if self.upsample:  # conv_transpose2d wants (in, out, k, k)
+            weight = _derived(self, "weight_t", self.weight, lambda: self.weight[0].transpose(0, 1).contiguous())
+        per_image = weight.numel() < x[0].numel() and (b == 1 or ws is not None)
+        if not per_image:
             scale = s.to(x.dtype)[:, :, None, None]
             x = x.mul_(scale) if x_is_scratch else x * scale
             weight = weight.to(x.dtype)
+        shape = (-1, 1, 1, 1) if self.upsample else (1, -1, 1, 1)
+        fold = (lambda i: (weight * s[i].to(weight.dtype).view(shape)).to(x.dtype)) if per_image else lambda i: weight
+        if ws is None:
+            if self.upsample:
+                return self.blur(F.conv_transpose2d(x, fold(0), stride=2))
+            return F.conv2d(x, fold(0), padding=self.kernel_size // 2)
         if self.upsample:
-            return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-        return F.conv2d(x, weight, padding=self.kernel_size // 2)
+            out = ws.take((b, self.out_ch, 2 * h, 2 * w), x)
+            if not per_image:
+                return self.blur(F.conv_transpose2d(x, weight, stride=2), ws, out=out)
+            for i in range(b):
+                self.blur(F.conv_transpose2d(x[i:i + 1], fold(i), stride=2), ws, out=out[i:i + 1])
+            return out
+        out = ws.take((b, self.out_ch, h, w), x)
+        if not per_image:
+            return conv2d_into(out, x, weight, None, 1, self.kernel_size // 2)
+        for i in range(b):
+            conv2d_into(out[i:i + 1], x[i:i + 1], fold(i), None, 1, self.kernel_size // 2)
+        return out
 
 
-class NoiseInjection(nn.Module):
-    """Strength of GPEN's "noise": the encoder feature, scaled by this learnt scalar, is concatenated
-    to the styled convolution's output (computed inside ``StyledConv``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
+GEMM_TRANSPOSED_MAX_SIDE = 32  # on the CPU, transposed convolutions as one matrix product up to this input side
 
 
 class StyledConv(nn.Module):
@@ -330,24 +246,34 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch * 2)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, feature: torch.Tensor,
-                x_is_scratch: bool = False) -> torch.Tensor:
+                x_is_scratch: bool = False, ws: Session | None = None) -> torch.Tensor:
         """lrelu(cat(conv(x, style), w_n * feature) + bias) * sqrt2, in one output buffer."""
         conv = self.conv
         s, d = conv.styles(style)
-        y = conv.convolve(x, s, x_is_scratch)
-        if conv.upsample:
-            y = conv.blur(y)
-        b, c, h, wd = y.shape
-        dt = y.dtype
-        bias = (self.activate.bias.float() * SQRT2).to(dt).view(1, -1, 1, 1)
-        demod = (d * SQRT2).to(dt)[:, :, None, None]
+        b, c = x.shape[0], conv.out_ch
+        h, wd = feature.shape[2:]
+        dt = x.dtype
+        bias = (self.activate.bias.float() * SQRT2).to(dt)
+        demod = (d * SQRT2).to(dt)
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
         if torch.jit.is_tracing() or is_compiling():  # tracers and compilers see no writes into views
-            out = torch.cat((torch.addcmul(bias[:, :c], y, demod), torch.addcmul(bias[:, c:], feature, gain)), 1)
+            y = conv.convolve(x, s, x_is_scratch)
+            out = torch.cat((torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None]),
+                             torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain)), 1)
             return F.leaky_relu(out, LRELU_SLOPE)
-        out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=y.device, memory_format=torch.channels_last)
-        torch.addcmul(bias[:, :c], y, demod, out=out[:, :c])
-        torch.addcmul(bias[:, c:], feature, gain, out=out[:, c:])
+        if ws is None:
+            out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=x.device, memory_format=torch.channels_last)
+        else:
+            out = ws.take((b, 2 * c, h, wd), x)
+        if ws is not None and conv.kernel_size == 3 and not conv.upsample and winograd.pays(conv.in_ch, c, x):
+            u = ws.derived(conv, "winograd", conv.weight, lambda: winograd.conv_weight(conv.weight[0].float()))
+            winograd.conv3x3(x, s.to(dt), u, out[:, :c], bias[:c], demod, ws)
+        else:
+            y = conv.convolve(x, s, x_is_scratch, ws)
+            torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None], out=out[:, :c])
+            if ws is not None:
+                ws.give(y)
+        torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain, out=out[:, c:])
         return F.leaky_relu_(out, LRELU_SLOPE)
 
 
@@ -361,28 +287,27 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None,
+                ws: Session | None = None) -> torch.Tensor:
+        """RGB of ``x`` plus the upsampled ``skip``; with ``ws`` the result is a workspace buffer."""
         s, _ = self.conv.styles(style)
         # A 1x1 conv to 3 channels is a batched matrix product over the channels-last pixels.
         weight = (self.conv.weight[0, :, :, 0, 0].float()[None] * s[:, None, :]).to(x.dtype)  # (B, 3, in)
         b, c, h, wd = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(b, h * wd, c)
-        out = torch.baddbmm(self.bias.to(x.dtype).view(1, 1, 3), pixels, weight.transpose(1, 2))
-        out = out.view(b, h, wd, 3).permute(0, 3, 1, 2)
+        if ws is None:
+            out = torch.baddbmm(self.bias.to(x.dtype).view(1, 1, 3), pixels, weight.transpose(1, 2))
+            rgb = out.view(b, h, wd, 3).permute(0, 3, 1, 2)
+        else:  # (3, in) @ (in, pixels): long output rows (planar RGB), faster on the CPU
+            out = ws.take((b, 3, h * wd), x, channels_last=False)
+            torch.baddbmm(self.bias.to(x.dtype).view(1, 3, 1), weight, pixels.transpose(1, 2), out=out)
+            rgb = out.view(b, 3, h, wd)
         if skip is not None:
-            out = out + self.upsample(skip)
-        return out
-
-
-class ConstantInput(nn.Module):
-    """The learnt 4x4 starting tensor of the generator."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.input = nn.Parameter(torch.randn(1, channels, 4, 4))
-
-    def forward(self, batch: int) -> torch.Tensor:
-        return self.input.expand(batch, -1, -1, -1)
+            up = self.upsample(skip)
+            rgb = rgb + up if ws is None else rgb.add_(up)
+            if ws is not None:
+                ws.give(skip)
+        return rgb
 
 
 class Generator(nn.Module):
@@ -408,22 +333,30 @@ class Generator(nn.Module):
             self.to_rgbs.append(ToRGB(out_ch * 2, sd))
             in_ch = out_ch
 
-    def forward(self, latent: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
-        """``latent`` (B, style_dim) before the mapping network; ``features`` from 4x4 upwards."""
+    def forward(self, latent: torch.Tensor, features: list[torch.Tensor], ws: Session | None = None) -> torch.Tensor:
+        """``latent`` (B, style_dim) before the mapping network; ``features`` from 4x4 upwards.
+
+        With ``ws`` every activation (and each feature, once used) goes back to the workspace as
+        soon as it is dead; the returned RGB is then a workspace buffer too.
+        """
         w = self.style(latent)  # one style for every layer
         const = self.input(latent.shape[0]).to(features[0].dtype).contiguous(memory_format=torch.channels_last)
-        out = self.conv1(const, w, features[0])
-        skip = self.to_rgb1(out, w)
+        out = self.conv1(const, w, features[0], ws=ws)
+        skip = self.to_rgb1(out, w, ws=ws)
         for j, to_rgb in enumerate(self.to_rgbs):
             feat = features[j + 1]
             # Each activation buffer is read by its RGB skip first, then scaled in place.
-            out = self.convs[2 * j](out, w, feat, x_is_scratch=True)
-            out = self.convs[2 * j + 1](out, w, feat, x_is_scratch=True)
-            skip = to_rgb(out, w, skip)
+            for conv in (self.convs[2 * j], self.convs[2 * j + 1]):
+                done, out = out, conv(out, w, feat, x_is_scratch=True, ws=ws)
+                if ws is not None:
+                    ws.give(done)
+            if ws is not None:
+                ws.give(feat)
+            skip = to_rgb(out, w, skip, ws=ws)
         return skip
 
 
-class GPEN(nn.Module):
+class GPEN(KeepsBuffers, nn.Module):
     """GPEN blind face restoration network (the ``FullGenerator`` of the released checkpoints).
 
     ``forward(x)``: ``x`` is a batch (B, 3, size, size) of RGB faces aligned to the GPEN template,
@@ -447,6 +380,7 @@ class GPEN(nn.Module):
         self.generator = Generator(config)
         self._encoder = [getattr(self, f"ecd{i}") for i in range(n)]
         self._compiled = None
+        self._workspace = Workspace()  # CPU buffers and transformed weights (KeepsBuffers)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -459,16 +393,27 @@ class GPEN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = x.to(device=self.device, dtype=self.dtype)
-            return (self._compiled or self._restore)(x)
+            if self._compiled is not None:
+                return self._compiled(x)
+            with self.buffer_session(x) as ws:
+                return self._restore(x, ws)
 
-    def _restore(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
+    def _restore(self, x: torch.Tensor, ws: Session | None = None) -> torch.Tensor:
+        if ws is None:
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = ws.take(x.shape, x).copy_(x)
         features = []
-        for stage in self._encoder:
-            x = stage(x)
+        for i, stage in enumerate(self._encoder):
+            done, x = x, stage[0](x, ws)
+            if ws is not None and i == 0:
+                ws.give(done)
             features.append(x)
         latent = self.final_linear(x.flatten(1))
-        return self.generator(latent, features[::-1]).contiguous()
+        rgb = self.generator(latent, features[::-1], ws)
+        if ws is None:
+            return rgb.contiguous()
+        return torch.empty(rgb.shape, dtype=rgb.dtype, device=rgb.device).copy_(rgb)  # never a workspace buffer
 
     def compile(self, **options) -> GPEN:
         """Run the forward pass through ``torch.compile`` from now on (one graph for the whole network).

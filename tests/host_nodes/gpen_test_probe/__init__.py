@@ -27,6 +27,12 @@ def _derived(module, cache_attr: str) -> int | None:
     return sum(len(m.__dict__.get(cache_attr) or ()) for m in module.modules()) if cache_attr else None
 
 
+def _workspace(network) -> int | None:
+    """Bytes GPEN keeps between CPU calls (``workspace_bytes``); None for other networks."""
+    count = getattr(network, "workspace_bytes", None)
+    return int(count()) if count is not None else None
+
+
 def memory_report(scan: bool = False) -> dict:
     """Every model in ``model_management.current_loaded_models`` (its holder class, the class of
     the network inside, device, loaded and total bytes, cached derived tensors) and the RSS."""
@@ -45,11 +51,11 @@ def memory_report(scan: bool = False) -> dict:
         models.append({"class": type(holder).__name__, "network": type(inner).__name__ if inner is not None else None,
                        "load_device": str(loaded.device), "weight_devices": devices,
                        "loaded_bytes": int(patcher.loaded_size()), "size_bytes": int(patcher.model_size()),
-                       "derived_tensors": derived})
+                       "derived_tensors": derived, "workspace_bytes": _workspace(inner)})
     report = {"models": models, "rss": psutil.Process().memory_info().rss}
     if scan:
         nets = [o for o in gc.get_objects() if isinstance(o, torch.nn.Module) and type(o).__name__ == "GPEN"]
-        report["gpen_networks"] = [{"derived_tensors": _derived(n, cache_attr),
+        report["gpen_networks"] = [{"derived_tensors": _derived(n, cache_attr), "workspace_bytes": _workspace(n),
                                     "weight_devices": sorted({str(t.device) for t in n.state_dict().values()})}
                                    for n in nets]
     return report

@@ -1,0 +1,113 @@
+"""Each styled convolution of a released layout, timed with every CPU path the network has for it.
+
+    python -m bench layers --size 512 --json bench/results/cpu_layers_512.json
+
+For every layer of the generator (seeded weights, random input of the layer's shape) the layer runs
+as the network runs it (``StyledConv.forward`` with a workspace: convolution, demodulation, bias,
+concatenated feature, leaky ReLU) with each path forced in turn: 3x3 layers ``direct`` (oneDNN,
+into a kept buffer) or ``winograd`` (``gpen.model.winograd``); upsampling layers ``direct``
+(oneDNN's transposed convolution) or ``matrix product`` (``gpen.model.cpu_conv``), each then
+blurred. The paths alternate over ``--rounds`` rounds; rows give the best and the median call and
+which path the network's thresholds pick (``chosen``), so the thresholds can be checked on a machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+
+import torch
+
+from bench.common import SIZE_TO_MODEL, device_name, measure
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("layers", help="time each generator layer with every CPU path")
+    p.add_argument("--size", type=int, default=512, choices=[256, 512, 1024, 2048])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--json", help="write the rows to this JSON file")
+
+
+@contextlib.contextmanager
+def forced(path: str):
+    """Force one CPU path on for every layer it applies to (and the alternative off)."""
+    import gpen.model.network as network
+    from gpen.model import winograd
+
+    saved = winograd.MIN_CHANNELS, winograd.MIN_SIDE, network.GEMM_TRANSPOSED_MAX_SIDE
+    if path == "winograd":
+        winograd.MIN_CHANNELS, winograd.MIN_SIDE = 1, 4
+    elif path == "direct":
+        winograd.MIN_CHANNELS, network.GEMM_TRANSPOSED_MAX_SIDE = 10 ** 9, 0
+    elif path == "matrix product":
+        network.GEMM_TRANSPOSED_MAX_SIDE = 10 ** 9
+    try:
+        yield
+    finally:
+        winograd.MIN_CHANNELS, winograd.MIN_SIDE, network.GEMM_TRANSPOSED_MAX_SIDE = saved
+
+
+def chosen_path(conv, x: torch.Tensor) -> str:
+    """The path the network's thresholds pick for ``conv`` on ``x``."""
+    import gpen.model.network as network
+    from gpen.model import winograd
+
+    if conv.conv.upsample:
+        return "matrix product" if max(x.shape[2:]) <= network.GEMM_TRANSPOSED_MAX_SIDE else "direct"
+    return "winograd" if winograd.pays(conv.conv.in_ch, conv.conv.out_ch, x) else "direct"
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    import gpen
+    from gpen.model.layouts import seeded_state_dict
+    from gpen.model.workspace import Workspace
+
+    device = torch.device("cpu")
+    net = gpen.load_model(seeded_state_dict(SIZE_TO_MODEL[args.size], seed=0))
+    gen, ch, b = net.generator, net.config.channels, args.batch
+    g = torch.Generator().manual_seed(0)
+    style = torch.randn(b, net.config.style_dim, generator=g)
+    layers = [("conv1", gen.conv1, ch[4], 4)]
+    for j in range(len(gen.to_rgbs)):
+        r = 2 ** (j + 3)
+        layers += [(f"convs.{2 * j}", gen.convs[2 * j], 2 * ch[r // 2], r // 2), (f"convs.{2 * j + 1}", gen.convs[2 * j + 1],
+                                                                                 2 * ch[r], r)]
+    rows = []
+    print(f"{'layer':9s} | {'in -> out':12s} | side | path           | best ms | median | chosen")
+    for name, conv, cin, side in layers:
+        out_side = 2 * side if conv.conv.upsample else side
+        x = (torch.randn(b, cin, side, side, generator=g) * 0.5).contiguous(memory_format=torch.channels_last)
+        feature = torch.randn(b, conv.conv.out_ch, out_side, out_side, generator=g).contiguous(
+            memory_format=torch.channels_last)
+        paths = ["direct", "matrix product"] if conv.conv.upsample else ["direct", "winograd"]
+        if conv.conv.upsample and side < 4 or not conv.conv.upsample and side % 4:
+            paths = ["direct"]
+        ws = Workspace()
+        times: dict[str, list[float]] = {p: [] for p in paths}
+
+        def call(path):
+            with forced(path), ws.session(("layer", path)) as s:
+                return conv(x, style, feature, ws=s)
+
+        with torch.inference_mode():
+            outs = {p: call(p).clone() for p in paths}
+            for r in range(args.rounds):
+                for p in paths:
+                    times[p] += measure(lambda: call(p), device, warmup=1 if r == 0 else 0, repeat=args.repeat)
+        ref = outs["direct"]
+        pick = chosen_path(conv, x)
+        for p in paths:
+            row = {"device": device_name(device), "size": args.size, "layer": name, "in_ch": cin,
+                   "out_ch": conv.conv.out_ch, "side": side, "upsample": conv.conv.upsample, "batch": b, "path": p,
+                   "ms": min(times[p]) * 1e3, "median_ms": statistics.median(times[p]) * 1e3,
+                   "seconds_all": times[p], "chosen": p == pick, "threads": torch.get_num_threads(),
+                   "max_diff_vs_direct_over_std": ((outs[p] - ref).abs().max() / ref.std()).item(),
+                   "load_average": os.getloadavg()}
+            rows.append(row)
+            print(f"{name:9s} | {cin:5d} -> {row['out_ch']:4d} | {side:4d} | {p:14s} | {row['ms']:7.1f} | "
+                  f"{row['median_ms']:6.1f} | {'*' if row['chosen'] else ''}", flush=True)
+    return rows

@@ -1,0 +1,79 @@
+"""StyleGAN2's FIR filters: the blur before downsampling / after upsampling and the 2x RGB upsampler."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cpu_conv import conv2d_into
+from .workspace import Session
+
+
+def blur_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0), gain: float = 1.0) -> torch.Tensor:
+    """The separable FIR kernel outer(taps, taps) normalised to sum ``gain``."""
+    k = torch.tensor(taps, dtype=torch.float32)
+    k = torch.outer(k, k)
+    return k * (gain / k.sum())
+
+
+def fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1,
+        ws: Session | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Upsample by zero insertion (``up``), pad, and convolve each channel with ``kernel``.
+
+    Implemented as a depthwise (transposed) convolution; ``kernel`` is flipped because the
+    filter is a true convolution, not a correlation. With ``ws`` (CPU) a symmetric, non-upsampling
+    filter writes into ``out`` or else a buffer of the workspace.
+    """
+    c = x.shape[1]
+    k = torch.flip(kernel, (0, 1)).to(x.dtype)
+    kh, kw = k.shape
+    weight = k.view(1, 1, kh, kw).expand(c, 1, kh, kw)
+    if up == 1:
+        if pad[0] == pad[1]:
+            if ws is None:
+                return F.conv2d(x, weight, padding=pad[0], groups=c)
+            b, _, h, w = x.shape
+            if out is None:
+                out = ws.take((b, c, h + 2 * pad[0] - kh + 1, w + 2 * pad[0] - kw + 1), x)
+            return conv2d_into(out, x, weight.contiguous(), None, 1, pad[0], groups=c)
+        x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
+        return F.conv2d(x, weight, groups=c)
+    # Zero insertion + padding + correlation == transposed convolution with the flipped kernel.
+    # Output size: in*up + pad0 + pad1 - kh + 1 (for up=2, pad=(2,1), k=4: 2*in).
+    # conv_transpose2d(stride=up, padding=p) crops p from the full output; the full transposed output
+    # corresponds to padding the zero-inserted signal by (kh-1) on the left.
+    lead = kh - 1 - pad[0]
+    out = F.conv_transpose2d(x, torch.flip(weight, (2, 3)), stride=up, groups=c)
+    h_full = out.shape[2]
+    h_out = x.shape[2] * up + pad[0] + pad[1] - kh + 1
+    w_out = x.shape[3] * up + pad[0] + pad[1] - kw + 1
+    if lead < 0 or lead + h_out > h_full:
+        raise ValueError("unsupported FIR padding")
+    return out[:, :, lead:lead + h_out, lead:lead + w_out]
+
+
+class Blur(nn.Module):
+    """Depthwise FIR filter with the checkpoint's ``kernel`` buffer."""
+
+    def __init__(self, pad: tuple[int, int], gain: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("kernel", blur_kernel(gain=gain))
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor, ws: Session | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        return fir(x, self.kernel, self.pad, ws=ws, out=out)
+
+
+class Upsample(nn.Module):
+    """2x upsampling by zero insertion and FIR filtering (the RGB skip path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", blur_kernel(gain=4.0))
+        k = self.kernel.shape[0]
+        p = k - 2
+        self.pad = ((p + 1) // 2 + 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fir(x, self.kernel, self.pad, up=2)

@@ -1,0 +1,67 @@
+"""Small building blocks of the GPEN network: the style path's layers and parameter holders."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+LRELU_SLOPE = 0.2
+
+
+def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's fused bias + leaky ReLU(0.2), scaled by sqrt(2) to keep unit variance."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return F.leaky_relu(x + bias.to(x.dtype).view(shape), LRELU_SLOPE) * SQRT2
+
+
+class PixelNorm(nn.Module):
+    """Normalise each latent vector to unit root-mean-square."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate (weights scaled at run time), optional fused lrelu."""
+
+    def __init__(self, in_dim: int, out_dim: int, lr_mul: float = 1.0, activation: bool = False,
+                 bias_init: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The style path is computed in float32 whatever the model's dtype.
+        x = x.float()
+        w = self.weight.float() * self.scale
+        b = self.bias.float() * self.lr_mul
+        if self.activation:
+            return _bias_lrelu(F.linear(x, w), b)
+        return F.linear(x, w, b)
+
+
+class NoiseInjection(nn.Module):
+    """Strength of GPEN's "noise": the encoder feature, scaled by this learnt scalar, is concatenated
+    to the styled convolution's output (computed inside ``StyledConv``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+
+class ConstantInput(nn.Module):
+    """The learnt 4x4 starting tensor of the generator."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, 4, 4))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.expand(batch, -1, -1, -1)

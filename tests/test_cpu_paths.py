@@ -1,0 +1,182 @@
+"""The CPU fast paths of the network: Winograd convolutions, convolutions into kept buffers, the
+matrix-product transposed convolution, and the workspace that keeps those buffers between calls.
+
+Each path is checked against the plain PyTorch operation it replaces (float64 references), and the
+network with every path forced on, and with every path off, against the official outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gpen
+import gpen.model.network as network
+from gpen.model import cpu_conv, winograd
+from gpen.model.workspace import Workspace
+
+from conftest import load_reference_fixture
+from test_network import TOL, relative_error, subsample
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref).abs().max() / ref.std()).item()
+
+
+@pytest.mark.parametrize("batch, cin, cout, side, bands", [(1, 64, 32, 16, 1), (2, 48, 40, 8, 1), (3, 16, 24, 4, 1),
+                                                           (2, 16, 8, 16, 2), (1, 8, 8, 16, 4)])
+def test_winograd_conv_equals_direct_convolution(monkeypatch, batch, cin, cout, side, bands):
+    monkeypatch.setattr(winograd, "bands", lambda *a, **k: bands)
+    g = torch.Generator().manual_seed(batch * 100 + cin)
+    x = _nhwc(torch.randn(batch, cin, side, side, generator=g))
+    w = torch.randn(cout, cin, 3, 3, generator=g)
+    scale, gain, bias = torch.rand(batch, cin, generator=g) + 0.5, torch.rand(batch, cout, generator=g), torch.randn(cout)
+    ref = (F.conv2d((x * scale[:, :, None, None]).double(), w.double(), padding=1) * gain[:, :, None, None].double()
+           + bias.double().view(1, -1, 1, 1))
+    ws = Workspace()
+    for _ in range(2):  # the second time through kept (dirty) buffers
+        with ws.session(("t",)) as s:
+            out = _nhwc(torch.full((batch, 2 * cout, side, side), float("nan")))
+            winograd.conv3x3(x, scale, winograd.conv_weight(w), out[:, :cout], bias, gain, s)
+        assert _rel(out[:, :cout], ref) < 1e-4  # F(4x4, 3x3) rounding: measured 1-3e-5 of the output's spread
+        assert torch.isnan(out[:, cout:]).all()  # the other half of the buffer is left alone
+    assert winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 16, 16)))
+    assert not winograd.pays(64, 32, _nhwc(torch.zeros(1, 64, 1024, 1024)))
+    assert not winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 16, 16, dtype=torch.bfloat16)))
+
+
+@pytest.mark.parametrize("batch, cin, cout, h, w", [(1, 8, 4, 4, 4), (2, 16, 8, 8, 4), (3, 5, 7, 1, 2)])
+def test_matrix_product_transposed_conv_equals_conv_transpose2d(batch, cin, cout, h, w):
+    g = torch.Generator().manual_seed(cin)
+    x = _nhwc(torch.randn(batch, cin, h, w, generator=g))
+    weight = torch.randn(cout, cin, 3, 3, generator=g)
+    ref = F.conv_transpose2d(x.double(), weight.transpose(0, 1).double(), stride=2)
+    out = _nhwc(torch.full((batch, 2 * cout, 2 * h + 1, 2 * w + 1), float("nan")))
+    taps = torch.empty(batch * h * w, 9 * cout)
+    cpu_conv.conv_transpose3x3_s2_into(out[:, cout:], x, cpu_conv.transpose_weight_cols(weight), taps)
+    assert (out[:, cout:].double() - ref).abs().max() < 1e-4  # every pixel written, NaN-filled buffer
+    assert torch.isnan(out[:, :cout]).all()
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_conv_into_buffer_equals_conv2d(monkeypatch, onednn):
+    monkeypatch.setattr(cpu_conv, "enabled", onednn)
+    g = torch.Generator().manual_seed(1)
+    x = _nhwc(torch.randn(2, 8, 9, 9, generator=g))
+    for weight, bias, stride, pad, groups in [(torch.randn(6, 8, 3, 3, generator=g), torch.randn(6), 1, 1, 1),
+                                             (torch.randn(6, 8, 3, 3, generator=g), None, 2, 0, 1),
+                                             (torch.randn(8, 1, 4, 4, generator=g), None, 1, 2, 8)]:
+        ref = F.conv2d(x, weight, bias, stride=stride, padding=pad, groups=groups)
+        out = _nhwc(torch.full(ref.shape, float("nan")))
+        res = cpu_conv.conv2d_into(out, x, weight, bias, stride, pad, groups)
+        assert res.data_ptr() == out.data_ptr()
+        assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+    assert cpu_conv.inplace_supported(torch.float32) is onednn
+
+
+def _force_fast_paths(monkeypatch, on: bool) -> None:
+    """Every CPU path on wherever it applies (also on the small fixture widths), or every one off."""
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1 if on else 10 ** 9)
+    monkeypatch.setattr(winograd, "MIN_SIDE", 4 if on else 10 ** 9)
+    monkeypatch.setattr(network, "GEMM_TRANSPOSED_MAX_SIDE", 10 ** 9 if on else 0)
+    monkeypatch.setattr(cpu_conv, "enabled", on)
+
+
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("tag", ["s256", "s512"])
+def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypatch, tag, on):
+    _force_fast_paths(monkeypatch, on)
+    f = load_reference_fixture(tag)
+    net = gpen.load_model(f["checkpoint"])
+    with torch.inference_mode():
+        out = net(f["input"])
+        again = net(f["input"])  # through the kept buffers
+    assert relative_error(subsample(out, f["meta"]), f["expected"]) <= TOL
+    assert torch.equal(out, again)
+
+
+def test_kept_buffers_are_reused_and_never_returned(monkeypatch):
+    f = load_reference_fixture("s256")
+    net = gpen.load_model(f["checkpoint"])
+    x = f["input"].clone()
+    with torch.inference_mode():
+        first = net(x)
+        held = net.workspace_bytes()
+        kept = {b.tensor.untyped_storage().data_ptr() for b in net._workspace._free}
+        second = net(x)
+        assert net.workspace_bytes() == held  # nothing new was kept ...
+        assert kept == {b.tensor.untyped_storage().data_ptr() for b in net._workspace._free}
+        assert held > 0 and torch.equal(first, second)  # ... the same buffers were used again
+        assert first.untyped_storage().data_ptr() not in kept and second.untyped_storage().data_ptr() not in kept
+        second.fill_(7.0)  # a caller writing into its result changes nothing kept
+        assert torch.equal(net(x), first)
+    assert torch.equal(x, f["input"])  # the input is never written
+
+
+def test_buffers_are_bounded_released_and_follow_moves():
+    f = load_reference_fixture("s256")
+    x = f["input"][:1]
+    net, fresh = gpen.load_model(f["checkpoint"]), gpen.load_model(f["checkpoint"])
+    with torch.inference_mode():
+        held = []
+        for batch in (1, 2, 1, 2, 1, 2):  # e.g. full chunks and a last, smaller one
+            net(x.expand(batch, -1, -1, -1))
+            held.append(net.workspace_bytes())
+        assert held[-1] == held[-3]  # alternating between two shapes keeps a fixed set of buffers
+        for batch in (3, 4):  # two newer shapes: the buffers only the older ones used go
+            net(x.expand(batch, -1, -1, -1))
+            fresh(x.expand(batch, -1, -1, -1))
+        assert net.workspace_bytes() <= 1.2 * fresh.workspace_bytes()
+        net.to("cpu")  # no move: buffers stay
+        assert net.workspace_bytes() > 0
+        net.release_buffers()
+        assert net.workspace_bytes() == 0
+        net(f["input"])
+        net.to(torch.float64)  # a cast: the old buffers and derived weights go
+        assert net.workspace_bytes() == 0
+
+
+def test_one_model_from_two_threads():
+    f = load_reference_fixture("s256")
+    net = gpen.load_model(f["checkpoint"])
+    x = f["input"]
+    with torch.inference_mode():
+        expected = [net(x[i:i + 1]) for i in range(2)]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            with torch.inference_mode():
+                for _ in range(3):
+                    results.setdefault(i, []).append(net(x[i:i + 1]))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(2):
+        assert all(torch.equal(r, expected[i]) for r in results[i])
+
+
+def test_copies_and_pickles_start_with_empty_buffers():
+    f = load_reference_fixture("s256")
+    net = gpen.load_model(f["checkpoint"])
+    with torch.inference_mode():
+        expected = net(f["input"])
+    for other in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert other.workspace_bytes() == 0
+        with torch.inference_mode():
+            assert torch.equal(other(f["input"]), expected)
