@@ -229,7 +229,8 @@ class GPENFaceRestore(io.ComfyNode):
         restoring = (per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
                      + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + working copies
         detector_weights = detecting = 0
-        if face_mode == "detect" and given is None:  # the detector stays loaded; its working memory is needed before restoration's
+        # the detector (not run for given face_landmarks) stays loaded; its working memory comes before restoration's
+        if face_mode == "detect" and given is None:
             frames = min(image.shape[0], DETECT_FRAMES)
             detector_weights = detection_memory_bytes(detector, image.shape[1], image.shape[2], 0)
             detecting = detection_memory_bytes(detector, image.shape[1], image.shape[2], frames) \
