@@ -145,9 +145,9 @@ def test_core_face_landmarks_restore_the_real_faces(host, picture):
 def test_face_landmarks_of_another_image_size_is_a_node_error(host):
     _needs_core_landmarks(host)
     _checkpoint(host)
-    Image.fromarray(_picture("skimage.data.astronaut")).save(host.base_dir / "input" / PICTURES["skimage.data.astronaut"])
-    entry = host.run(_prompt(PICTURES["skimage.data.astronaut"], "skimage.data.astronaut", "gpen_landmarks_size",
-                             landmarks_image=H.FACE_CROP))  # landmarks found on the 256 x 256 crop
+    picture = "skimage.data.astronaut"
+    Image.fromarray(_picture(picture)).save(host.base_dir / "input" / PICTURES[picture])
+    entry = host.run(_prompt(PICTURES[picture], picture, "gpen_landmarks_size", landmarks_image=H.FACE_CROP))  # landmarks found on the 256 x 256 crop
     assert entry["status"]["status_str"] == "error"
     (err,) = H.status_messages(entry, "execution_error")
     assert err["node_type"] == "GPENFaceRestore" and err["exception_type"].endswith("InvalidInputError")
