@@ -1,10 +1,12 @@
-"""Regenerate the README's node reference from the live schemas: ``python docs/make_node_reference.py [URL]``.
+"""Regenerate the README's node reference from the live schemas: ``python docs/make_node_reference.py [URL ...]``.
 
 The tables go between the ``<!-- node-reference:start -->`` and ``<!-- node-reference:end -->``
-markers of README.md.
+markers of README.md. They are the oldest supported host's schema; inputs only newer hosts offer
+(``face_landmarks``: ComfyUI 0.33.0's core MediaPipe nodes) follow, marked with the version.
 
-With a URL (e.g. http://127.0.0.1:8188) the running server's ``/object_info`` is read; without
-one a headless ComfyUI with this pack is started as the host tests do (see tests/host_utils.py).
+With URLs (e.g. http://127.0.0.1:8188, one server per ComfyUI version) the running servers'
+``/object_info`` is read; without them a headless ComfyUI with this pack is started for every
+version of ``tests/host_utils.HOST_VERSIONS``, as the host tests do (see tests/host_utils.py).
 tests/test_comfyui_host.py fails when the README and the schemas disagree.
 """
 
@@ -41,10 +43,14 @@ def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|")
 
 
-def render(info: dict) -> str:
-    """Markdown tables of every input (type, default, optional, tooltip) and output of our nodes."""
-    lines = ["Generated from the live `/object_info` of ComfyUI 0.8.0 by `docs/make_node_reference.py`;",
-             "the host tests check every input and default below against the running server.", ""]
+def render(infos: dict[str, dict]) -> str:
+    """Markdown tables of every input (type, default, optional, tooltip) and output of our nodes, from
+    ``infos`` (ComfyUI version -> its ``/object_info``, oldest first)."""
+    versions = list(infos)
+    info = infos[versions[0]]
+    lines = [f"Generated from the live `/object_info` of ComfyUI {' and '.join(versions)} by "
+             "`docs/make_node_reference.py`;",
+             "the host tests check every input and default below against the running servers.", ""]
     for node in NODES:
         spec = info[node]
         lines += [f"### {spec['display_name']} (`{node}`)", "",
@@ -57,6 +63,19 @@ def render(info: dict) -> str:
                 default = f"`{_fmt(opts['default'])}`" if "default" in opts else "—"
                 lines.append(f"| `{name}` | {_type_of(s)} | {default} | {'yes' if group == 'optional' else 'no'} "
                              f"| {_cell(opts.get('tooltip'))} |")
+        seen = {n for g in ("required", "optional") for n in spec["input_order"].get(g, [])}
+        for version in versions[1:]:  # inputs only newer hosts offer
+            newer = infos[version][node]
+            for group in ("required", "optional"):
+                for name in newer["input_order"].get(group, []):
+                    if name in seen:
+                        continue
+                    seen.add(name)
+                    s = newer["input"][group][name]
+                    opts = s[1] if len(s) > 1 else {}
+                    default = f"`{_fmt(opts['default'])}`" if "default" in opts else "—"
+                    lines.append(f"| `{name}` | {_type_of(s)} | {default} | {'yes' if group == 'optional' else 'no'} "
+                                 f"(ComfyUI {version}+ only) | {_cell(opts.get('tooltip'))} |")
         lines += ["", "| Output | Type | Tooltip |", "|---|---|---|"]
         for name, kind, tip in zip(spec["output_name"], spec["output"], spec["output_tooltips"]):
             lines.append(f"| `{name}` | {kind} | {_cell(tip)} |")
@@ -64,28 +83,42 @@ def render(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _read(url: str) -> tuple[str, dict]:
+    """(ComfyUI version, ``/object_info``) of a running server."""
+    base = url.rstrip("/")
+    version = json.load(urllib.request.urlopen(base + "/system_stats"))["system"]["comfyui_version"]
+    return version, json.load(urllib.request.urlopen(base + "/object_info"))
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
 def main() -> None:
+    infos = {}
     if len(sys.argv) > 1:
-        info = json.load(urllib.request.urlopen(sys.argv[1].rstrip("/") + "/object_info"))
+        infos = dict(_read(url) for url in sys.argv[1:])
     else:
         sys.path.insert(0, str(REPO / "tests"))
         import host_utils as H
 
-        try:
-            host = H.install_host(H.HOST_VERSIONS[0])
-        except H.HostUnavailable as exc:
-            raise SystemExit(f"ComfyUI not available: {exc}") from None
-        with tempfile.TemporaryDirectory(prefix="gpen_nodes_md_") as tmp:
-            server = H.ComfyServer(host, H.make_base_dir(Path(tmp))).start()
+        for version in H.HOST_VERSIONS:
             try:
-                info = server.get("/object_info")
-            finally:
-                server.stop()
+                host = H.install_host(version)
+            except H.HostUnavailable as exc:
+                raise SystemExit(f"ComfyUI {version} not available: {exc}") from None
+            with tempfile.TemporaryDirectory(prefix="gpen_nodes_md_") as tmp:
+                server = H.ComfyServer(host, H.make_base_dir(Path(tmp))).start()
+                try:
+                    infos[version] = server.get("/object_info")
+                finally:
+                    server.stop()
+    infos = dict(sorted(infos.items(), key=lambda kv: _version_key(kv[0])))
     readme = REPO / "README.md"
     text = readme.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{render(info)}\n{END}{tail}")
+    readme.write_text(f"{head}{START}\n{render(infos)}\n{END}{tail}")
     print("updated the node reference in", readme)
 
 

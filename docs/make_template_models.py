@@ -8,11 +8,15 @@ dialog, which lists them with their URL):
 - ``properties.models`` of a node: ``[{"name", "url", "directory", "hash", "hash_type"}]``; an entry
   counts when a widget of that node holds ``name`` (here: the checkpoint of "Load GPEN Model");
 - ``models`` at the workflow's top level: files no widget names (here: the face detector's
-  weights, which the restore node fetches on first use when it can).
+  weights, which the restore node fetches on first use when it can; not listed when the restore
+  node takes its faces from a linked ``face_landmarks`` input, which replaces the detector).
 
 Names, URLs, folders and hashes come from the pack's weights registry (``gpen.weights.registry.REGISTRY``),
 Hugging Face mirrors first where the registry has one (the frontend only offers downloads from
-there). tests/test_templates.py fails when a template disagrees with this.
+there). Core's MediaPipe face model (ComfyUI 0.33.0's "Load Face Detection Model (MediaPipe)",
+``LoadMediaPipeFaceLandmarker``) is not the pack's file: its record, :data:`MEDIAPIPE_FACE_MODEL`,
+is the one ComfyUI 0.33.0 gives it itself. tests/test_templates.py fails when a template disagrees
+with this.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "example_workflows"
+MEDIAPIPE_LOADER = "LoadMediaPipeFaceLandmarker"
+MEDIAPIPE_FACE_MODEL = {
+    "name": "mediapipe_face_fp32.safetensors",
+    "url": "https://huggingface.co/Comfy-Org/mediapipe/resolve/main/detection/mediapipe_face_fp32.safetensors",
+    "directory": "detection",
+}
+"""As ComfyUI 0.33.0 records it in its own blueprint ``blueprints/Image Face Detection (Mediapipe).json``
+(``properties.models`` of its ``LoadMediaPipeFaceLandmarker`` node; the same in ``Video Face Detection
+(Mediapipe).json``); the host publishes no hash for it. The loader lists ``models/detection``."""
 
 
 def _registry():
@@ -56,12 +69,19 @@ def expected_models(workflow: dict) -> tuple[dict[int, list[dict]], list[dict]]:
         if node["type"] == "GPENModelLoader" and values:
             entry = model_entry(values[0])
             per_node[node["id"]] = [entry] if entry else []
-        elif node["type"] == "GPENFaceRestore":
+        elif node["type"] == MEDIAPIPE_LOADER and values:
+            per_node[node["id"]] = [dict(MEDIAPIPE_FACE_MODEL)] if values[0] == MEDIAPIPE_FACE_MODEL["name"] else []
+        elif node["type"] == "GPENFaceRestore" and not landmarks_linked(node):
             for name in (v for v in values if isinstance(v, str) and v in detectors):
                 entry = model_entry(detectors[name][1])
                 if entry and entry not in top:
                     top.append(entry)
     return per_node, top
+
+
+def landmarks_linked(node: dict) -> bool:
+    """Whether a restore node takes its faces from a linked ``face_landmarks`` input (no detector runs)."""
+    return any(i.get("name") == "face_landmarks" and i.get("link") is not None for i in node.get("inputs", []))
 
 
 def apply(workflow: dict) -> dict:

@@ -19,6 +19,7 @@ from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
 from ..gpen.faces.detect import RETINAFACE_MODELS, detection_memory_bytes
+from ..gpen.faces.mesh import faces_from_landmarks
 from ..gpen.faces.networks import NetworkCache
 from ..gpen.errors import InvalidInputError
 from ..gpen.faces.align import TEMPLATES
@@ -32,6 +33,7 @@ from ..gpen.options import check_options
 from ..gpen.restorer import DETECT_FRAMES
 from . import memory
 from .folders import DETECTION_MODELS, folders_of
+from .landmarks import face_landmarks_inputs
 from .model_loader import GPENModel, GPENModelType
 from .outputs import output_wanted, used_in_running_prompt
 from .preview import ui_payload
@@ -158,6 +160,7 @@ class GPENFaceRestore(io.ComfyNode):
                 io.UpscaleModel.Input("upscale_model", optional=True,
                                       tooltip="Optional model from core's 'Load Upscale Model' for the background "
                                               "(detect mode); its output is resized to exactly upscale x."),
+                *face_landmarks_inputs(),  # ComfyUI 0.33.0+: faces from core's MediaPipe Face Landmarker
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
@@ -190,7 +193,7 @@ class GPENFaceRestore(io.ComfyNode):
                 mask: torch.Tensor | None = None, reference: torch.Tensor | None = None,
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool = True, max_gap: int = 3,
                 min_track: int = 2, regions: str = DEFAULT_REGIONS_TEXT, occlusion: str = "none", upscale: int = 1,
-                upscale_model=None) -> io.NodeOutput:
+                upscale_model=None, face_landmarks=None) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
             raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
@@ -207,6 +210,10 @@ class GPENFaceRestore(io.ComfyNode):
         upscale = check_scale(upscale)
         regions_arg = _regions(regions, face_parsing)
         parse_occluders(occlusion)
+        if face_landmarks is not None and face_mode != "detect":
+            raise InvalidInputError("face_landmarks place faces in the image: set face_mode to detect, or disconnect "
+                                    "face_landmarks to restore aligned face crops.")
+        given = None if face_landmarks is None else faces_from_landmarks(face_landmarks, *image.shape[:3])
         if image.shape[0] == 0:  # an empty batch passes through
             b, h, w, c = image.shape
             return io.NodeOutput(image.new_zeros((0, h * upscale, w * upscale, c)),
@@ -222,7 +229,8 @@ class GPENFaceRestore(io.ComfyNode):
         restoring = (per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
                      + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + working copies
         detector_weights = detecting = 0
-        if face_mode == "detect":  # the detector stays loaded; its working memory is needed before restoration's
+        # the detector (not run for given face_landmarks) stays loaded; its working memory comes before restoration's
+        if face_mode == "detect" and given is None:
             frames = min(image.shape[0], DETECT_FRAMES)
             detector_weights = detection_memory_bytes(detector, image.shape[1], image.shape[2], 0)
             detecting = detection_memory_bytes(detector, image.shape[1], image.shape[2], frames) \
@@ -248,7 +256,7 @@ class GPENFaceRestore(io.ComfyNode):
                                               keep_crops=keep_crops, **hooks)
         else:
             result = restorer.restore(
-                image, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
+                image, given, strength=strength, detector=detector, mask=_mask_batch(mask), parsing=face_parsing,
                 color_correction=color_correction, chunk_size=chunk, reference=reference,
                 detector_dirs=tuple(folders_of(DETECTION_MODELS)), regions=regions_arg, occlusion=occlusion,
                 upscale=upscale, upscaler=None if upscale_model is None else _host_upscaler(upscale_model),

@@ -388,7 +388,9 @@ def widget_value_ok(spec, value) -> bool:
 
 PROBE_NODES = REPO / "tests" / "host_nodes" / "gpen_test_probe"
 REACTOR_STAND_IN = REPO / "tests" / "host_nodes" / "reactor_stand_in"
-TEST_NODE_PACKS = {"gpen_test_probe": PROBE_NODES, "comfyui-reactor": REACTOR_STAND_IN}
+LANDMARKS_STAND_IN = REPO / "tests" / "host_nodes" / "landmarks_stand_in"
+TEST_NODE_PACKS = {"gpen_test_probe": PROBE_NODES, "comfyui-reactor": REACTOR_STAND_IN,
+                   "landmarks_stand_in": LANDMARKS_STAND_IN}
 """Test-only node packs linked into every test host beside this pack, by the folder name they get
 in ``custom_nodes`` (the stand-in takes the real pack's registry name, as the frontend shows it)."""
 CHECKPOINT = "GPEN-BFR-256-seeded.pth"

@@ -108,6 +108,31 @@ def main() -> None:
                         "info": res.args[3]}
     res = node.execute(after, model, "detect", 1.0)
     out["no_reference_left_mask_max"] = float(res.args[1][0, :, :512].max())
+
+    # face_landmarks: offered only where the host has core's MediaPipe face nodes; faces from a payload
+    # restore exactly as the same faces given to the core; a payload of another image size is refused
+    optional = node.INPUT_TYPES().get("optional", {})
+    out["face_landmarks_type"] = optional["face_landmarks"][0] if "face_landmarks" in optional else None
+    if out["face_landmarks_type"] is not None:
+        from mesh_faces import mesh_with_five_points
+
+        face = {"landmarks_xy": mesh_with_five_points(lm, seed=5), "bbox_xyxy": np.array([150., 80., 300., 260.]),
+                "score": 0.97}
+        payload = {"frames": [[face]], "image_size": (512, 512), "connection_sets": {}}
+        res = node.execute(img, model, "detect", 1.0, face_landmarks=payload)
+        given = Detections.from_arrays(np.array([[150., 80., 300., 260.]], np.float32), np.array([0.97], np.float32),
+                                       lm[None])
+        direct = FaceRestorer(net).restore(img, [given])
+        out["landmarks_equal"] = bool(torch.equal(res.args[0], direct.images) and torch.equal(res.args[1], direct.masks))
+        out["landmarks_mask_max"] = float(res.args[1].max())
+        out["landmarks_info"] = res.args[3]
+        for case, args in {"landmarks_wrong_size": (torch.zeros(1, 256, 512, 3), "detect"),
+                           "landmarks_aligned": (img, "aligned")}.items():
+            try:
+                node.execute(args[0], model, args[1], 1.0, face_landmarks=payload)
+                out[case] = "no error"
+            except Exception as exc:  # noqa: BLE001 - the message is the result
+                out[case] = f"{type(exc).__name__}: {exc}"
     print(json.dumps(out))
 
 

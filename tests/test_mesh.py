@@ -8,32 +8,19 @@ import pytest
 from conftest import landmarks_of
 from gpen.errors import InvalidInputError
 from gpen.faces.mesh import faces_from_landmarks, five_points
-
-
-def _mesh(five: np.ndarray, n: int = 478, seed: int = 0) -> np.ndarray:
-    """A random mesh whose named vertices are placed so that the five GPEN points are ``five``."""
-    rng = np.random.default_rng(seed)
-    mesh = rng.uniform(0, 500, size=(n, 2))
-    if n >= 478:
-        mesh[468], mesh[473] = five[0], five[1]
-    else:  # eye centres are the middles of the corners: put the corners symmetric around them
-        off = np.array([7.0, -1.5])
-        mesh[33], mesh[133] = five[0] - off, five[0] + off
-        mesh[362], mesh[263] = five[1] - off, five[1] + off
-    mesh[1], mesh[61], mesh[291] = five[2], five[3], five[4]
-    return mesh
+from mesh_faces import mesh_with_five_points
 
 
 @pytest.mark.parametrize("n", [478, 468])
 def test_five_points_are_the_named_vertices(n):
     for five in landmarks_of("solvay_conference_1927.png")[:5]:
-        got = five_points(_mesh(five.astype(np.float64), n))
+        got = five_points(mesh_with_five_points(five.astype(np.float64), n))
         np.testing.assert_allclose(got, five, atol=1e-4)
 
 
 def test_iris_centres_win_over_eye_corners():
     five = landmarks_of("skimage.data.astronaut")[0].astype(np.float64)
-    mesh = _mesh(five)
+    mesh = mesh_with_five_points(five)
     mesh[[33, 133, 362, 263]] += 40.0  # corners elsewhere: a 478-point mesh still uses the irises
     np.testing.assert_allclose(five_points(mesh), five, atol=1e-4)
     # without irises the corners decide
@@ -53,7 +40,7 @@ def _payload(frames, size=(568, 1328)):
 
 def test_payload_frames_become_boxes_scores_and_points():
     marks = landmarks_of("solvay_conference_1927.png")
-    faces = [{"landmarks_xy": _mesh(m.astype(np.float64), seed=i), "bbox_xyxy": np.array([i, i, i + 9, i + 9.0]),
+    faces = [{"landmarks_xy": mesh_with_five_points(m.astype(np.float64), seed=i), "bbox_xyxy": np.array([i, i, i + 9, i + 9.0]),
               "score": 0.5 + i / 100} for i, m in enumerate(marks[:3])]
     found = faces_from_landmarks(_payload([faces, []]), batch=2, height=568, width=1328)
     boxes, scores, lms = found[0].boxes, found[0].scores, found[0].landmarks
@@ -83,7 +70,7 @@ def test_mesh_faces_drive_the_restorer_with_their_boxes_and_scores():
     from conftest import astronaut
 
     five = landmarks_of("skimage.data.astronaut")
-    faces = [{"landmarks_xy": _mesh(m.astype(np.float64), seed=3), "bbox_xyxy": np.array([150., 80., 300., 260.]),
+    faces = [{"landmarks_xy": mesh_with_five_points(m.astype(np.float64), seed=3), "bbox_xyxy": np.array([150., 80., 300., 260.]),
               "score": 0.9} for m in five]
     image = astronaut()
     restorer = gpen.FaceRestorer(lambda x: -x, size=64)  # not the identity, so restored faces show

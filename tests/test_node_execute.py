@@ -50,3 +50,18 @@ def test_reference_input_restores_only_the_swapped_face(results):
     assert ref["left_mask"] == 0 and ref["right_mask_max"] > 0.99 and ref["left_equal"]
     assert "1 face(s) left alone" in ref["info"]
     assert results["no_reference_left_mask_max"] > 0.99  # without it both faces are restored
+
+
+def test_face_landmarks_input_only_where_the_host_has_the_type(results, request):
+    version = request.node.callspec.params["results"]
+    offered = results["face_landmarks_type"]
+    if version == "0.8.0":  # no core MediaPipe nodes: the node is exactly as before
+        assert offered is None
+        return
+    assert offered == "FACE_LANDMARKS"
+    # the mesh's faces restore exactly as the same five points, box and score given to the core
+    assert results["landmarks_equal"] and results["landmarks_mask_max"] > 0.99
+    assert results["landmarks_wrong_size"].startswith("InvalidInputError")
+    assert "1328x568" not in results["landmarks_wrong_size"] and "512x512 images" in results["landmarks_wrong_size"]
+    assert "512x256" in results["landmarks_wrong_size"]
+    assert results["landmarks_aligned"].startswith("InvalidInputError") and "face_mode" in results["landmarks_aligned"]

@@ -14,6 +14,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((REPO / "example_workflows").glob("*.json"))
+CORE_MEDIAPIPE_NODES = ("LoadMediaPipeFaceLandmarker", "MediaPipeFaceLandmarker")
+"""Core nodes of ComfyUI 0.33.0 that 0.8.0 lacks (tests/test_comfyui_host.py checks templates against both)."""
 
 
 def _tool():
@@ -60,6 +62,25 @@ def test_template_carries_its_model_files(template):
     for entry in workflow.get("models", []):
         spec = REGISTRY[entry["name"]]
         assert entry["directory"] == spec.kind == "facedetection" and entry["url"] in spec.urls
+    restorers = [n for n in workflow["nodes"] if n["type"] == "GPENFaceRestore"]
+    if restorers and all(tool.landmarks_linked(n) for n in restorers):  # faces from core: no detector to fetch
+        assert "models" not in workflow
+    for node in (n for n in workflow["nodes"] if n["type"] == tool.MEDIAPIPE_LOADER):
+        (entry,) = node["properties"]["models"]
+        assert entry == tool.MEDIAPIPE_FACE_MODEL and entry["name"] == node["widgets_values"][0]
+
+
+def test_core_face_landmarks_template_is_declared_for_newer_hosts():
+    """The template chaining core's MediaPipe face nodes (ComfyUI 0.33.0+) says so, links their
+    face_landmarks into the restore node, and needs no RetinaFace weights."""
+    workflow = json.loads((REPO / "example_workflows" / "gpen_core_face_landmarks.json").read_text())
+    types = {n["id"]: n["type"] for n in workflow["nodes"]}
+    assert set(workflow["extra"]["gpen"]["requires_nodes"]) == set(CORE_MEDIAPIPE_NODES) <= set(types.values())
+    (restore,) = [n for n in workflow["nodes"] if n["type"] == "GPENFaceRestore"]
+    (link_id,) = [i["link"] for i in restore["inputs"] if i["name"] == "face_landmarks"]
+    link = next(link for link in workflow["links"] if link[0] == link_id)
+    assert types[link[1]] == "MediaPipeFaceLandmarker" and link[2] == 0 and link[5] == "FACE_LANDMARKS"
+    assert "models" not in workflow
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.stem)
