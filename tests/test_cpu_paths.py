@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import gpen
 import gpen.model.network as network
-from gpen.model import cpu_conv, winograd
+from gpen.model import cpu_conv, filters, winograd
 from gpen.model.workspace import Workspace
 
 from conftest import load_reference_fixture
@@ -67,6 +67,29 @@ def test_matrix_product_transposed_conv_equals_conv_transpose2d(batch, cin, cout
     assert torch.isnan(out[:, :cout]).all()
 
 
+@pytest.mark.parametrize("batch, c, h, w", [(1, 3, 8, 8), (2, 3, 5, 7), (1, 4, 1, 1), (3, 2, 16, 4)])
+def test_separable_upsampling_equals_the_fir_filter(batch, c, h, w):
+    g = torch.Generator().manual_seed(h * w)
+    x = torch.randn(batch, c, h, w, generator=g)
+    up = filters.Upsample()
+    ref = filters.fir(x.double(), up.kernel.double(), up.pad, up=2)
+    base = torch.randn(batch, c, 2 * h, 2 * w, generator=g)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = base.clone().contiguous(memory_format=layout)
+        with Workspace().session(("t",)) as s:
+            res = up.add_to(out, x, s)
+        assert res.data_ptr() == out.data_ptr()
+        assert (out.double() - base.double() - ref).abs().max() < 1e-5
+    assert filters.separable_taps(up.kernel) == pytest.approx((0.25, 0.75, 0.75, 0.25))
+    assert filters.separable_taps(torch.tensor([[1.0, 2.0], [3.0, 4.0]])) is None  # not outer(t, t)
+    odd = filters.Upsample()
+    odd.kernel = torch.outer(torch.tensor([1.0, 2.0, 3.0, 1.0]), torch.tensor([1.0, 2.0, 3.0, 1.0]))  # asymmetric
+    out = base.clone()
+    with Workspace().session(("t",)) as s:
+        odd.add_to(out, x, s)  # falls back to the filter itself
+    assert torch.allclose(out, base + odd(x), atol=1e-5)
+
+
 @pytest.mark.parametrize("onednn", [True, False])
 def test_conv_into_buffer_equals_conv2d(monkeypatch, onednn):
     monkeypatch.setattr(cpu_conv, "enabled", onednn)
@@ -89,6 +112,7 @@ def _force_fast_paths(monkeypatch, on: bool) -> None:
     monkeypatch.setattr(winograd, "MIN_SIDE", 4 if on else 10 ** 9)
     monkeypatch.setattr(network, "GEMM_TRANSPOSED_MAX_SIDE", 10 ** 9 if on else 0)
     monkeypatch.setattr(cpu_conv, "enabled", on)
+    monkeypatch.setattr(filters, "SEPARABLE_UPSAMPLE", on)
 
 
 @pytest.mark.parametrize("on", [True, False])

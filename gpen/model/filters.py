@@ -65,6 +65,45 @@ class Blur(nn.Module):
         return fir(x, self.kernel, self.pad, ws=ws, out=out)
 
 
+SEPARABLE_UPSAMPLE = True  # the CPU path's separable 2x upsampling (tests switch it off)
+
+
+def separable_taps(kernel: torch.Tensor) -> tuple[float, ...] | None:
+    """The 1-D taps ``t`` of a kernel equal to ``outer(t, t)`` with ``t`` symmetric (the released
+    models' [1, 3, 3, 1] kernels), None for any other kernel."""
+    k = kernel.detach().double().cpu()
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.sum() <= 0:
+        return None
+    t = k.sum(dim=1) / k.sum().sqrt()
+    if not torch.allclose(torch.outer(t, t), k, rtol=1e-6, atol=1e-9) or not torch.allclose(t, t.flip(0)):
+        return None
+    return tuple(float(v) for v in t)
+
+
+def upsample2x_add_(out: torch.Tensor, x: torch.Tensor, taps: tuple[float, ...], ws: Session) -> torch.Tensor:
+    """``out += fir(x, outer(taps, taps), (2, 1), up=2)`` for 4 symmetric ``taps``, as two separable
+    passes: each output sample of a 2x zero-inserted signal filtered with 4 taps is the sum of two
+    input samples (even outputs ``t0 x[i-1] + t2 x[i]``, odd ``t1 x[i] + t3 x[i+1]``, zero beyond
+    the border). Four element-wise passes per axis over planar memory, instead of oneDNN's slow
+    depthwise transposed convolution (about 10x faster for the 3-channel RGB skip on the CPU).
+    ``out`` (B, C, 2H, 2W) may be any layout; returns it."""
+    t0, t1, t2, t3 = taps
+    b, c, h, w = x.shape
+    rows = ws.take((b, c, h, 2 * w), x, channels_last=False)  # x upsampled along W only
+    even, odd = rows[..., 0::2], rows[..., 1::2]
+    torch.mul(x, t2, out=even)
+    even[..., 1:].add_(x[..., :-1], alpha=t0)
+    torch.mul(x, t1, out=odd)
+    odd[..., :-1].add_(x[..., 1:], alpha=t3)
+    even, odd = out[:, :, 0::2], out[:, :, 1::2]
+    even.add_(rows, alpha=t2)
+    even[:, :, 1:].add_(rows[:, :, :-1], alpha=t0)
+    odd.add_(rows, alpha=t1)
+    odd[:, :, :-1].add_(rows[:, :, 1:], alpha=t3)
+    ws.give(rows)
+    return out
+
+
 class Upsample(nn.Module):
     """2x upsampling by zero insertion and FIR filtering (the RGB skip path)."""
 
@@ -77,3 +116,11 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fir(x, self.kernel, self.pad, up=2)
+
+    def add_to(self, out: torch.Tensor, x: torch.Tensor, ws: Session) -> torch.Tensor:
+        """``out += self(x)``, through the separable passes where the kernel allows
+        (:func:`upsample2x_add_`; the CPU path of the network)."""
+        taps = ws.derived(self, "taps", self.kernel, lambda: separable_taps(self.kernel))
+        if SEPARABLE_UPSAMPLE and taps is not None and len(taps) == 4 and self.pad == (2, 1):
+            return upsample2x_add_(out, x, taps, ws)
+        return out.add_(self(x))

@@ -303,9 +303,10 @@ class ToRGB(nn.Module):
             torch.baddbmm(self.bias.to(x.dtype).view(1, 3, 1), weight, pixels.transpose(1, 2), out=out)
             rgb = out.view(b, 3, h, wd)
         if skip is not None:
-            up = self.upsample(skip)
-            rgb = rgb + up if ws is None else rgb.add_(up)
-            if ws is not None:
+            if ws is None:
+                rgb = rgb + self.upsample(skip)
+            else:
+                self.upsample.add_to(rgb, skip, ws)
                 ws.give(skip)
         return rgb
 

@@ -171,7 +171,8 @@ class Workspace:
     def nbytes(self) -> int:
         """Bytes held by the kept buffers and derived tensors."""
         buffers = sum(b.tensor.numel() * b.tensor.element_size() for b in self._free)
-        return buffers + sum(t.numel() * t.element_size() for _, t in self._derived.values())
+        return buffers + sum(t.numel() * t.element_size() for _, t in self._derived.values()
+                             if isinstance(t, torch.Tensor))
 
 
 class KeepsBuffers:
