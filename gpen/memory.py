@@ -20,10 +20,12 @@ MPS_FALLBACK_BUDGET = 4 * 2 ** 30
 """Bytes of working memory assumed free on Apple's MPS when torch cannot tell (torch.mps has no
 ``recommended_max_memory`` before torch 2.3)."""
 
-CPU_FACES_PER_CALL = {256: 1, 512: 1, 1024: 1, 2048: 1}
+CPU_FACES_PER_CALL = {256: 8, 512: 2, 1024: 1, 2048: 1}
 """Faces per network call on the CPU in float32: the batch with the least time per face in
 ``python -m bench network --batches 1 2 4 8 --malloc default`` on the 2-core test CPU
-(``bench/results/cpu_network_batches.json``); sizes not listed run one face per call."""
+(``bench/results/cpu_network_batches.json``: 256 px 79 ms/face at 8 against 108 at 1; 512 px
+993 ms at 2 against 1254 at 1, 1048-1138 at 4-8; ``cpu_network_batches_1024_2048.json``: 1024 and
+2048 px no gain at 2); sizes not listed run one face per call."""
 
 CPU_MEMORY_SHARE = 0.25
 """At most this share of the available memory goes to one CPU call's faces (``face_memory_bytes``)."""
