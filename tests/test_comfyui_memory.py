@@ -71,6 +71,7 @@ def _unload_all(server, timeout: float = 20.0) -> dict:
 
 
 def test_gpen_is_a_loaded_model_during_the_run_and_unload_frees_it(comfy_server):
+    _unload_all(comfy_server)  # the server is shared: other tests' models may still be loaded
     first = _run(comfy_server, _prompt(strength=0.9))
     (gpen,) = _hosted(_report(first), "HostedGPEN")
     assert gpen["network"] == "GPEN" and gpen["load_device"] == "cpu" and gpen["weight_devices"] == ["cpu"]
@@ -91,6 +92,7 @@ def test_gpen_is_a_loaded_model_during_the_run_and_unload_frees_it(comfy_server)
 def test_detector_and_parser_are_loaded_models_too(comfy_server):
     # Seeded random RetinaFace / ParseNet weights (host_utils.prepare_base): they find meaningless
     # faces; at the lowest threshold "largest" keeps exactly one, which is enough to run all three.
+    _unload_all(comfy_server)  # the server is shared: other tests' models may still be loaded
     entry = _run(comfy_server, _prompt(face_mode="detect", detector="retinaface_mobile0.25",
                                        detection_threshold=0.05, face_selection="largest", face_parsing=True))
     assert entry["outputs"]["3"]["gpen_faces"] == [1]
@@ -105,6 +107,7 @@ def test_detector_and_parser_are_loaded_models_too(comfy_server):
 def test_many_runs_keep_one_patcher_and_bounded_memory(comfy_server):
     """25 runs in one server: one GPEN entry in the host's table, resident memory grows by at most
     ~50 MB (a leak of one preview, crop or derived tensor set per run would exceed it)."""
+    _unload_all(comfy_server)  # the server is shared: other tests' models may still be loaded
     for i in range(3):  # warm-up: first allocations, caches, lazy imports
         _run(comfy_server, _prompt(strength=0.3 + 0.01 * i))
     before = comfy_server.get("/gpen_test/memory")["rss"]
