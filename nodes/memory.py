@@ -24,16 +24,12 @@ import torch
 from comfy import model_management
 
 from ..gpen.faces.detect import detection_memory_bytes
+from ..gpen.faces.parsing import parser_memory_bytes
 from ..gpen.memory import face_memory_bytes
 
 logger = logging.getLogger(__name__)
 
 _PATCHER_CLASS = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
-
-# Rough working memory of the parser per pixel of its 512 x 512 input (float32 activations kept
-# alive at the widest layers, plus the input copies), in the spirit of core's upscale estimate.
-_PARSER_BYTES_PER_PIXEL = 48 * 4
-_PARSER_INPUT_PIXELS = 512 * 512
 
 
 class HostedNetwork(torch.nn.Module):
@@ -106,7 +102,7 @@ def work_memory(role: str, network, inputs: torch.Tensor, size: int, dtype: torc
         b, h, w = inputs.shape[:3]
         model = getattr(network, "model", "retinaface_resnet50")
         return detection_memory_bytes(model, h, w, b) - detection_memory_bytes(model, h, w, 0)
-    return int(inputs.shape[0]) * _PARSER_INPUT_PIXELS * _PARSER_BYTES_PER_PIXEL  # parser, occluder
+    return parser_memory_bytes(inputs.shape[0])  # parser, occluder
 
 
 def load(patcher: comfy.model_patcher.ModelPatcher, memory_required: int) -> None:

@@ -113,7 +113,6 @@ def _force_fast_paths(monkeypatch, on: bool) -> None:
     monkeypatch.setattr(network, "GEMM_TRANSPOSED_MAX_SIDE", 10 ** 9 if on else 0)
     monkeypatch.setattr(cpu_conv, "enabled", on)
     monkeypatch.setattr(filters, "SEPARABLE_UPSAMPLE", on)
-    monkeypatch.setattr(network, "FUSED_CPU_PATH", on)
 
 
 @pytest.mark.parametrize("on", [True, False])

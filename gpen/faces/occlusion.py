@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidInputError, ModelLoadError
 from ..model.onnx_graph import INSTALL_ORT
-from ..model.onnx_runtime import create_session
+from ..model.onnx_runtime import create_session, run_in_batches
 from ..weights.download import ensure_weights
 from .parsing import blur_mask
 
@@ -118,14 +118,8 @@ class XSegGraph:
         """(n, size, size, 3) float32 -> (n, size, size) float32 masks, clipped to 0..1."""
         n = x.shape[0]
         step = self.batch or n
-        outs = []
-        for i in range(0, n, step):
-            part = x[i:i + step]
-            m = part.shape[0]
-            if self.batch and m < step:
-                part = np.concatenate([part, np.repeat(part[-1:], step - m, axis=0)])
-            out = np.asarray(self.session.run([self.output_name], {self.input_name: part})[0])[:m]
-            outs.append(self._squeeze(out, m))
+        pieces = run_in_batches(self.session, self.input_name, self.output_name, x, self.batch)
+        outs = [self._squeeze(out, min(step, n - i)) for out, i in zip(pieces, range(0, n, step))]
         return np.clip(np.concatenate(outs), 0.0, 1.0).astype(np.float32, copy=False)
 
     def _squeeze(self, out: np.ndarray, m: int) -> np.ndarray:

@@ -95,6 +95,16 @@ DEFAULT_BLUR_SIGMA = 11.0 * math.sqrt(2.0)
 DEFAULT_EDGE = 10
 
 
+PARSER_BYTES_PER_PIXEL = 48 * 4
+"""Rough working memory of the parser per pixel of its input (float32 activations alive at the
+widest layers, plus the input copies): an estimate for a host's memory manager, not measured."""
+
+
+def parser_memory_bytes(faces: int) -> int:
+    """Estimated working memory (bytes, weights excluded) of parsing ``faces`` crops at ``INPUT_SIZE``."""
+    return int(faces) * INPUT_SIZE * INPUT_SIZE * PARSER_BYTES_PER_PIXEL
+
+
 def label_indices(labels: Sequence[str], parts: Iterable[str]) -> tuple[int, ...]:
     """Indices of ``parts`` (label names) in a model's ``labels``; unknown names are an error."""
     parts = tuple(parts)

@@ -18,16 +18,13 @@ def blur_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0), gain: float = 1.
 
 
 def fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1,
-        ws: Session | None = None, out: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        ws: Session | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Upsample by zero insertion (``up``), pad, and convolve each channel with ``kernel``.
 
     Implemented as a depthwise (transposed) convolution; ``kernel`` is flipped because the
     filter is a true convolution, not a correlation. With ``ws`` (CPU) a symmetric, non-upsampling
-    filter writes into ``out`` or else a buffer of the workspace. ``bias`` (C,) is added to the
-    output (not for upsampling).
+    filter writes into ``out`` or else a buffer of the workspace.
     """
-    if bias is not None and up != 1:
-        raise ValueError("fir: a bias is only added without upsampling")
     c = x.shape[1]
     k = torch.flip(kernel, (0, 1)).to(x.dtype)
     kh, kw = k.shape
@@ -35,13 +32,13 @@ def fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1
     if up == 1:
         if pad[0] == pad[1]:
             if ws is None:
-                return F.conv2d(x, weight, bias, padding=pad[0], groups=c)
+                return F.conv2d(x, weight, padding=pad[0], groups=c)
             b, _, h, w = x.shape
             if out is None:
                 out = ws.take((b, c, h + 2 * pad[0] - kh + 1, w + 2 * pad[0] - kw + 1), x)
-            return conv2d_into(out, x, weight.contiguous(), bias, 1, pad[0], groups=c)
+            return conv2d_into(out, x, weight.contiguous(), None, 1, pad[0], groups=c)
         x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-        y = F.conv2d(x, weight, bias, groups=c)
+        y = F.conv2d(x, weight, groups=c)
         return y if out is None else out.copy_(y)
     # Zero insertion + padding + correlation == transposed convolution with the flipped kernel.
     # Output size: in*up + pad0 + pad1 - kh + 1 (for up=2, pad=(2,1), k=4: 2*in).
@@ -65,9 +62,8 @@ class Blur(nn.Module):
         self.register_buffer("kernel", blur_kernel(gain=gain))
         self.pad = pad
 
-    def forward(self, x: torch.Tensor, ws: Session | None = None, out: torch.Tensor | None = None,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-        return fir(x, self.kernel, self.pad, ws=ws, out=out, bias=bias)
+    def forward(self, x: torch.Tensor, ws: Session | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        return fir(x, self.kernel, self.pad, ws=ws, out=out)
 
 
 SEPARABLE_UPSAMPLE = True  # the CPU path's separable 2x upsampling (tests switch it off)

@@ -233,40 +233,7 @@ class ModulatedConv2d(CachingModule):
         return out
 
 
-    def convolve_fused(self, x: torch.Tensor, s: torch.Tensor, demod: torch.Tensor, bias: torch.Tensor,
-                       ws: Session) -> torch.Tensor | None:
-        """``demod * conv(x * s) + bias`` (for upsampling with the blur) in one workspace buffer, the CPU
-        path: modulation and demodulation folded into each image's weight, the bias into the last
-        convolution, so the activation is not passed over again for them. None where :meth:`convolve`
-        would not fold the weights (they outnumber one image's activations, or the small-image
-        matrix-product path)."""
-        b, _, h, w = x.shape
-        if self.upsample and max(h, w) <= GEMM_TRANSPOSED_MAX_SIDE:
-            return None
-        weight = self.weight[0]
-        if self.upsample:  # conv_transpose2d wants (in, out, k, k)
-            weight = _derived(self, "weight_t", self.weight, lambda: self.weight[0].transpose(0, 1).contiguous())
-        if weight.numel() >= x[0].numel():
-            return None
-        s_shape, d_shape = ((-1, 1, 1, 1), (1, -1, 1, 1)) if self.upsample else ((1, -1, 1, 1), (-1, 1, 1, 1))
-
-        def fold(i: int) -> torch.Tensor:
-            scale = s[i].to(weight.dtype).view(s_shape) * demod[i].to(weight.dtype).view(d_shape)
-            return (weight * scale).to(x.dtype)
-
-        bias = bias.to(x.dtype)
-        if self.upsample:
-            out = ws.take((b, self.out_ch, 2 * h, 2 * w), x)
-            for i in range(b):
-                self.blur(F.conv_transpose2d(x[i:i + 1], fold(i), stride=2), ws, out=out[i:i + 1], bias=bias)
-            return out
-        out = ws.take((b, self.out_ch, h, w), x)
-        for i in range(b):
-            conv2d_into(out[i:i + 1], x[i:i + 1], fold(i), bias, 1, self.kernel_size // 2)
-        return out
-
 GEMM_TRANSPOSED_MAX_SIDE = 32  # on the CPU, transposed convolutions as one matrix product up to this input side
-FUSED_CPU_PATH = True  # on the CPU, demodulation and bias folded into the convolutions (tests switch it off)
 
 
 class StyledConv(nn.Module):
@@ -301,12 +268,6 @@ class StyledConv(nn.Module):
         if ws is not None and conv.kernel_size == 3 and not conv.upsample and winograd.pays(conv.in_ch, c, x):
             u = ws.derived(conv, "winograd", conv.weight, lambda: winograd.conv_weight(conv.weight[0].float()))
             winograd.conv3x3(x, s.to(dt), u, out[:, :c], bias[:c], demod, ws)
-        elif ws is not None and FUSED_CPU_PATH and (y := conv.convolve_fused(x, s, demod, bias[:c], ws)) is not None:
-            torch.ops.aten.leaky_relu.out(y, LRELU_SLOPE, out=out[:, :c])  # one pass: activation into its half
-            ws.give(y)
-            torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain, out=out[:, c:])
-            F.leaky_relu_(out[:, c:], LRELU_SLOPE)
-            return out
         else:
             y = conv.convolve(x, s, x_is_scratch, ws)
             torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None], out=out[:, :c])

@@ -32,6 +32,21 @@ def _ort_error(path: Path, e: Exception) -> ModelLoadError:
                           f"may be incomplete: delete {path} and download it again; otherwise update onnxruntime.")
 
 
+def run_in_batches(session, input_name: str, output_name: str, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """``session``'s output for ``x`` in pieces of ``batch`` (the graph's fixed batch; None: all at
+    once), the last piece padded with copies of its last item and cut back; one array per piece."""
+    n = x.shape[0]
+    step = batch or n
+    outs = []
+    for i in range(0, n, step):
+        part = x[i:i + step]
+        m = part.shape[0]
+        if batch and m < step:
+            part = np.concatenate([part, np.repeat(part[-1:], step - m, axis=0)])
+        outs.append(np.asarray(session.run([output_name], {input_name: part})[0])[:m])
+    return outs
+
+
 def create_session(ort, path: Path, providers: list):
     """An onnxruntime session of ``path`` on ``providers``; ``ModelLoadError`` when it cannot be built."""
     options = ort.SessionOptions()
@@ -103,15 +118,7 @@ class OnnxGPEN:
         if n == 0:
             return torch.empty((0, 3, s, s), dtype=self.dtype, device=self.device)
         arr = x.detach().to(device="cpu", dtype=self.dtype).contiguous().numpy()
-        step = self.batch or n
-        outs = []
-        for i in range(0, n, step):
-            part = arr[i:i + step]
-            m = part.shape[0]
-            if self.batch and m < step:
-                part = np.concatenate([part, np.repeat(part[-1:], step - m, axis=0)])
-            out = self.session.run([self.signature.output_name], {self.signature.input_name: part})[0]
-            outs.append(np.asarray(out)[:m])
+        outs = run_in_batches(self.session, self.signature.input_name, self.signature.output_name, arr, self.batch)
         return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0]).to(self.device)
 
     def eval(self) -> OnnxGPEN:
