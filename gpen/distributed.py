@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,8 +28,8 @@ import numpy as np
 
 from .errors import GPENError, InvalidInputError, MissingDependencyError
 from .imageio import write_file_atomic
-from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, lookup_landmarks, pending, restore_image, restore_window,
-                   video_reference)
+from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, TaskTiming, lookup_landmarks, pending, restore_image,
+                   restore_window, video_reference, worker_name)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,17 @@ class Task:
     info: object = None
     reference: object = None  # a video's reference: its VideoInfo, or one picture
 
+    @property
+    def name(self) -> str:
+        """The input's name; a segment's adds its frames: ``clip.mp4[64:128]``."""
+        seg = self.segment
+        return self.item.name if seg is None else f"{self.item.name}[{seg.start}:{seg.stop}]"
+
 
 class RestoreWorker:
     """The Ray Data actor: one loaded model; each row ``{"task": pickled Task}`` becomes
-    ``{"error": "" or the reason, "retry": bool, "result": pickled result}``."""
+    ``{"error": "" or the reason, "retry": bool, "result": pickled result, "worker": host:pid,
+    "started": epoch seconds, "seconds": how long it took}``."""
 
     def __init__(self, spec: ModelSpec, options: RestoreOptions, factory: Callable[[], object] | None = None) -> None:
         self.options = options
@@ -82,9 +90,11 @@ class RestoreWorker:
             self.error = f"{type(e).__name__}: {e}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        errors, retry, results = [], [], []
+        errors, retry, results, started, seconds = [], [], [], [], []
         for blob in batch["task"]:
             task: Task = pickle.loads(blob)
+            started.append(time.time())
+            clock = time.perf_counter()
             try:
                 if self.error is not None:
                     raise GPENError(self.error)
@@ -96,8 +106,10 @@ class RestoreWorker:
                 results.append(b"")
                 errors.append(f"{type(e).__name__}: {e}")
                 retry.append(not isinstance(e, InvalidInputError) and self.error is None)
+            seconds.append(time.perf_counter() - clock)
         return {"error": np.array(errors, dtype=object), "retry": np.array(retry),
-                "result": np.array(results, dtype=object)}
+                "result": np.array(results, dtype=object), "started": np.array(started), "seconds": np.array(seconds),
+                "worker": np.array([worker_name()] * len(errors), dtype=object)}
 
     def run(self, task: Task):
         """The result of one task: image files (name -> bytes) or a segment's (frames, pts, faces)."""
@@ -231,6 +243,8 @@ def _run_round(ray, items: list[Item], spec: ModelSpec, options: RestoreOptions,
     try:
         for task, row in zip(tasks, ds.iter_rows()):
             key = by_output[task.item.output]
+            report.timings.append(TaskTiming(task.name, str(row["worker"]), float(row["started"]),
+                                             float(row["seconds"])))
             bar.update(1 if task.segment is None else task.segment.stop - task.segment.start)
             if key in failed:
                 continue  # an earlier segment of this video failed

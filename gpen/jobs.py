@@ -237,15 +237,36 @@ def plan_outputs(files: list[Path], out_dir: str | os.PathLike, inputs: list[str
     return items
 
 
+@dataclass(frozen=True)
+class TaskTiming:
+    """When and where one unit of work ran: ``name`` (an image, or ``clip.mp4[0:64]`` for a video
+    segment), ``worker`` (``host:pid``), ``started`` (seconds since the epoch) and ``seconds`` it took
+    (reading, restoring and encoding; not writing on the driver)."""
+
+    name: str
+    worker: str
+    started: float
+    seconds: float
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, as :class:`TaskTiming` names workers."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass
 class RunReport:
-    """What a run did: outputs written, inputs skipped (their output existed), failures by input name."""
+    """What a run did: outputs written, inputs skipped (their output existed), failures by input name,
+    and how long each unit of work took where (``timings``)."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     faces: int = 0
     frames: int = 0
+    timings: list[TaskTiming] = field(default_factory=list)
 
 
 def pending(items: list[Item], overwrite: bool = False) -> tuple[list[Item], list[Item]]:

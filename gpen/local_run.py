@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from .imageio import write_file_atomic
-from .jobs import (Item, RestoreOptions, RunReport, lookup_landmarks, pending, restore_image,
-                   restore_sequence_segment, restore_window, video_reference)
+from .jobs import (Item, RestoreOptions, RunReport, TaskTiming, lookup_landmarks, pending, restore_image,
+                   restore_sequence_segment, restore_window, video_reference, worker_name)
 from .segments import SegmentWindows
 
 log = logging.getLogger(__name__)
@@ -98,19 +99,24 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
                 report.written.extend(it.output for it in sequence[seg.start:seg.stop])
                 report.faces += out.faces
                 bar.update(seg.stop - seg.start)
+        worker = worker_name()
         for item in todo:
+            started, clock = time.time(), time.perf_counter()
             if item.kind == "video":
                 lms = lookup_landmarks(video_landmarks, item)
                 frames, faces = restore_video(restorer, item, options, lms, quiet)
+                seconds = time.perf_counter() - clock  # decoding, restoring and encoding the clip
                 report.frames += frames
                 log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
             else:
                 out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item))
+                seconds = time.perf_counter() - clock  # as a Ray worker's: reading, restoring, encoding
                 for name, data in out.files:
                     write_file_atomic(item.output.with_name(name), data)
                 faces = out.faces
                 bar.update(1)
                 log.info("%s: %s", item.name, out.info)
+            report.timings.append(TaskTiming(item.name, worker, started, seconds))
             report.written.append(item.output)
             report.faces += faces
     finally:

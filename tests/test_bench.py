@@ -1,4 +1,5 @@
-"""The one-call device check (bench/device_check.py) runs every step; here on the CPU, small."""
+"""bench/ helpers: the one-call device check (bench/device_check.py) runs every step, here on the
+CPU, small; the Ray bench reads start-up, first image and steady rate from per-image timings."""
 
 from __future__ import annotations
 
@@ -47,3 +48,15 @@ def test_device_check_skips_steps_past_its_budget(tmp_path):
     device_check.run(args)
     steps = json.loads(out.read_text())["steps"]
     assert {s["status"] for s in steps.values()} == {"skipped"}
+
+
+def test_ray_bench_separates_start_up_first_image_and_steady_rate():
+    from bench.ray_bench import summarize
+    from gpen.jobs import TaskTiming
+
+    # worker a: starts at 10 s, first image 4 s, then two of 2 s; worker b: starts at 11 s, one of 5 s, one of 3 s
+    timings = [TaskTiming("1", "a", 10, 4), TaskTiming("2", "a", 14, 2), TaskTiming("3", "a", 16, 2),
+               TaskTiming("4", "b", 11, 5), TaskTiming("5", "b", 16, 3)]
+    row = summarize(timings[::-1], started=2.0, total=20.0)
+    assert row["startup_s"] == 8.0 and row["first_image_s"] == 4.5 and row["steady_s_per_image"] == 2.0
+    assert row["steady_images_per_s"] == round(2 / 4 + 1 / 3, 3) and row["processes"] == 2 and row["images"] == 5

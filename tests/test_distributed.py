@@ -113,6 +113,12 @@ def test_failed_inputs_are_retried_then_reported_by_name(tmp_path, caplog, capsy
         assert "retrying 2 failed input(s)" in caplog.text and "a.png" in caplog.text
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "clip.mp4"]  # ... got done
         assert sorted(p.name for p in report.written) == [p.name for p in sorted((tmp_path / "out").iterdir())]
+        # every unit of work timed where it ran, failed tries too: 3 images and 3 segments, then 2 retries
+        names = sorted(t.name for t in report.timings)
+        assert names == ["a.png", "a.png", "b.jpg", "b.jpg", "broken.png", "clip.mp4[0:4]", "clip.mp4[4:8]",
+                         "clip.mp4[8:10]"]
+        assert all(t.seconds > 0 and t.worker.split(":")[-1].isdigit() for t in report.timings)
+        assert len({t.worker for t in report.timings}) <= 2 * 2  # two workers in each of the two rounds
         capsys.readouterr()
         rc = main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--ray"])
         assert ray.is_initialized()  # not shut down: it was not started by the run
