@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -18,6 +19,18 @@ log = logging.getLogger(__name__)
 MPS_FALLBACK_BUDGET = 4 * 2 ** 30
 """Bytes of working memory assumed free on Apple's MPS when torch cannot tell (torch.mps has no
 ``recommended_max_memory`` before torch 2.3)."""
+
+CPU_FACES_PER_CALL = {256: 8, 512: 1, 1024: 1, 2048: 1}
+"""Faces per network call on the CPU in float32: the batch with the least time per face in
+``python -m bench network --sizes 256 512 --batches 1 2 4 8 --malloc default --rounds 2`` on the
+2-core test CPU (``bench/results/cpu_network_batches.json``: 256 px 84 ms/face at 8 against 114 at
+1; 512 px 1080 ms at 1 against 1160-1241 at 2-8; ``cpu_network_batches_1024_2048.json``: 1024 and
+2048 px no gain at 2); sizes not listed run one face per call. Other CPUs differ (a 2-core Zen 4
+was reported to gain 22% at 512 px with 8 faces per call): ``--chunk-size`` / ``face_batch_size``
+set it."""
+
+CPU_MEMORY_SHARE = 0.25
+"""At most this share of the available memory goes to one CPU call's faces (``face_memory_bytes``)."""
 
 CROPS_PER_STEP_BYTES = 32 * 2 ** 20
 """Aligned face crops (float32) held per step of the frame loop, beyond one network chunk: 10 faces
@@ -53,20 +66,37 @@ def free_device_memory(device: torch.device) -> int | None:
     return None
 
 
-def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | None = None) -> int:
-    """Faces per network call: from free memory on CUDA and MPS (60% of it, at most 64); one on the CPU.
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give this process (Linux ``MemAvailable``), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
-    Batching pays on the CPU too (``bench/results/cpu_network_batches*.json``, float32, default
-    allocator: 256 px 79 ms/face at 8 faces per call against 108 at 1, 512 px 993 ms at 2 against
-    1254, nothing at 1024/2048 px), but then a face's result depends in its last bits on the faces
-    that share its call (float sums run in another order for another batch; with 8 faces per call
-    tests/test_video.py found a sequence restored in segments differing from one run), so a video
-    restored in segments, or a folder through Ray, would no longer give one local run's files bit for bit.
-    A caller who prefers the speed passes a chunk size (``face_batch_size``, ``--chunk-size``).
+
+def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | None = None) -> int:
+    """Faces per network call: from free memory on CUDA and MPS (60% of it, at most 64); on the CPU
+    the measured best batch (:data:`CPU_FACES_PER_CALL`, float32) as far as
+    :data:`CPU_MEMORY_SHARE` of the available memory holds it.
+
+    A face's result can differ in its last float bits with the faces that share its call (a
+    multi-threaded matrix product splits its sums by the shape; the style path runs row by row
+    so it never does); a chunk size of 1 makes every run bit for bit independent of batching.
     """
     free = free_device_memory(device)
     if free is None:
-        return 1
+        best = CPU_FACES_PER_CALL.get(size, 1) if dtype in (None, torch.float32) else 1
+        available = available_memory_bytes() if best > 1 else None
+        if available is None:
+            return 1
+        return int(max(1, min(best, available * CPU_MEMORY_SHARE // face_memory_bytes(size, dtype))))
     return int(max(1, min(64, free * 0.6 // face_memory_bytes(size, dtype))))
 
 

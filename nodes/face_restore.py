@@ -113,8 +113,9 @@ class GPENFaceRestore(io.ComfyNode):
                                tooltip="For video batches: smooth face positions over frames to stop jitter "
                                        "(0: off; higher: steadier but slower to follow motion)."),
                 io.Int.Input("face_batch_size", default=0, min=0, max=256, step=1, optional=True,
-                             tooltip="Faces per network pass (0: automatic, from free GPU memory). Halved "
-                                     "automatically when the GPU runs out of memory."),
+                             tooltip="Faces per network pass (0: automatic: from free GPU memory, or on the CPU "
+                                     "the measured best for the model size). Halved automatically when "
+                                     "the GPU runs out of memory."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Only faces inside this mask are restored, and only within it "
                                       "(detect mode). One mask or one per frame; a mask of another size "

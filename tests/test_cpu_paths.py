@@ -204,3 +204,20 @@ def test_copies_and_pickles_start_with_empty_buffers():
         assert other.workspace_bytes() == 0
         with torch.inference_mode():
             assert torch.equal(other(f["input"]), expected)
+
+
+def test_style_path_gives_each_row_the_result_it_has_alone():
+    # A CPU matrix product with one row runs another kernel than with several (sums in another
+    # order): the style path goes row by row, so a face's style never depends on its batch.
+    from gpen.model.layers import EqualLinear
+
+    torch.manual_seed(0)
+    layer = EqualLinear(4096, 512, activation=True)
+    x = torch.randn(5, 4096)
+    together = layer(x)
+    assert all(torch.equal(together[i:i + 1], layer(x[i:i + 1])) for i in range(5))
+    conv = network.ModulatedConv2d(512, 512, 3, 512)
+    s, d = conv.styles(x[:, :512])
+    for i in range(5):
+        si, di = conv.styles(x[i:i + 1, :512])
+        assert torch.equal(s[i:i + 1], si) and torch.equal(d[i:i + 1], di)

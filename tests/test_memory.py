@@ -29,10 +29,20 @@ def test_mps_without_memory_queries_uses_the_documented_budget(monkeypatch):
     assert memory.default_chunk_size(torch.device("mps"), 256) == expected > 1
 
 
-def test_cpu_runs_one_face_per_call():
-    # results must not depend on which faces share a call (segments, Ray): see default_chunk_size
-    for size in (256, 512, 1024, 2048):
-        assert memory.default_chunk_size(torch.device("cpu"), size) == 1
+def test_cpu_faces_per_call_follow_the_measured_table_within_the_memory_bound(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 64 * 2 ** 30)
+    for size, best in memory.CPU_FACES_PER_CALL.items():
+        assert memory.default_chunk_size(cpu, size) == best
+    assert memory.default_chunk_size(cpu, 256, torch.bfloat16) == 1  # measured for float32 only
+    assert memory.default_chunk_size(cpu, 128) == 1  # not measured: one face
+    # a quarter of the available memory bounds the batch: room for 3 faces at 256 px gives 3
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 4 * 3 * memory.face_memory_bytes(256) + 1)
+    assert memory.default_chunk_size(cpu, 256) == 3
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1)
+    assert memory.default_chunk_size(cpu, 256) == 1
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: None)  # unknown: one face
+    assert memory.default_chunk_size(cpu, 256) == 1
 
 
 @pytest.mark.parametrize("size, chunk, expected", [(512, 1, 10), (2048, 1, 1), (1024, 1, 2), (2048, 8, 8)])

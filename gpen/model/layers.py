@@ -8,8 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import is_compiling
+
 SQRT2 = math.sqrt(2.0)
 LRELU_SLOPE = 0.2
+
+
+def rowwise(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for a batch of rows, computed one row at a time on the CPU.
+
+    A CPU matrix product picks its kernel by the number of rows (one row: a matrix-vector
+    product), so a row's result would depend on which rows share the call; row by row it is the
+    same in every batch. The style path is tiny, so this costs nothing measurable.
+    """
+    if x.shape[0] == 1 or x.device.type != "cpu" or torch.jit.is_tracing() or is_compiling():
+        return fn(x)
+    return torch.cat([fn(x[i:i + 1]) for i in range(x.shape[0])])
 
 
 def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -43,8 +57,8 @@ class EqualLinear(nn.Module):
         w = self.weight.float() * self.scale
         b = self.bias.float() * self.lr_mul
         if self.activation:
-            return _bias_lrelu(F.linear(x, w), b)
-        return F.linear(x, w, b)
+            return _bias_lrelu(rowwise(lambda r: F.linear(r, w), x), b)
+        return rowwise(lambda r: F.linear(r, w, b), x)
 
 
 class NoiseInjection(nn.Module):

@@ -49,7 +49,7 @@ from . import winograd
 from .config import GPENConfig, default_channels
 from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols
 from .filters import Blur, Upsample, blur_kernel
-from .layers import LRELU_SLOPE, SQRT2, ConstantInput, EqualLinear, NoiseInjection, PixelNorm
+from .layers import LRELU_SLOPE, SQRT2, ConstantInput, EqualLinear, NoiseInjection, PixelNorm, rowwise
 from .workspace import KeepsBuffers, Session, Workspace
 
 __all__ = ["DERIVED_CACHE", "GPEN", "GPENConfig", "blur_kernel", "default_channels", "drop_derived"]
@@ -181,7 +181,7 @@ class ModulatedConv2d(CachingModule):
         if not self.demodulate:
             return s, None
         wsq = _derived(self, "weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
-        return s, torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)
+        return s, torch.rsqrt(rowwise(lambda r: r.pow(2) @ wsq.t(), s) + 1e-8)
 
     def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool, ws: Session | None = None) -> torch.Tensor:
         """conv(x * s, weight) -- for upsampling the stride-2 transposed conv and the blur -- without
