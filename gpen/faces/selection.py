@@ -157,14 +157,15 @@ def sort_faces(boxes: np.ndarray, scores: np.ndarray, idx: np.ndarray, sort: str
     if sort == "left-to-right":
         key = (boxes[idx, 0] + boxes[idx, 2]) / 2
     elif sort == "largest-first":
-        key = -(boxes[idx, 2] - boxes[idx, 0]) * (boxes[idx, 3] - boxes[idx, 1])
+        key = -_areas(boxes[idx])
     else:
         key = -scores[idx]
     return idx[np.argsort(key, kind="stable")]
 
 
 def _areas(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    b = np.asarray(boxes, dtype=np.float64)  # float32 overflows for the wild boxes of untrained detectors
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
 
 
 def _pick(count: int, selection: list[int]) -> list[int]:
