@@ -67,6 +67,20 @@ def test_matrix_product_transposed_conv_equals_conv_transpose2d(batch, cin, cout
     assert torch.isnan(out[:, :cout]).all()
 
 
+@pytest.mark.parametrize("cin, cout, h, w", [(8, 6, 7, 5), (16, 8, 40, 33), (4, 4, 1, 3), (3, 5, 2, 2)])
+@pytest.mark.parametrize("band_bytes", [1, 700, 5000, 10 ** 9])
+def test_banded_upsampling_equals_transposed_conv_then_blur(cin, cout, h, w, band_bytes):
+    g = torch.Generator().manual_seed(cin * h)
+    x = _nhwc(torch.randn(1, cin, h, w, generator=g))
+    weight_t = torch.randn(cin, cout, 3, 3, generator=g)
+    kernel = filters.blur_kernel(gain=4.0)
+    ref = filters.fir(F.conv_transpose2d(x.double(), weight_t.double(), stride=2), kernel.double(), (1, 1))
+    out = _nhwc(torch.full((1, cout, 2 * h, 2 * w), float("nan")))
+    blur = filters.depthwise_weight(kernel, cout, torch.float32).contiguous()
+    cpu_conv.upsample_blur_into(out, x, weight_t, blur, band_bytes=band_bytes)  # 1 byte: bands of 2 rows
+    assert _rel(out, ref) < 1e-5  # every row written (NaN-filled buffer), band borders included
+
+
 @pytest.mark.parametrize("batch, c, h, w", [(1, 3, 8, 8), (2, 3, 5, 7), (1, 4, 1, 1), (3, 2, 16, 4)])
 def test_separable_upsampling_equals_the_fir_filter(batch, c, h, w):
     g = torch.Generator().manual_seed(h * w)
@@ -106,19 +120,26 @@ def test_conv_into_buffer_equals_conv2d(monkeypatch, onednn):
     assert cpu_conv.inplace_supported(torch.float32) is onednn
 
 
-def _force_fast_paths(monkeypatch, on: bool) -> None:
-    """Every CPU path on wherever it applies (also on the small fixture widths), or every one off."""
+def _force_fast_paths(monkeypatch, on: bool | str) -> None:
+    """Every CPU path on wherever it applies (also on the small fixture widths), or every one off;
+    ``"banded"``: on, with every transposed convolution banded (in bands of two rows) instead of
+    one matrix product."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1 if on else 10 ** 9)
     monkeypatch.setattr(winograd, "MIN_SIDE", 4 if on else 10 ** 9)
-    monkeypatch.setattr(network, "GEMM_TRANSPOSED_MAX_SIDE", 10 ** 9 if on else 0)
-    monkeypatch.setattr(cpu_conv, "enabled", on)
-    monkeypatch.setattr(filters, "SEPARABLE_UPSAMPLE", on)
+    monkeypatch.setattr(network, "GEMM_TRANSPOSED_MAX_SIDE", 10 ** 9 if on is True else 0)
+    monkeypatch.setattr(network, "BANDED_UPSAMPLE", on == "banded")
+    monkeypatch.setattr(cpu_conv, "BAND_BYTES", 1)
+    monkeypatch.setattr(cpu_conv, "enabled", bool(on))
+    monkeypatch.setattr(filters, "SEPARABLE_UPSAMPLE", bool(on))
 
 
-@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("on", [True, "banded", False])
 @pytest.mark.parametrize("tag", ["s256", "s512"])
 def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypatch, tag, on):
     _force_fast_paths(monkeypatch, on)
+    bands = []
+    banded = network.upsample_blur_into
+    monkeypatch.setattr(network, "upsample_blur_into", lambda *a: bands.append(a[1].shape) or banded(*a))
     f = load_reference_fixture(tag)
     net = gpen.load_model(f["checkpoint"])
     with torch.inference_mode():
@@ -126,6 +147,7 @@ def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypa
         again = net(f["input"])  # through the kept buffers
     assert relative_error(subsample(out, f["meta"]), f["expected"]) <= TOL
     assert torch.equal(out, again)
+    assert bool(bands) == (on == "banded")  # the banded path ran where it was meant to
 
 
 def test_kept_buffers_are_reused_and_never_returned(monkeypatch):

@@ -17,6 +17,13 @@ def blur_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0), gain: float = 1.
     return k * (gain / k.sum())
 
 
+def depthwise_weight(kernel: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """The (channels, 1, kh, kw) weight with which ``F.conv2d(..., groups=channels)`` convolves every
+    channel with ``kernel`` (flipped: the filter is a true convolution, not a correlation)."""
+    kh, kw = kernel.shape
+    return torch.flip(kernel, (0, 1)).to(dtype).view(1, 1, kh, kw).expand(channels, 1, kh, kw)
+
+
 def fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1,
         ws: Session | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Upsample by zero insertion (``up``), pad, and convolve each channel with ``kernel``.
@@ -26,9 +33,8 @@ def fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int], up: int = 1
     filter writes into ``out`` or else a buffer of the workspace.
     """
     c = x.shape[1]
-    k = torch.flip(kernel, (0, 1)).to(x.dtype)
-    kh, kw = k.shape
-    weight = k.view(1, 1, kh, kw).expand(c, 1, kh, kw)
+    weight = depthwise_weight(kernel, c, x.dtype)
+    kh, kw = kernel.shape
     if up == 1:
         if pad[0] == pad[1]:
             if ws is None:

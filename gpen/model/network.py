@@ -25,12 +25,13 @@ formulation's to float rounding, which the tests check against the official outp
   so float16/bfloat16 inference cannot overflow there, while convolutions run in the model's
   dtype.
 
-On the CPU three more (``bench/`` measures each): activations live in buffers kept between calls
+On the CPU more (``bench/`` measures each): activations live in buffers kept between calls
 (``gpen.model.workspace``; convolutions write into them, ``gpen.model.cpu_conv``), so no call
 faults in gigabytes of fresh pages (:meth:`GPEN.release_buffers` gives them back); in float32 the
 many-channel 3x3 layers run as Winograd F(4x4, 3x3) products, 4x fewer multiplications, with the
 modulation in the input transform and demodulation and bias in the write of the output tiles
-(``gpen.model.winograd``); transposed convolutions of small images run as one matrix product.
+(``gpen.model.winograd``); transposed convolutions of small images run as one matrix product,
+those of large images in row bands blurred as they are made (``cpu_conv.upsample_blur_into``).
 
 The forward pass is for inference (it writes into its own intermediate buffers); it runs under
 ``torch.inference_mode`` and never modifies its input.
@@ -47,8 +48,8 @@ from torch import nn
 from ..compat import is_compiling
 from . import winograd
 from .config import GPENConfig, default_channels
-from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols
-from .filters import Blur, Upsample, blur_kernel
+from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols, upsample_blur_into
+from .filters import Blur, Upsample, blur_kernel, depthwise_weight
 from .layers import LRELU_SLOPE, SQRT2, ConstantInput, EqualLinear, NoiseInjection, PixelNorm, rowwise
 from .workspace import KeepsBuffers, Session, Workspace
 
@@ -222,6 +223,12 @@ class ModulatedConv2d(CachingModule):
             out = ws.take((b, self.out_ch, 2 * h, 2 * w), x)
             if not per_image:
                 return self.blur(F.conv_transpose2d(x, weight, stride=2), ws, out=out)
+            if BANDED_UPSAMPLE and self.blur.pad == (1, 1) and self.blur.kernel.shape == (4, 4):
+                blur = ws.derived(self.blur, "depthwise", self.blur.kernel,
+                                  lambda: depthwise_weight(self.blur.kernel, self.out_ch, x.dtype).contiguous())
+                for i in range(b):
+                    upsample_blur_into(out[i:i + 1], x[i:i + 1], fold(i), blur.to(x.dtype))
+                return out
             for i in range(b):
                 self.blur(F.conv_transpose2d(x[i:i + 1], fold(i), stride=2), ws, out=out[i:i + 1])
             return out
@@ -234,6 +241,7 @@ class ModulatedConv2d(CachingModule):
 
 
 GEMM_TRANSPOSED_MAX_SIDE = 32  # on the CPU, transposed convolutions as one matrix product up to this input side
+BANDED_UPSAMPLE = True  # above it, transposed convolution and blur in row bands (tests switch it off)
 
 
 class StyledConv(nn.Module):
