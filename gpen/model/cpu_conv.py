@@ -112,7 +112,6 @@ def conv_transpose3x3_s2_into(out: torch.Tensor, x: torch.Tensor, cols: torch.Te
     return out
 
 
-
 BAND_BYTES = 8 * 2 ** 20
 """Size of the transposed convolution's output per row band in :func:`upsample_blur_into`: small
 enough to come from the allocator's heap (re-used, no fresh pages) and to be blurred from cache."""

@@ -19,7 +19,8 @@ def rowwise(fn, x: torch.Tensor) -> torch.Tensor:
 
     A CPU matrix product picks its kernel by the number of rows (one row: a matrix-vector
     product), so a row's result would depend on which rows share the call; row by row it is the
-    same in every batch. The style path is tiny, so this costs nothing measurable.
+    same in every batch. The style path is a few matrix-vector products per layer, next to
+    convolutions of whole images.
     """
     if x.shape[0] == 1 or x.device.type != "cpu" or torch.jit.is_tracing() or is_compiling():
         return fn(x)
