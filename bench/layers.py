@@ -6,8 +6,9 @@ For every layer of the generator (seeded weights, random input of the layer's sh
 as the network runs it (``StyledConv.forward`` with a workspace: convolution, demodulation, bias,
 concatenated feature, leaky ReLU) with each path forced in turn: 3x3 layers ``direct`` (oneDNN,
 into a kept buffer) or ``winograd`` (``gpen.model.winograd``); upsampling layers ``direct``
-(oneDNN's transposed convolution) or ``matrix product`` (``gpen.model.cpu_conv``), each then
-blurred. The paths alternate over ``--rounds`` rounds; rows give the best and the median call and
+(oneDNN's transposed convolution, one call), ``banded`` (the same in row bands, each blurred at
+once: ``cpu_conv.upsample_blur_into``; where the layer's activations outnumber its weights) or
+``matrix product`` (``gpen.model.cpu_conv``), each then blurred. The paths alternate over ``--rounds`` rounds; rows give the best and the median call and
 which path the network's thresholds pick (``chosen``), so the thresholds can be checked on a machine.
 """
 
@@ -38,17 +39,26 @@ def forced(path: str):
     import gpen.model.network as network
     from gpen.model import winograd
 
-    saved = winograd.MIN_CHANNELS, winograd.MIN_SIDE, network.GEMM_TRANSPOSED_MAX_SIDE
+    saved = winograd.MIN_CHANNELS, winograd.MIN_SIDE, network.GEMM_TRANSPOSED_MAX_SIDE, network.BANDED_UPSAMPLE
     if path == "winograd":
         winograd.MIN_CHANNELS, winograd.MIN_SIDE = 1, 4
     elif path == "direct":
-        winograd.MIN_CHANNELS, network.GEMM_TRANSPOSED_MAX_SIDE = 10 ** 9, 0
+        winograd.MIN_CHANNELS, network.GEMM_TRANSPOSED_MAX_SIDE, network.BANDED_UPSAMPLE = 10 ** 9, 0, False
+    elif path == "banded":
+        network.GEMM_TRANSPOSED_MAX_SIDE, network.BANDED_UPSAMPLE = 0, True
     elif path == "matrix product":
         network.GEMM_TRANSPOSED_MAX_SIDE = 10 ** 9
     try:
         yield
     finally:
-        winograd.MIN_CHANNELS, winograd.MIN_SIDE, network.GEMM_TRANSPOSED_MAX_SIDE = saved
+        (winograd.MIN_CHANNELS, winograd.MIN_SIDE, network.GEMM_TRANSPOSED_MAX_SIDE,
+         network.BANDED_UPSAMPLE) = saved
+
+
+def banded_applies(conv, x: torch.Tensor) -> bool:
+    """Whether the network would band this upsampling layer's transposed convolution (its
+    activations outnumber its weights: one convolution per image)."""
+    return conv.conv.weight[0].numel() < x[0].numel()
 
 
 def chosen_path(conv, x: torch.Tensor) -> str:
@@ -57,7 +67,9 @@ def chosen_path(conv, x: torch.Tensor) -> str:
     from gpen.model import winograd
 
     if conv.conv.upsample:
-        return "matrix product" if max(x.shape[2:]) <= network.GEMM_TRANSPOSED_MAX_SIDE else "direct"
+        if max(x.shape[2:]) <= network.GEMM_TRANSPOSED_MAX_SIDE:
+            return "matrix product"
+        return "banded" if network.BANDED_UPSAMPLE and banded_applies(conv, x) else "direct"
     return "winograd" if winograd.pays(conv.conv.in_ch, conv.conv.out_ch, x) else "direct"
 
 
@@ -84,6 +96,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         feature = torch.randn(b, conv.conv.out_ch, out_side, out_side, generator=g).contiguous(
             memory_format=torch.channels_last)
         paths = ["direct", "matrix product"] if conv.conv.upsample else ["direct", "winograd"]
+        if conv.conv.upsample and banded_applies(conv, x):
+            paths.insert(1, "banded")
         if conv.conv.upsample and side < 4 or not conv.conv.upsample and side % 4:
             paths = ["direct"]
         ws = Workspace()

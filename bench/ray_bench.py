@@ -67,7 +67,7 @@ def _folder(root: Path, n: int) -> tuple[Path, Path]:
 
 
 def _restore(files: list[str], out: str, model: str, landmarks: str, threads: int, ray=None):
-    """One run of the runner; returns (seconds from call to return, its report)."""
+    """One run of the runner; returns (when it started, seconds from call to return, its report)."""
     from gpen.runner import restore_files
 
     started = time.time()
