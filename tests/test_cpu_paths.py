@@ -1,5 +1,6 @@
 """The CPU fast paths of the network: Winograd convolutions, convolutions into kept buffers, the
-matrix-product transposed convolution, and the workspace that keeps those buffers between calls.
+matrix-product transposed convolution, oneDNN's matrix products, and the workspace that keeps those
+buffers between calls.
 
 Each path is checked against the plain PyTorch operation it replaces (float64 references), and the
 network with every path forced on, and with every path off, against the official outputs.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import platform
 import threading
 
 import pytest
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 import gpen
 import gpen.model.network as network
-from gpen.model import cpu_conv, filters, winograd
+from gpen.model import cpu_conv, cpu_matmul, filters, winograd
 from gpen.model.workspace import Workspace
 
 from conftest import load_reference_fixture
@@ -32,10 +34,12 @@ def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.double() - ref).abs().max() / ref.std()).item()
 
 
+@pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("batch, cin, cout, side, bands", [(1, 64, 32, 16, 1), (2, 48, 40, 8, 1), (3, 16, 24, 4, 1),
                                                            (2, 16, 8, 16, 2), (1, 8, 8, 16, 4)])
-def test_winograd_conv_equals_direct_convolution(monkeypatch, batch, cin, cout, side, bands):
+def test_winograd_conv_equals_direct_convolution(monkeypatch, batch, cin, cout, side, bands, onednn):
     monkeypatch.setattr(winograd, "bands", lambda *a, **k: bands)
+    monkeypatch.setattr(cpu_matmul, "enabled", onednn)
     g = torch.Generator().manual_seed(batch * 100 + cin)
     x = _nhwc(torch.randn(batch, cin, side, side, generator=g))
     w = torch.randn(cout, cin, 3, 3, generator=g)
@@ -54,17 +58,34 @@ def test_winograd_conv_equals_direct_convolution(monkeypatch, batch, cin, cout, 
     assert not winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 16, 16, dtype=torch.bfloat16)))
 
 
+@pytest.mark.parametrize("scratch", [True, False])  # the product into a scratch matrix (torch.mm), or a new one
 @pytest.mark.parametrize("batch, cin, cout, h, w", [(1, 8, 4, 4, 4), (2, 16, 8, 8, 4), (3, 5, 7, 1, 2)])
-def test_matrix_product_transposed_conv_equals_conv_transpose2d(batch, cin, cout, h, w):
+def test_matrix_product_transposed_conv_equals_conv_transpose2d(batch, cin, cout, h, w, scratch):
     g = torch.Generator().manual_seed(cin)
     x = _nhwc(torch.randn(batch, cin, h, w, generator=g))
     weight = torch.randn(cout, cin, 3, 3, generator=g)
     ref = F.conv_transpose2d(x.double(), weight.transpose(0, 1).double(), stride=2)
     out = _nhwc(torch.full((batch, 2 * cout, 2 * h + 1, 2 * w + 1), float("nan")))
-    taps = torch.empty(batch * h * w, 9 * cout)
+    taps = torch.empty(batch * h * w, 9 * cout) if scratch else None
     cpu_conv.conv_transpose3x3_s2_into(out[:, cout:], x, cpu_conv.transpose_weight_cols(weight), taps)
     assert (out[:, cout:].double() - ref).abs().max() < 1e-4  # every pixel written, NaN-filled buffer
     assert torch.isnan(out[:, :cout]).all()
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_matrix_products_equal_torch_mm(monkeypatch, onednn):
+    monkeypatch.setattr(cpu_matmul, "enabled", onednn)
+    g = torch.Generator().manual_seed(3)
+    x, w, b = torch.randn(37, 19, generator=g), torch.randn(11, 19, generator=g), torch.randn(11, generator=g)
+    ref = x.double() @ w.double().t()
+    for weight in (w, w.t().contiguous().t()):  # (out, in) stored either way
+        assert torch.allclose(cpu_matmul.linear(x, weight).double(), ref, atol=1e-5)
+        assert torch.allclose(cpu_matmul.linear(x, weight, b).double(), ref + b.double(), atol=1e-5)
+    assert torch.allclose(cpu_matmul.linear(x.t().contiguous().t(), w).double(), ref, atol=1e-5)  # strided input
+    assert cpu_matmul.linear(x, w).is_contiguous()
+    # oneDNN where torch would use MKL (float32 on x86-64); never for other dtypes
+    assert cpu_matmul.supported(torch.float32) is (onednn and platform.machine().lower() in ("x86_64", "amd64"))
+    assert not cpu_matmul.supported(torch.bfloat16)
 
 
 @pytest.mark.parametrize("cin, cout, h, w", [(8, 6, 7, 5), (16, 8, 40, 33), (4, 4, 1, 3), (3, 5, 2, 2)])
@@ -123,7 +144,7 @@ def test_conv_into_buffer_equals_conv2d(monkeypatch, onednn):
 def _force_fast_paths(monkeypatch, on: bool | str) -> None:
     """Every CPU path on wherever it applies (also on the small fixture widths), or every one off;
     ``"banded"``: on, with every transposed convolution banded (in bands of two rows) instead of
-    one matrix product."""
+    one matrix product; ``"torch.mm"``: on, with the matrix products in torch (MKL) instead of oneDNN."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1 if on else 10 ** 9)
     monkeypatch.setattr(winograd, "MIN_SIDE", 4 if on else 10 ** 9)
     monkeypatch.setattr(network, "GEMM_TRANSPOSED_MAX_SIDE", 10 ** 9 if on is True else 0)
@@ -131,15 +152,19 @@ def _force_fast_paths(monkeypatch, on: bool | str) -> None:
     monkeypatch.setattr(cpu_conv, "BAND_BYTES", 1)
     monkeypatch.setattr(cpu_conv, "enabled", bool(on))
     monkeypatch.setattr(filters, "SEPARABLE_UPSAMPLE", bool(on))
+    monkeypatch.setattr(cpu_matmul, "enabled", bool(on) and on != "torch.mm")
 
 
-@pytest.mark.parametrize("on", [True, "banded", False])
+@pytest.mark.parametrize("on", [True, "banded", "torch.mm", False])
 @pytest.mark.parametrize("tag", ["s256", "s512"])
 def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypatch, tag, on):
     _force_fast_paths(monkeypatch, on)
     bands = []
     banded = network.upsample_blur_into
     monkeypatch.setattr(network, "upsample_blur_into", lambda *a: bands.append(a[1].shape) or banded(*a))
+    products = []
+    onednn = cpu_matmul._onednn
+    monkeypatch.setattr(cpu_matmul, "_onednn", lambda *a: products.append(a[0].shape) or onednn(*a))
     f = load_reference_fixture(tag)
     net = gpen.load_model(f["checkpoint"])
     with torch.inference_mode():
@@ -148,6 +173,7 @@ def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypa
     assert relative_error(subsample(out, f["meta"]), f["expected"]) <= TOL
     assert torch.equal(out, again)
     assert bool(bands) == (on == "banded")  # the banded path ran where it was meant to
+    assert bool(products) == (on in (True, "banded") and cpu_matmul._X86)  # and oneDNN's products
 
 
 def test_kept_buffers_are_reused_and_never_returned(monkeypatch):

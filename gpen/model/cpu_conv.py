@@ -25,6 +25,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from . import cpu_matmul
+
 log = logging.getLogger(__name__)
 
 _supported: dict[torch.dtype, bool] = {}
@@ -76,19 +78,26 @@ def conv2d_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: 
 
 
 def transpose_weight_cols(weight: torch.Tensor) -> torch.Tensor:
-    """(in, 9 * out) matrix of a (out, in, 3, 3) weight, columns ordered (row tap, column tap, out)."""
-    return weight.permute(1, 2, 3, 0).reshape(weight.shape[1], -1).contiguous()
+    """(in, 9 * out) matrix of a (out, in, 3, 3) weight, columns ordered (row tap, column tap, out);
+    stored transposed (each column contiguous, as oneDNN's product reads it)."""
+    return weight.permute(2, 3, 0, 1).reshape(-1, weight.shape[1]).contiguous().t()
 
 
-def conv_transpose3x3_s2_into(out: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+def conv_transpose3x3_s2_into(out: torch.Tensor, x: torch.Tensor, cols: torch.Tensor,
+                              taps: torch.Tensor | None = None) -> torch.Tensor:
     """``out[...] = conv_transpose2d(x, w.transpose(0, 1), stride=2)`` for ``cols = transpose_weight_cols(w)``.
 
     ``x`` (B, C, H, W) channels-last; ``out`` (B, O, 2H + 1, 2W + 1) any view with unit channel
-    stride; ``taps`` a (B * H * W, 9 * O) scratch matrix. Returns ``out``.
+    stride; ``taps`` a (B * H * W, 9 * O) scratch matrix for the product, or None for a new one
+    (through oneDNN, ``gpen.model.cpu_matmul``). Returns ``out``.
     """
     b, c, h, w = x.shape
     o = out.shape[1]
-    torch.mm(x.permute(0, 2, 3, 1).reshape(b * h * w, c), cols, out=taps)
+    pixels = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+    if taps is None:
+        taps = cpu_matmul.linear(pixels, cols.t())
+    else:
+        torch.mm(pixels, cols, out=taps)
     y = taps.view(b, h, w, 3, 3, o)
     dst = out.permute(0, 2, 3, 1)  # (B, 2H + 1, 2W + 1, O)
     # Each output phase (row parity, column parity) gets its first tap copied and the others added;

@@ -31,7 +31,10 @@ faults in gigabytes of fresh pages (:meth:`GPEN.release_buffers` gives them back
 many-channel 3x3 layers run as Winograd F(4x4, 3x3) products, 4x fewer multiplications, with the
 modulation in the input transform and demodulation and bias in the write of the output tiles
 (``gpen.model.winograd``); transposed convolutions of small images run as one matrix product,
-those of large images in row bands blurred as they are made (``cpu_conv.upsample_blur_into``).
+those of large images in row bands blurred as they are made (``cpu_conv.upsample_blur_into``); the
+float32 matrix products (Winograd's, the small transposed convolutions', ToRGB's) go through oneDNN
+on x86 CPUs, where torch itself would use MKL, which takes its AVX2 code on AMD processors
+(``gpen.model.cpu_matmul``).
 
 The forward pass is for inference (it writes into its own intermediate buffers); it runs under
 ``torch.inference_mode`` and never modifies its input.
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat import is_compiling
-from . import winograd
+from . import cpu_matmul, winograd
 from .config import GPENConfig, default_channels
 from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols, upsample_blur_into
 from .filters import Blur, Upsample, blur_kernel, depthwise_weight
@@ -199,9 +202,12 @@ class ModulatedConv2d(CachingModule):
             cols = ws.derived(self, "transposed_cols", self.weight, lambda: transpose_weight_cols(self.weight[0]))
             x = x.mul_(s.to(x.dtype)[:, :, None, None]) if x_is_scratch else x * s.to(x.dtype)[:, :, None, None]
             y = ws.take((b, self.out_ch, 2 * h + 1, 2 * w + 1), x)
-            taps = ws.scratch(b * h * w * cols.shape[1], x)
-            conv_transpose3x3_s2_into(y, x, cols.to(x.dtype), taps.view(b * h * w, -1))
-            ws.give(taps)
+            if cpu_matmul.supported(x.dtype):
+                conv_transpose3x3_s2_into(y, x, cols.to(x.dtype))
+            else:
+                taps = ws.scratch(b * h * w * cols.shape[1], x)
+                conv_transpose3x3_s2_into(y, x, cols.to(x.dtype), taps.view(b * h * w, -1))
+                ws.give(taps)
             out = self.blur(y, ws)
             ws.give(y)
             return out
@@ -285,6 +291,9 @@ class StyledConv(nn.Module):
         return F.leaky_relu_(out, LRELU_SLOPE)
 
 
+RGB_BAND_PIXELS = 2 ** 16  # pixels per product of ToRGB through oneDNN (its output: 768 KiB in float32)
+
+
 class ToRGB(nn.Module):
     """1x1 modulated conv (no demodulation) to RGB, plus the upsampled previous RGB skip."""
 
@@ -306,9 +315,16 @@ class ToRGB(nn.Module):
         if ws is None:
             out = torch.baddbmm(self.bias.to(x.dtype).view(1, 1, 3), pixels, weight.transpose(1, 2))
             rgb = out.view(b, h, wd, 3).permute(0, 3, 1, 2)
-        else:  # (3, in) @ (in, pixels): long output rows (planar RGB), faster on the CPU
+        else:  # planar RGB (the skip's upsampling is fastest on it)
             out = ws.take((b, 3, h * wd), x, channels_last=False)
-            torch.baddbmm(self.bias.to(x.dtype).view(1, 3, 1), weight, pixels.transpose(1, 2), out=out)
+            if cpu_matmul.supported(x.dtype):  # (pixels, in) @ (in, 3) in bands, each copied into the planes
+                bias = self.bias.to(x.dtype).view(3)
+                for i in range(b):
+                    for a in range(0, h * wd, RGB_BAND_PIXELS):
+                        band = slice(a, a + RGB_BAND_PIXELS)
+                        out[i, :, band].copy_(cpu_matmul.linear(pixels[i, band], weight[i], bias).t())
+            else:  # (3, in) @ (in, pixels): long output rows
+                torch.baddbmm(self.bias.to(x.dtype).view(1, 3, 1), weight, pixels.transpose(1, 2), out=out)
             rgb = out.view(b, 3, h, wd)
         if skip is not None:
             if ws is None:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from . import cpu_matmul
 from .workspace import Session
+
+ONEDNN = True  # the products through oneDNN where it runs (A/B and tests switch it off)
 
 # Transform matrices of F(4x4, 3x3) with the interpolation points 0, 1, -1, 2, -2 (and infinity).
 _BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
@@ -40,11 +43,12 @@ def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor,
 
 
 def conv_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(36, in, out) transformed kernels ``G g G^T`` of a (out, in, 3, 3) weight (computed in float64)."""
+    """(36, in, out) transformed kernels ``G g G^T`` of a (out, in, 3, 3) weight (computed in float64),
+    stored (36, out, in): each position's (out, in) matrix contiguous, as oneDNN's product reads it."""
     g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
     o, i = weight.shape[:2]
     u = torch.kron(g, g) @ weight.detach().double().reshape(o * i, 9).t()  # (36, out * in)
-    return u.view(36, o, i).transpose(1, 2).to(weight.dtype).contiguous()
+    return u.view(36, o, i).to(weight.dtype).transpose(1, 2)
 
 
 # Where Winograd pays, measured per layer shape on 2-core CPUs (``python -m bench layers``).
@@ -117,15 +121,22 @@ def conv3x3(x: torch.Tensor, scale: torch.Tensor, u: torch.Tensor, out: torch.Te
     gain = gain[None, None, :, None, None, :]
     xp = _padded(x, scale, ws)
     sxb, _, sxr, sxc = xp.stride()
+    onednn = ONEDNN and cpu_matmul.supported(x.dtype)
     for t0 in range(0, th, nb):
         # d[i, j, batch, t, tj, :] = xp[batch, :, 4 (t0 + t) + i, 4 tj + j]
         tiles = xp.as_strided((6, 6, b, nb, tw, c), (sxr, sxc, sxb, 4 * sxr, 4 * sxc, 1),
                                xp.storage_offset() + 4 * t0 * sxr)
         d.copy_(tiles)
-        torch.mm(mi, d.view(36, -1), out=v.view(36, -1))
-        torch.bmm(v, u, out=y)
-        torch.mm(mo, y.view(36, -1), out=z)
+        if onednn:  # new tensors from oneDNN (a band's worth, re-used by the allocator)
+            vb = cpu_matmul.linear(mi, d.view(36, -1).t()).view(36, n, c)
+            torch.stack([cpu_matmul.linear(vb[p], u[p].t()) for p in range(36)], out=y)
+            zb = cpu_matmul.linear(mo, y.view(36, -1).t()).view(zv.shape)
+        else:
+            torch.mm(mi, d.view(36, -1), out=v.view(36, -1))
+            torch.bmm(v, u, out=y)
+            torch.mm(mo, y.view(36, -1), out=z)
+            zb = zv
         dst = out.as_strided(size, stride, out.storage_offset() + 4 * t0 * sr)
-        torch.addcmul(bias, zv, gain, out=dst)
+        torch.addcmul(bias, zb, gain, out=dst)
     ws.give(flat)
     ws.give(xp)
