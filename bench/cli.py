@@ -5,6 +5,7 @@
     python -m bench pipeline --size 512 --faces 4              # whole face pipeline on a 1080p frame
     python -m bench onnx --size 512                            # an ONNX file: onnxruntime vs gpen.load_model
     python -m bench layers --size 512                          # each generator layer with every CPU path
+    python -m bench matmul                                     # float32 products: torch.mm (MKL) vs oneDNN
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench import (detection_memory, device_check, layers, network, onnx_bench, pipeline, ray_bench,
+from bench import (detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
                    reference_threshold)
 
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     network.add_parser(sub)
     layers.add_parser(sub)
+    matmul.add_parser(sub)
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = onnx_bench.run(args)
     elif args.cmd == "layers":
         rows = layers.run(args)
+    elif args.cmd == "matmul":
+        rows = matmul.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
     elif args.cmd == "detection-memory":
