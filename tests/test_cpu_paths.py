@@ -144,18 +144,21 @@ def test_conv_into_buffer_equals_conv2d(monkeypatch, onednn):
 def _force_fast_paths(monkeypatch, on: bool | str) -> None:
     """Every CPU path on wherever it applies (also on the small fixture widths), or every one off;
     ``"banded"``: on, with every transposed convolution banded (in bands of two rows) instead of
-    one matrix product; ``"torch.mm"``: on, with the matrix products in torch (MKL) instead of oneDNN."""
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1 if on else 10 ** 9)
+    one matrix product; ``"direct"``: on, with the 3x3 convolutions direct (oneDNN, demodulation folded
+    into the weights) instead of Winograd's; ``"torch.mm"``: on, with the matrix products in torch
+    (MKL) instead of oneDNN."""
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1 if on and on != "direct" else 10 ** 9)
     monkeypatch.setattr(winograd, "MIN_SIDE", 4 if on else 10 ** 9)
     monkeypatch.setattr(network, "GEMM_TRANSPOSED_MAX_SIDE", 10 ** 9 if on is True else 0)
     monkeypatch.setattr(network, "BANDED_UPSAMPLE", on == "banded")
+    monkeypatch.setattr(network, "FOLD_DEMODULATION", bool(on))
     monkeypatch.setattr(cpu_conv, "BAND_BYTES", 1)
     monkeypatch.setattr(cpu_conv, "enabled", bool(on))
     monkeypatch.setattr(filters, "SEPARABLE_UPSAMPLE", bool(on))
     monkeypatch.setattr(cpu_matmul, "enabled", bool(on) and on != "torch.mm")
 
 
-@pytest.mark.parametrize("on", [True, "banded", "torch.mm", False])
+@pytest.mark.parametrize("on", [True, "banded", "direct", "torch.mm", False])
 @pytest.mark.parametrize("tag", ["s256", "s512"])
 def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypatch, tag, on):
     _force_fast_paths(monkeypatch, on)
@@ -173,7 +176,7 @@ def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypa
     assert relative_error(subsample(out, f["meta"]), f["expected"]) <= TOL
     assert torch.equal(out, again)
     assert bool(bands) == (on == "banded")  # the banded path ran where it was meant to
-    assert bool(products) == (on in (True, "banded") and cpu_matmul._X86)  # and oneDNN's products
+    assert bool(products) == (on in (True, "banded", "direct") and cpu_matmul._X86)  # and oneDNN's products
 
 
 def test_kept_buffers_are_reused_and_never_returned(monkeypatch):

@@ -127,12 +127,12 @@ enough to come from the allocator's heap (re-used, no fresh pages) and to be blu
 
 
 def upsample_blur_into(out: torch.Tensor, x: torch.Tensor, weight_t: torch.Tensor, blur: torch.Tensor,
-                       band_bytes: int | None = None) -> torch.Tensor:
-    """``out[...] = fir(conv_transpose2d(x, weight_t, stride=2), blur, pad=(1, 1))`` in row bands.
+                       bias: torch.Tensor | None = None, band_bytes: int | None = None) -> torch.Tensor:
+    """``out[...] = fir(conv_transpose2d(x, weight_t, stride=2), blur, pad=(1, 1)) + bias`` in row bands.
 
     ``x`` (1, C, H, W); ``weight_t`` (C, O, 3, 3); ``blur`` the (4, 4) depthwise kernel as
-    ``F.conv2d`` takes it, (O, 1, 4, 4); ``out`` (1, O, 2H, 2W) contiguous channels-last (a row band
-    of it is contiguous too). Output rows [a, b) read rows [a - 1, b + 2) of the transposed
+    ``F.conv2d`` takes it, (O, 1, 4, 4); ``bias`` (O,) or None; ``out`` (1, O, 2H, 2W) contiguous
+    channels-last (a row band of it is contiguous too). Output rows [a, b) read rows [a - 1, b + 2) of the transposed
     convolution (2H + 1 rows), which the input rows [ceil((a - 3) / 2), (b + 1) // 2] make complete;
     each band computes just those (about one input row more per band than a single call) and is
     blurred at once, instead of one call's fresh output of the whole image (hundreds of MB at the
@@ -151,5 +151,5 @@ def upsample_blur_into(out: torch.Tensor, x: torch.Tensor, weight_t: torch.Tenso
         top, bottom = ya - (a - 1), (b + 2) - yb  # zero rows beyond the image's border
         if top or bottom:
             y = F.pad(y, (0, 0, top, bottom))
-        conv2d_into(out[:, :, a:b], y, blur, None, 1, (0, 1), groups=o)
+        conv2d_into(out[:, :, a:b], y, blur, bias, 1, (0, 1), groups=o)
     return out

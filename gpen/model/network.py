@@ -18,7 +18,9 @@ formulation's to float rounding, which the tests check against the official outp
   with the shared weight instead of a grouped convolution with per-sample weights;
 * the activation's sqrt(2) gain, the bias and the demodulation are folded into one pass that
   writes straight into the buffer that also receives the encoder feature (no concatenation copy),
-  and the leaky ReLU runs in place;
+  and the leaky ReLU runs in place; on the CPU, where the modulation is folded into each image's
+  weight, the demodulation goes there too and the bias into the convolution, and the leaky ReLU
+  is the pass that writes into the concatenation buffer;
 * activations are kept channels-last (NHWC), the layout in which CPU convolution and the
   depthwise blur filters are fastest;
 * the style path (mapping network, modulation, demodulation statistics) always runs in float32,
@@ -187,14 +189,17 @@ class ModulatedConv2d(CachingModule):
         wsq = _derived(self, "weight_sq", self.weight, lambda: self.weight[0].float().pow(2).sum(dim=(2, 3)))
         return s, torch.rsqrt(rowwise(lambda r: r.pow(2) @ wsq.t(), s) + 1e-8)
 
-    def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool, ws: Session | None = None) -> torch.Tensor:
-        """conv(x * s, weight) -- for upsampling the stride-2 transposed conv and the blur -- without
-        demodulation.
+    def convolve(self, x: torch.Tensor, s: torch.Tensor, x_is_scratch: bool, ws: Session | None = None,
+                 demod: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+        """``(y, finished)``: y = conv(x * s, weight) -- for upsampling the stride-2 transposed conv and
+        the blur --, and with ``finished`` ``demod[:, :, None, None] * y + bias`` instead.
 
         The modulation goes where it costs least: folded into the weight of each image whose
         activations outnumber the weights (with ``ws``, one convolution per image; without, only for
         a single image), else onto the input (in place when ``x_is_scratch`` says the caller no
-        longer needs ``x``). With ``ws`` the output is a workspace buffer.
+        longer needs ``x``). With ``ws`` the output is a workspace buffer; where the weights are
+        folded per image there, ``demod`` (B, out) joins the modulation in them and ``bias`` (out,)
+        the convolution, which saves the caller a pass over the output (``finished``).
         """
         b, _, h, w = x.shape
         if self.upsample and ws is not None and max(h, w) <= GEMM_TRANSPOSED_MAX_SIDE:
@@ -210,7 +215,7 @@ class ModulatedConv2d(CachingModule):
                 ws.give(taps)
             out = self.blur(y, ws)
             ws.give(y)
-            return out
+            return out, False
         weight = self.weight[0]
         if self.upsample:  # conv_transpose2d wants (in, out, k, k)
             weight = _derived(self, "weight_t", self.weight, lambda: self.weight[0].transpose(0, 1).contiguous())
@@ -219,35 +224,49 @@ class ModulatedConv2d(CachingModule):
             scale = s.to(x.dtype)[:, :, None, None]
             x = x.mul_(scale) if x_is_scratch else x * scale
             weight = weight.to(x.dtype)
-        shape = (-1, 1, 1, 1) if self.upsample else (1, -1, 1, 1)
-        fold = (lambda i: (weight * s[i].to(weight.dtype).view(shape)).to(x.dtype)) if per_image else lambda i: weight
+        banded = (self.upsample and per_image and BANDED_UPSAMPLE and self.blur.pad == (1, 1)
+                  and self.blur.kernel.shape == (4, 4))
+        finished = (ws is not None and per_image and demod is not None and FOLD_DEMODULATION
+                    and (banded or not self.upsample))
+        in_shape, out_shape = ((-1, 1, 1, 1), (1, -1, 1, 1)) if self.upsample else ((1, -1, 1, 1), (-1, 1, 1, 1))
+
+        def fold(i: int) -> torch.Tensor:
+            if not per_image:
+                return weight
+            folded = weight * s[i].to(weight.dtype).view(in_shape)
+            if finished:
+                folded = folded * demod[i].to(weight.dtype).view(out_shape)
+            return folded.to(x.dtype)
+
+        bias = bias if finished else None
         if ws is None:
             if self.upsample:
-                return self.blur(F.conv_transpose2d(x, fold(0), stride=2))
-            return F.conv2d(x, fold(0), padding=self.kernel_size // 2)
+                return self.blur(F.conv_transpose2d(x, fold(0), stride=2)), False
+            return F.conv2d(x, fold(0), padding=self.kernel_size // 2), False
         if self.upsample:
             out = ws.take((b, self.out_ch, 2 * h, 2 * w), x)
             if not per_image:
-                return self.blur(F.conv_transpose2d(x, weight, stride=2), ws, out=out)
-            if BANDED_UPSAMPLE and self.blur.pad == (1, 1) and self.blur.kernel.shape == (4, 4):
+                return self.blur(F.conv_transpose2d(x, weight, stride=2), ws, out=out), False
+            if banded:
                 blur = ws.derived(self.blur, "depthwise", self.blur.kernel,
                                   lambda: depthwise_weight(self.blur.kernel, self.out_ch, x.dtype).contiguous())
                 for i in range(b):
-                    upsample_blur_into(out[i:i + 1], x[i:i + 1], fold(i), blur.to(x.dtype))
-                return out
+                    upsample_blur_into(out[i:i + 1], x[i:i + 1], fold(i), blur.to(x.dtype), bias)
+                return out, finished
             for i in range(b):
                 self.blur(F.conv_transpose2d(x[i:i + 1], fold(i), stride=2), ws, out=out[i:i + 1])
-            return out
+            return out, False
         out = ws.take((b, self.out_ch, h, w), x)
         if not per_image:
-            return conv2d_into(out, x, weight, None, 1, self.kernel_size // 2)
+            return conv2d_into(out, x, weight, None, 1, self.kernel_size // 2), False
         for i in range(b):
-            conv2d_into(out[i:i + 1], x[i:i + 1], fold(i), None, 1, self.kernel_size // 2)
-        return out
+            conv2d_into(out[i:i + 1], x[i:i + 1], fold(i), bias, 1, self.kernel_size // 2)
+        return out, finished
 
 
 GEMM_TRANSPOSED_MAX_SIDE = 32  # on the CPU, transposed convolutions as one matrix product up to this input side
 BANDED_UPSAMPLE = True  # above it, transposed convolution and blur in row bands (tests switch it off)
+FOLD_DEMODULATION = True  # per-image weights on the CPU carry the demodulation too (tests switch it off)
 
 
 class StyledConv(nn.Module):
@@ -271,7 +290,7 @@ class StyledConv(nn.Module):
         demod = (d * SQRT2).to(dt)
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
         if torch.jit.is_tracing() or is_compiling():  # tracers and compilers see no writes into views
-            y = conv.convolve(x, s, x_is_scratch)
+            y, _ = conv.convolve(x, s, x_is_scratch)
             out = torch.cat((torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None]),
                              torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain)), 1)
             return F.leaky_relu(out, LRELU_SLOPE)
@@ -283,7 +302,14 @@ class StyledConv(nn.Module):
             u = ws.derived(conv, "winograd", conv.weight, lambda: winograd.conv_weight(conv.weight[0].float()))
             winograd.conv3x3(x, s.to(dt), u, out[:, :c], bias[:c], demod, ws)
         else:
-            y = conv.convolve(x, s, x_is_scratch, ws)
+            y, finished = conv.convolve(x, s, x_is_scratch, ws, demod, bias[:c])
+            if finished:  # the leaky ReLU on the way into the concatenation: one pass
+                torch.ops.aten.leaky_relu.out(y, LRELU_SLOPE, out=out[:, :c])
+                ws.give(y)
+                tail = out[:, c:]
+                torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain, out=tail)
+                F.leaky_relu_(tail, LRELU_SLOPE)
+                return out
             torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None], out=out[:, :c])
             if ws is not None:
                 ws.give(y)
