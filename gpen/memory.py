@@ -7,9 +7,11 @@ bounded memory on any device.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import platform
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -20,14 +22,40 @@ MPS_FALLBACK_BUDGET = 4 * 2 ** 30
 """Bytes of working memory assumed free on Apple's MPS when torch cannot tell (torch.mps has no
 ``recommended_max_memory`` before torch 2.3)."""
 
-CPU_FACES_PER_CALL = {256: 8, 512: 1, 1024: 1, 2048: 1}
-"""Faces per network call on the CPU in float32: the batch with the least time per face in
-``python -m bench network --sizes 256 512 --batches 1 2 4 8 --malloc default --rounds 2`` on the
-2-core test CPU (``bench/results/cpu_network_batches.json``: 256 px 84 ms/face at 8 against 114 at
-1; 512 px 1080 ms at 1 against 1160-1241 at 2-8; ``cpu_network_batches_1024_2048.json``: 1024 and
-2048 px no gain at 2); sizes not listed run one face per call. Other CPUs differ (a 2-core Zen 4
-was reported to gain 22% at 512 px with 8 faces per call): ``--chunk-size`` / ``face_batch_size``
-set it."""
+CPU_FACES_PER_CALL = {
+    "GenuineIntel": {256: 8, 512: 1, 1024: 1, 2048: 1},
+    "AuthenticAMD": {256: 4, 512: 2, 1024: 1, 2048: 1},
+}
+"""Faces per network call on the CPU in float32, by the processor's vendor: the batch with the least
+time per face in ``python -m bench network --sizes 256 512 --batches 1 2 4 8 --malloc default
+--rounds 2`` on a 2-core CPU of each vendor. Intel Xeon (``bench/results/cpu_network_batches.json``):
+256 px 84 ms/face at 8 against 114 at 1; 512 px 1080 ms at 1 against 1160-1241 at 2-8;
+``cpu_network_batches_1024_2048.json``: 1024 and 2048 px no gain at 2. AMD EPYC
+(``cpu_network_batches_epyc.json``, ``cpu_network_batches_epyc_512_1024.json``): 256 px 53 ms at 4
+against 61 at 1 and 58 at 8; 512 px 608-619 ms at 2 against 646-686 at 1; 1024 px 902 against 916
+(no gain worth the memory). Other vendors take Intel's row; sizes not listed run one face per call;
+``--chunk-size`` / ``face_batch_size`` set it."""
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...), or "" where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    processor = platform.processor()  # Windows: "AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD"
+    return next((v for v in CPU_FACES_PER_CALL if v in processor), "")
+
+
+def cpu_faces_per_call(size: int) -> int:
+    """The measured best float32 batch at ``size`` for this CPU's vendor (:data:`CPU_FACES_PER_CALL`)."""
+    table = CPU_FACES_PER_CALL.get(cpu_vendor(), CPU_FACES_PER_CALL["GenuineIntel"])
+    return table.get(size, 1)
+
 
 CPU_MEMORY_SHARE = 0.25
 """At most this share of the available memory goes to one CPU call's faces (``face_memory_bytes``)."""
@@ -83,7 +111,7 @@ def available_memory_bytes() -> int | None:
 
 def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | None = None) -> int:
     """Faces per network call: from free memory on CUDA and MPS (60% of it, at most 64); on the CPU
-    the measured best batch (:data:`CPU_FACES_PER_CALL`, float32) as far as
+    the measured best batch (:func:`cpu_faces_per_call`, float32) as far as
     :data:`CPU_MEMORY_SHARE` of the available memory holds it.
 
     A face's result can differ in its last float bits with the faces that share its call (a
@@ -92,7 +120,7 @@ def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | Non
     """
     free = free_device_memory(device)
     if free is None:
-        best = CPU_FACES_PER_CALL.get(size, 1) if dtype in (None, torch.float32) else 1
+        best = cpu_faces_per_call(size) if dtype in (None, torch.float32) else 1
         available = available_memory_bytes() if best > 1 else None
         if available is None:
             return 1

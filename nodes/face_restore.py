@@ -114,7 +114,7 @@ class GPENFaceRestore(io.ComfyNode):
                                        "(0: off; higher: steadier but slower to follow motion)."),
                 io.Int.Input("face_batch_size", default=0, min=0, max=256, step=1, optional=True,
                              tooltip="Faces per network pass (0: automatic: from free GPU memory, or on the CPU "
-                                     "the measured best for the model size). Halved automatically when "
+                                     "the measured best for the model size and processor). Halved automatically when "
                                      "the GPU runs out of memory."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Only faces inside this mask are restored, and only within it "

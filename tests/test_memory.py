@@ -32,8 +32,13 @@ def test_mps_without_memory_queries_uses_the_documented_budget(monkeypatch):
 def test_cpu_faces_per_call_follow_the_measured_table_within_the_memory_bound(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 64 * 2 ** 30)
-    for size, best in memory.CPU_FACES_PER_CALL.items():
-        assert memory.default_chunk_size(cpu, size) == best
+    for vendor, row in (("GenuineIntel", "GenuineIntel"), ("AuthenticAMD", "AuthenticAMD"), ("", "GenuineIntel"),
+                        ("HygonGenuine", "GenuineIntel")):  # unmeasured vendors take Intel's row
+        monkeypatch.setattr(memory, "cpu_vendor", lambda v=vendor: v)
+        for size, best in memory.CPU_FACES_PER_CALL[row].items():
+            assert memory.default_chunk_size(cpu, size) == best
+    assert memory.CPU_FACES_PER_CALL["AuthenticAMD"][512] == 2 and memory.CPU_FACES_PER_CALL["GenuineIntel"][512] == 1
+    monkeypatch.setattr(memory, "cpu_vendor", lambda: "GenuineIntel")
     assert memory.default_chunk_size(cpu, 256, torch.bfloat16) == 1  # measured for float32 only
     assert memory.default_chunk_size(cpu, 128) == 1  # not measured: one face
     # a quarter of the available memory bounds the batch: room for 3 faces at 256 px gives 3
@@ -43,6 +48,22 @@ def test_cpu_faces_per_call_follow_the_measured_table_within_the_memory_bound(mo
     assert memory.default_chunk_size(cpu, 256) == 1
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: None)  # unknown: one face
     assert memory.default_chunk_size(cpu, 256) == 1
+
+
+def test_cpu_vendor_without_proc_cpuinfo_comes_from_the_processor_string(monkeypatch):
+    import builtins
+    import platform
+
+    def no_file(*a, **k):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(builtins, "open", no_file)
+    monkeypatch.setattr(platform, "processor", lambda: "AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD")
+    assert memory.cpu_vendor.__wrapped__() == "AuthenticAMD"
+    monkeypatch.setattr(platform, "processor", lambda: "Intel64 Family 6 Model 143 Stepping 8, GenuineIntel")
+    assert memory.cpu_vendor.__wrapped__() == "GenuineIntel"
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert memory.cpu_vendor.__wrapped__() == ""
 
 
 @pytest.mark.parametrize("size, chunk, expected", [(512, 1, 10), (2048, 1, 1), (1024, 1, 2), (2048, 8, 8)])
