@@ -10,7 +10,9 @@ the result equals the direct convolution up to float32 rounding (the network's o
 3e-5 of a float64 evaluation of the official formulation; the tests check 1e-4).
 
 Everything here is float32 tensor algebra on the caller's buffers (:class:`Session` of
-``gpen.model.workspace``); the network decides where it pays (``network.winograd_pays``).
+``gpen.model.workspace``); on x86 the transforms and products go through oneDNN
+(``gpen.model.cpu_matmul``), whose results are new tensors of one band each. The network decides
+where Winograd pays (:func:`pays`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import torch
 
 from . import cpu_matmul
 from .workspace import Session
-
-ONEDNN = True  # the products through oneDNN where it runs (A/B and tests switch it off)
 
 # Transform matrices of F(4x4, 3x3) with the interpolation points 0, 1, -1, 2, -2 (and infinity).
 _BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
@@ -107,36 +107,36 @@ def conv3x3(x: torch.Tensor, scale: torch.Tensor, u: torch.Tensor, out: torch.Te
     mi, mo = _transforms(x.dtype, x.device)
     nb = th // bands(b * tw, th, c, u)
     n = b * nb * tw
-    # d and y share memory, as do v and z: each is dead when its partner is written.
+    onednn = cpu_matmul.supported(x.dtype)
+    # d and y share memory, as do v and z: each is dead when its partner is written (oneDNN gives v and z).
     half = 36 * n * max(c, o)
-    flat = ws.scratch(2 * half, x)
+    flat = ws.scratch(half if onednn else 2 * half, x)
     d = flat[:36 * n * c].view(6, 6, b, nb, tw, c)
     y = flat[:36 * n * o].view(36, n, o)
-    v = flat[half:half + 36 * n * c].view(36, n, c)
-    z = flat[half:half + 16 * n * o].view(16, n * o)
+    if not onednn:
+        v = flat[half:half + 36 * n * c].view(36, n, c)
+        z = flat[half:half + 16 * n * o].view(16, n * o)
     sb, _, sr, sc = out.stride()
     # z[a, b', batch, t, tj, o] -> out[batch, o, 4 (t0 + t) + a, 4 tj + b']
-    zv = z.view(4, 4, b, nb, tw, o)
-    size, stride = (4, 4, b, nb, tw, o), (sr, sc, sb, 4 * sr, 4 * sc, 1)
+    zshape = (4, 4, b, nb, tw, o)
+    size, stride = zshape, (sr, sc, sb, 4 * sr, 4 * sc, 1)
     gain = gain[None, None, :, None, None, :]
     xp = _padded(x, scale, ws)
     sxb, _, sxr, sxc = xp.stride()
-    onednn = ONEDNN and cpu_matmul.supported(x.dtype)
     for t0 in range(0, th, nb):
         # d[i, j, batch, t, tj, :] = xp[batch, :, 4 (t0 + t) + i, 4 tj + j]
         tiles = xp.as_strided((6, 6, b, nb, tw, c), (sxr, sxc, sxb, 4 * sxr, 4 * sxc, 1),
                                xp.storage_offset() + 4 * t0 * sxr)
         d.copy_(tiles)
-        if onednn:  # new tensors from oneDNN (a band's worth, re-used by the allocator)
-            vb = cpu_matmul.linear(mi, d.view(36, -1).t()).view(36, n, c)
-            torch.stack([cpu_matmul.linear(vb[p], u[p].t()) for p in range(36)], out=y)
-            zb = cpu_matmul.linear(mo, y.view(36, -1).t()).view(zv.shape)
+        if onednn:  # new tensors of a band each (the allocator re-uses them)
+            v = cpu_matmul.linear(mi, d.view(36, -1).t()).view(36, n, c)
+            torch.stack([cpu_matmul.linear(v[p], u[p].t()) for p in range(36)], out=y)
+            z = cpu_matmul.linear(mo, y.view(36, -1).t())
         else:
             torch.mm(mi, d.view(36, -1), out=v.view(36, -1))
             torch.bmm(v, u, out=y)
             torch.mm(mo, y.view(36, -1), out=z)
-            zb = zv
         dst = out.as_strided(size, stride, out.storage_offset() + 4 * t0 * sr)
-        torch.addcmul(bias, zb, gain, out=dst)
+        torch.addcmul(bias, z.view(zshape), gain, out=dst)
     ws.give(flat)
     ws.give(xp)
