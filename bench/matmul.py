@@ -5,7 +5,8 @@
 
 MKL picks its code path by processor vendor: on AMD processors it takes the AVX2 one even where the
 processor has AVX-512, which oneDNN (generating its kernels for the processor it finds) uses. The
-rows say how much that costs here, and so whether the network's products should go through oneDNN.
+rows say how much that costs here, and so whether the network's products should go through oneDNN
+on this kind of processor (``gpen.model.cpu_matmul``: on x86 processors other than Intel's).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from gpen.model import cpu_matmul
 
     device = torch.device("cpu")
-    if not cpu_matmul.supported(torch.float32):
+    if not cpu_matmul.onednn_works():
         raise SystemExit("oneDNN's matrix product is not available here (x86-64 CPUs only): nothing to compare")
     g = torch.Generator().manual_seed(0)
     rows = []
@@ -47,7 +48,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     for name, n, k, o in SHAPES:
         x, w = torch.randn(n, k, generator=g), torch.randn(o, k, generator=g)
         out = torch.empty(n, o)
-        paths = {"torch.mm": lambda: torch.mm(x, w.t(), out=out), "oneDNN": lambda: cpu_matmul.linear(x, w)}
+        def onednn(x=x, w=w):
+            with cpu_matmul.engine("onednn"):
+                return cpu_matmul.linear(x, w)
+
+        paths = {"torch.mm": lambda x=x, w=w, out=out: torch.mm(x, w.t(), out=out), "oneDNN": onednn}
         times: dict[str, list[float]] = {p: [] for p in paths}
         for r in range(args.rounds):
             for p, fn in paths.items():

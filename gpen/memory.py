@@ -7,14 +7,14 @@ bounded memory on any device.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
-import platform
 from collections.abc import Iterator, Sequence
 
 import torch
+
+from .cpuinfo import AMD, INTEL, cpu_vendor
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ MPS_FALLBACK_BUDGET = 4 * 2 ** 30
 ``recommended_max_memory`` before torch 2.3)."""
 
 CPU_FACES_PER_CALL = {
-    "GenuineIntel": {256: 8, 512: 1, 1024: 1, 2048: 1},
-    "AuthenticAMD": {256: 4, 512: 2, 1024: 1, 2048: 1},
+    INTEL: {256: 8, 512: 1, 1024: 1, 2048: 1},
+    AMD: {256: 4, 512: 2, 1024: 1, 2048: 1},
 }
 """Faces per network call on the CPU in float32, by the processor's vendor: the batch with the least
 time per face in ``python -m bench network --sizes 256 512 --batches 1 2 4 8 --malloc default
@@ -37,23 +37,9 @@ against 61 at 1 and 58 at 8; 512 px 608-619 ms at 2 against 646-686 at 1; 1024 p
 ``--chunk-size`` / ``face_batch_size`` set it."""
 
 
-@functools.cache
-def cpu_vendor() -> str:
-    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...), or "" where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    processor = platform.processor()  # Windows: "AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD"
-    return next((v for v in CPU_FACES_PER_CALL if v in processor), "")
-
-
 def cpu_faces_per_call(size: int) -> int:
     """The measured best float32 batch at ``size`` for this CPU's vendor (:data:`CPU_FACES_PER_CALL`)."""
-    table = CPU_FACES_PER_CALL.get(cpu_vendor(), CPU_FACES_PER_CALL["GenuineIntel"])
+    table = CPU_FACES_PER_CALL.get(cpu_vendor(), CPU_FACES_PER_CALL[INTEL])
     return table.get(size, 1)
 
 

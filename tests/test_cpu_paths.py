@@ -39,7 +39,7 @@ def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
                                                            (2, 16, 8, 16, 2), (1, 8, 8, 16, 4)])
 def test_winograd_conv_equals_direct_convolution(monkeypatch, batch, cin, cout, side, bands, onednn):
     monkeypatch.setattr(winograd, "bands", lambda *a, **k: bands)
-    monkeypatch.setattr(cpu_matmul, "enabled", onednn)
+    monkeypatch.setattr(cpu_matmul, "ENGINE", "onednn" if onednn else "torch")
     g = torch.Generator().manual_seed(batch * 100 + cin)
     x = _nhwc(torch.randn(batch, cin, side, side, generator=g))
     w = torch.randn(cout, cin, 3, 3, generator=g)
@@ -74,7 +74,7 @@ def test_matrix_product_transposed_conv_equals_conv_transpose2d(batch, cin, cout
 
 @pytest.mark.parametrize("onednn", [True, False])
 def test_matrix_products_equal_torch_mm(monkeypatch, onednn):
-    monkeypatch.setattr(cpu_matmul, "enabled", onednn)
+    monkeypatch.setattr(cpu_matmul, "ENGINE", "onednn" if onednn else "torch")
     g = torch.Generator().manual_seed(3)
     x, w, b = torch.randn(37, 19, generator=g), torch.randn(11, 19, generator=g), torch.randn(11, generator=g)
     ref = x.double() @ w.double().t()
@@ -83,9 +83,14 @@ def test_matrix_products_equal_torch_mm(monkeypatch, onednn):
         assert torch.allclose(cpu_matmul.linear(x, weight, b).double(), ref + b.double(), atol=1e-5)
     assert torch.allclose(cpu_matmul.linear(x.t().contiguous().t(), w).double(), ref, atol=1e-5)  # strided input
     assert cpu_matmul.linear(x, w).is_contiguous()
-    # oneDNN where torch would use MKL (float32 on x86-64); never for other dtypes
-    assert cpu_matmul.supported(torch.float32) is (onednn and platform.machine().lower() in ("x86_64", "amd64"))
-    assert not cpu_matmul.supported(torch.bfloat16)
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert cpu_matmul.uses_onednn(torch.float32) is (onednn and x86)  # oneDNN works on x86-64 CPUs
+    assert not cpu_matmul.uses_onednn(torch.bfloat16)  # float32 only
+    # by default: on x86 processors other than Intel's (MKL takes its best code only on Intel's)
+    monkeypatch.setattr(cpu_matmul, "ENGINE", "auto")
+    for vendor, expected in (("GenuineIntel", False), ("AuthenticAMD", x86), ("HygonGenuine", x86), ("", x86)):
+        monkeypatch.setattr(cpu_matmul, "cpu_vendor", lambda v=vendor: v)
+        assert cpu_matmul.uses_onednn(torch.float32) is expected, vendor
 
 
 @pytest.mark.parametrize("cin, cout, h, w", [(8, 6, 7, 5), (16, 8, 40, 33), (4, 4, 1, 3), (3, 5, 2, 2)])
@@ -155,7 +160,7 @@ def _force_fast_paths(monkeypatch, on: bool | str) -> None:
     monkeypatch.setattr(cpu_conv, "BAND_BYTES", 1)
     monkeypatch.setattr(cpu_conv, "enabled", bool(on))
     monkeypatch.setattr(filters, "SEPARABLE_UPSAMPLE", bool(on))
-    monkeypatch.setattr(cpu_matmul, "enabled", bool(on) and on != "torch.mm")
+    monkeypatch.setattr(cpu_matmul, "ENGINE", "onednn" if on and on != "torch.mm" else "torch")
 
 
 @pytest.mark.parametrize("on", [True, "banded", "direct", "torch.mm", False])
@@ -176,7 +181,7 @@ def test_network_matches_official_outputs_with_every_cpu_path_on_or_off(monkeypa
     assert relative_error(subsample(out, f["meta"]), f["expected"]) <= TOL
     assert torch.equal(out, again)
     assert bool(bands) == (on == "banded")  # the banded path ran where it was meant to
-    assert bool(products) == (on in (True, "banded", "direct") and cpu_matmul._X86)  # and oneDNN's products
+    assert bool(products) == (on in (True, "banded", "direct") and cpu_matmul.onednn_works())  # and oneDNN's products
 
 
 def test_kept_buffers_are_reused_and_never_returned(monkeypatch):

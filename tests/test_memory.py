@@ -54,16 +54,18 @@ def test_cpu_vendor_without_proc_cpuinfo_comes_from_the_processor_string(monkeyp
     import builtins
     import platform
 
+    from gpen import cpuinfo
+
     def no_file(*a, **k):
         raise OSError("no /proc here")
 
     monkeypatch.setattr(builtins, "open", no_file)
     monkeypatch.setattr(platform, "processor", lambda: "AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD")
-    assert memory.cpu_vendor.__wrapped__() == "AuthenticAMD"
+    assert cpuinfo.cpu_vendor.__wrapped__() == "AuthenticAMD"
     monkeypatch.setattr(platform, "processor", lambda: "Intel64 Family 6 Model 143 Stepping 8, GenuineIntel")
-    assert memory.cpu_vendor.__wrapped__() == "GenuineIntel"
+    assert cpuinfo.cpu_vendor.__wrapped__() == "GenuineIntel"
     monkeypatch.setattr(platform, "processor", lambda: "")
-    assert memory.cpu_vendor.__wrapped__() == ""
+    assert cpuinfo.cpu_vendor.__wrapped__() == ""
 
 
 @pytest.mark.parametrize("size, chunk, expected", [(512, 1, 10), (2048, 1, 1), (1024, 1, 2), (2048, 8, 8)])

@@ -1,28 +1,38 @@
-"""Matrix products on x86 CPUs through oneDNN instead of the BLAS library torch was built with.
+"""float32 matrix products on x86 CPUs other than Intel's through oneDNN instead of MKL.
 
 PyTorch's x86 builds do ``torch.mm`` / ``bmm`` / ``baddbmm`` in float32 with Intel MKL, which
-takes its AVX2 code path on AMD processors: on the 2-core AMD EPYC (AVX-512) of
-``bench/results/cpu_matmul_epyc.json`` a 2048^3 product runs at about 200 GFLOP/s in MKL and 470
-in oneDNN (``python -m bench matmul``). oneDNN, which PyTorch also ships (it runs the
-convolutions), generates its kernels for the processor it finds. :func:`linear` is ``x @ w.T``
-through oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``, a private part of PyTorch's
-inductor back end, the same op ``torch.compile`` uses for linear layers on the CPU); it is tried
-once per dtype on a small case, checked against ``torch.mm`` and falls back to it when the op is
-missing or wrong, and on processors other than x86-64 (where MKL is not what torch uses).
+takes its best code only on Intel processors and its AVX2 code on the others: on the 2-core AMD
+EPYC (AVX-512) of ``bench/results/cpu_matmul_epyc.json`` a 2048^3 product runs at about 220
+GFLOP/s in MKL and 490 in oneDNN (``python -m bench matmul``). oneDNN, which PyTorch also ships
+(it runs the convolutions), generates its kernels for the processor it finds.
+
+:func:`linear` is ``x @ w.T``, through oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``, a
+private part of PyTorch's inductor back end, the op ``torch.compile`` uses for linear layers on the
+CPU) where :func:`uses_onednn` says so: float32 on x86-64 processors other than Intel's (on Intel's
+MKL is what the network was measured with), where the op exists and passes a check against
+``torch.mm`` on a small case (tried once). Elsewhere it is ``torch.mm``. :data:`ENGINE` forces
+either engine (tests run both on any machine; ``bench matmul`` compares them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
+from collections.abc import Iterator
 
 import torch
 
+from ..cpuinfo import INTEL, cpu_vendor
+
 log = logging.getLogger(__name__)
 
-_probed: bool | None = None
-enabled = True  # tests switch the oneDNN path off to check the fallback
+ENGINE = "auto"
+"""``"auto"`` (oneDNN on x86 processors other than Intel's), ``"onednn"`` (wherever the op works) or
+``"torch"`` (never oneDNN)."""
+
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
+_works: bool | None = None
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,21 +52,36 @@ def _probe() -> bool:
         return False
 
 
-def supported(dtype: torch.dtype) -> bool:
-    """Whether :func:`linear` runs through oneDNN here for ``dtype``: float32 on x86-64, where the op
-    works (probed once; half-precision products go to oneDNN in torch itself)."""
-    global _probed
-    if not (enabled and _X86 and dtype == torch.float32):
+def onednn_works() -> bool:
+    """Whether oneDNN's float32 product is available and right here (x86-64; probed once)."""
+    global _works
+    if _works is None:
+        _works = _X86 and _probe()
+    return _works
+
+
+def uses_onednn(dtype: torch.dtype) -> bool:
+    """Whether :func:`linear` goes through oneDNN for ``dtype`` (float32 only: half-precision products
+    go to oneDNN in torch itself)."""
+    if dtype != torch.float32 or ENGINE == "torch" or (ENGINE == "auto" and cpu_vendor() == INTEL):
         return False
-    if _probed is None:
-        _probed = _probe()
-    return _probed
+    return onednn_works()
+
+
+@contextlib.contextmanager
+def engine(name: str) -> Iterator[None]:
+    """Run the products with :data:`ENGINE` set to ``name`` inside the block."""
+    global ENGINE
+    saved, ENGINE = ENGINE, name
+    try:
+        yield
+    finally:
+        ENGINE = saved
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight.T (+ bias)`` for ``x`` (n, k), ``weight`` (o, k) (any strides, e.g. the transpose
-    of a contiguous (k, o) matrix) and ``bias`` (o,): a new contiguous (n, o) tensor; through oneDNN
-    on x86 CPUs."""
-    if x.device.type == "cpu" and x.dtype == weight.dtype and supported(x.dtype):
+    of a contiguous (k, o) matrix) and ``bias`` (o,): a new contiguous (n, o) tensor."""
+    if x.device.type == "cpu" and x.dtype == weight.dtype and uses_onednn(x.dtype):
         return _onednn(x.contiguous(), weight, bias)
     return x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())

@@ -35,8 +35,7 @@ modulation in the input transform and demodulation and bias in the write of the 
 (``gpen.model.winograd``); transposed convolutions of small images run as one matrix product,
 those of large images in row bands blurred as they are made (``cpu_conv.upsample_blur_into``); the
 float32 matrix products (Winograd's, the small transposed convolutions', ToRGB's) go through oneDNN
-on x86 CPUs, where torch itself would use MKL, which takes its AVX2 code on AMD processors
-(``gpen.model.cpu_matmul``).
+on x86 processors other than Intel's, where torch's MKL takes its AVX2 code (``gpen.model.cpu_matmul``).
 
 The forward pass is for inference (it writes into its own intermediate buffers); it runs under
 ``torch.inference_mode`` and never modifies its input.
@@ -207,7 +206,7 @@ class ModulatedConv2d(CachingModule):
             cols = ws.derived(self, "transposed_cols", self.weight, lambda: transpose_weight_cols(self.weight[0]))
             x = x.mul_(s.to(x.dtype)[:, :, None, None]) if x_is_scratch else x * s.to(x.dtype)[:, :, None, None]
             y = ws.take((b, self.out_ch, 2 * h + 1, 2 * w + 1), x)
-            if cpu_matmul.supported(x.dtype):
+            if cpu_matmul.uses_onednn(x.dtype):
                 conv_transpose3x3_s2_into(y, x, cols.to(x.dtype))
             else:
                 taps = ws.scratch(b * h * w * cols.shape[1], x)
@@ -343,7 +342,7 @@ class ToRGB(nn.Module):
             rgb = out.view(b, h, wd, 3).permute(0, 3, 1, 2)
         else:  # planar RGB (the skip's upsampling is fastest on it)
             out = ws.take((b, 3, h * wd), x, channels_last=False)
-            if cpu_matmul.supported(x.dtype):  # (pixels, in) @ (in, 3) in bands, each copied into the planes
+            if cpu_matmul.uses_onednn(x.dtype):  # (pixels, in) @ (in, 3) in bands, each copied into the planes
                 bias = self.bias.to(x.dtype).view(3)
                 for i in range(b):
                     for a in range(0, h * wd, RGB_BAND_PIXELS):

@@ -107,7 +107,7 @@ def conv3x3(x: torch.Tensor, scale: torch.Tensor, u: torch.Tensor, out: torch.Te
     mi, mo = _transforms(x.dtype, x.device)
     nb = th // bands(b * tw, th, c, u)
     n = b * nb * tw
-    onednn = cpu_matmul.supported(x.dtype)
+    onednn = cpu_matmul.uses_onednn(x.dtype)
     # d and y share memory, as do v and z: each is dead when its partner is written (oneDNN gives v and z).
     half = 36 * n * max(c, o)
     flat = ws.scratch(half if onednn else 2 * half, x)
