@@ -87,19 +87,22 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
     images = [it for it in todo if it.kind == "image"]
     bar = tqdm(total=len(images), desc="restoring", unit="image", disable=quiet or len(images) < 2, file=sys.stderr)
     try:
+        worker = worker_name()
         if options.image_sequence:  # the images are the frames of one video: restored in segments, like a clip
             todo = [it for it in todo if it.kind == "video"]
             sequence = [it for it in items if it.kind == "image"]
             for seg in sequence_segments(sequence, options):
                 if all(it.output.exists() and not overwrite for it in sequence[seg.start:seg.stop]):
                     continue
+                started, clock = time.time(), time.perf_counter()
                 out = restore_sequence_segment(restorer, sequence, seg, options, image_landmarks)
                 for name, data in out.files:
                     write_file_atomic(sequence[0].output.with_name(name), data)
+                name = f"{sequence[0].name}[{seg.start}:{seg.stop}]"  # named as a video segment is
+                report.timings.append(TaskTiming(name, worker, started, time.perf_counter() - clock))
                 report.written.extend(it.output for it in sequence[seg.start:seg.stop])
                 report.faces += out.faces
                 bar.update(seg.stop - seg.start)
-        worker = worker_name()
         for item in todo:
             started, clock = time.time(), time.perf_counter()
             if item.kind == "video":

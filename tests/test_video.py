@@ -338,7 +338,7 @@ def test_image_sequence_in_segments_equals_one_segment(tmp_path):
         outs[per, chunk] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert list(outs["2", "1"]) == [f"f{i}.png" for i in range(6)]
     assert outs["2", "1"] == outs["16", "1"]  # one face per call: three segments give the files of one
-    # the default batches faces (8 per call at 256 px on the CPU): a face's last float bits may then
+    # the default batches faces (4 or 8 per call at 256 px on the CPU): a face's last float bits may then
     # depend on the faces sharing its call, never more than a step of the 8-bit output
     for name in outs["2", "1"]:
         a, b = (cv2.imdecode(np.frombuffer(outs[per, None][name], np.uint8), cv2.IMREAD_UNCHANGED).astype(int)
@@ -346,6 +346,37 @@ def test_image_sequence_in_segments_equals_one_segment(tmp_path):
         assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
     f3 = cv2.imread(str(tmp_path / "out2_1" / "f3.png"))[:, :, ::-1]
     assert np.abs(f3[20:70, 5:60].astype(int) - frames[3][20:70, 5:60]).mean() > 10  # track 0 filled in frame 3
+
+
+def test_local_run_times_each_image_clip_and_sequence_segment(tmp_path):
+    import os
+    import socket
+    import time
+
+    from gpen.runner import restore_files
+
+    frames, lms = moving_faces(6)
+    mixed, seq = tmp_path / "mixed", tmp_path / "seq"
+    mixed.mkdir()
+    seq.mkdir()
+    encode_clip(mixed / "clip.mp4", frames, fps=5)
+    cv2.imwrite(str(mixed / "a.png"), frames[2][:, :, ::-1])
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(seq / f"f{i}.png"), f[:, :, ::-1])
+    lm = write_video_landmarks(tmp_path / "lm.json", {"clip.mp4": lms},
+                               {"a.png": lms[2], **{f"f{i}.png": x for i, x in enumerate(lms)}})
+    here = f"{socket.gethostname()}:{os.getpid()}"
+    runs = (("mixed", RestoreOptions(), ["a.png", "clip.mp4"]),
+            ("seq", RestoreOptions(image_sequence=True, frames_per_segment=2), ["f0.png[0:2]", "f0.png[2:4]", "f0.png[4:6]"]))
+    for name, options, expected in runs:
+        t0 = time.time()
+        report = restore_files([tmp_path / name], tmp_path / f"out_{name}", model=str(SMALL_256), options=options,
+                               landmarks=lm, quiet=True)
+        t1 = time.time()
+        assert sorted(t.name for t in report.timings) == expected  # one per unit of work, named as Ray names them
+        assert all(t.worker == here and t.seconds > 0 and t0 <= t.started <= t.started + t.seconds <= t1
+                   for t in report.timings)
+        assert len(report.written) == len(list((tmp_path / f"out_{name}").iterdir()))
 
 
 def test_restore_range_restores_only_its_frames():
