@@ -31,7 +31,8 @@ time per face in ``python -m bench network --sizes 256 512 --batches 1 2 4 8 --m
 --rounds 2`` on a 2-core CPU of each vendor. Intel Xeon (``bench/results/cpu_network_batches.json``):
 256 px 84 ms/face at 8 against 114 at 1; 512 px 1080 ms at 1 against 1160-1241 at 2-8;
 ``cpu_network_batches_1024_2048.json``: 1024 and 2048 px no gain at 2. AMD EPYC
-(``cpu_network_batches_epyc.json``, ``cpu_network_batches_epyc_512_1024.json``): 256 px 53 ms at 4
+(``cpu_network_batches_epyc.json``; ``cpu_network_batches_epyc_512_1024.json``, batches 1 and 2 over
+3 rounds): 256 px 53 ms at 4
 against 61 at 1 and 58 at 8; 512 px 608-619 ms at 2 against 646-686 at 1; 1024 px 902 against 916
 (no gain worth the memory). Other vendors take Intel's row; sizes not listed run one face per call;
 ``--chunk-size`` / ``face_batch_size`` set it."""

@@ -367,7 +367,8 @@ def test_local_run_times_each_image_clip_and_sequence_segment(tmp_path):
                                {"a.png": lms[2], **{f"f{i}.png": x for i, x in enumerate(lms)}})
     here = f"{socket.gethostname()}:{os.getpid()}"
     runs = (("mixed", RestoreOptions(), ["a.png", "clip.mp4"]),
-            ("seq", RestoreOptions(image_sequence=True, frames_per_segment=2), ["f0.png[0:2]", "f0.png[2:4]", "f0.png[4:6]"]))
+            ("seq", RestoreOptions(image_sequence=True, frames_per_segment=2),
+             ["f0.png[0:2]", "f0.png[2:4]", "f0.png[4:6]"]))
     for name, options, expected in runs:
         t0 = time.time()
         report = restore_files([tmp_path / name], tmp_path / f"out_{name}", model=str(SMALL_256), options=options,

@@ -133,7 +133,8 @@ def upsample_blur_into(out: torch.Tensor, x: torch.Tensor, weight_t: torch.Tenso
     ``x`` (1, C, H, W); ``weight_t`` (C, O, 3, 3); ``blur`` the (4, 4) depthwise kernel as
     ``F.conv2d`` takes it, (O, 1, 4, 4); ``bias`` (O,) or None; ``out`` (1, O, 2H, 2W) contiguous
     channels-last (a row band of it is contiguous too). Output rows [a, b) read rows [a - 1, b + 2)
-    of the transposed convolution (2H + 1 rows), which the input rows [ceil((a - 3) / 2), (b + 1) // 2] make complete;
+    of the transposed convolution (2H + 1 rows), which the input rows [ceil((a - 3) / 2), (b + 1) // 2]
+    make complete;
     each band computes just those (about one input row more per band than a single call) and is
     blurred at once, instead of one call's fresh output of the whole image (hundreds of MB at the
     2048 px levels, faulted in page by page on every call).
