@@ -14,7 +14,7 @@ Steps (each is reported; a failing step does not stop the others, and steps that
    :meth:`gpen.FaceRestorer.default_chunk_size` picks, timed through ``run_network`` as users run it;
 4. ``small_card``: with all but ``--card-gib`` GiB of device memory taken by a ballast tensor,
    2048 px faces restore with the automatic chunk size (no out-of-memory error reaches the user);
-5. ``memory``: measured peak memory per face against the model in ``gpen.memory.face_memory_bytes``;
+5. ``memory``: measured peak memory per face against the model in ``gpen.pipeline.memory.face_memory_bytes``;
 6. ``pipeline``: ``python -m bench pipeline`` here: a 1920x1080 frame with 4 faces, network alone vs
    alignment + network + paste-back + RetinaFace-R50 detection (needs facexlib);
 7. ``profile``: the most expensive kernels of one 2048 px fp16 batch (written beside the JSON);
@@ -183,7 +183,7 @@ def step_speed(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
 
 def step_memory(device: torch.device, smoke: bool) -> list[dict]:
     """Peak memory at batch 1, 2, 4: slope per face and intercept against the chunk-size model."""
-    from gpen.memory import face_memory_bytes
+    from gpen.pipeline.memory import face_memory_bytes
 
     if device.type != "cuda":
         return [{"skipped": "device memory is only measured on CUDA"}]

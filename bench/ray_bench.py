@@ -4,7 +4,7 @@ A folder of ``--images`` copies of skimage's astronaut (one face, its real landm
 detector runs; a few pixels of noise make each a different picture) is restored with seeded
 weights of the released layout (``--size``). Every configuration runs once untimed on ``--warm``
 images (imports, file caches), then once timed on the full folder. Each unit of work is timed
-where it runs (:class:`gpen.jobs.TaskTiming` in the run's report), so the table separates:
+where it runs (:class:`gpen.runs.jobs.TaskTiming` in the run's report), so the table separates:
 
 - ``startup s``: from the call to the first image starting (a Ray run: actors starting, importing
   torch and loading the model);
@@ -68,7 +68,7 @@ def _folder(root: Path, n: int) -> tuple[Path, Path]:
 
 def _restore(files: list[str], out: str, model: str, landmarks: str, threads: int, ray=None):
     """One run of the runner; returns (when it started, seconds from call to return, its report)."""
-    from gpen.runner import restore_files
+    from gpen.runs.runner import restore_files
 
     started = time.time()
     report = restore_files(files, out, model=model, landmarks=landmarks, threads=threads, ray=ray, quiet=True)
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     """Time every configuration; print a table; return the rows."""
     import ray
 
-    from gpen.distributed import RayConfig
+    from gpen.runs.distributed import RayConfig
     from gpen.model.layouts import seeded_state_dict
 
     rows = []

@@ -13,8 +13,8 @@ from .compat import check_torch
 from .errors import GPENError, InvalidInputError, MissingWeightsError, ModelLoadError
 from .model.loader import load_model
 from .model.network import GPEN, GPENConfig
-from .restorer import FaceRestorer
-from .results import Face, RestoreResult
+from .pipeline.restorer import FaceRestorer
+from .pipeline.results import Face, RestoreResult
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 check_torch()

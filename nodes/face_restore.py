@@ -27,10 +27,10 @@ from ..gpen.faces.occlusion import OCCLUSION_CHOICES, parse_occluders
 from ..gpen.faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from ..gpen.faces.reference import REFERENCE_THRESHOLD
 from ..gpen.faces.selection import SORT_ORDERS, parse_indices
-from ..gpen.frames import MAX_SCALE, check_scale
-from ..gpen.memory import default_frames_per_chunk, face_memory_bytes
-from ..gpen.options import check_options
-from ..gpen.restorer import DETECT_FRAMES
+from ..gpen.pipeline.frames import MAX_SCALE, check_scale
+from ..gpen.pipeline.memory import default_frames_per_chunk, face_memory_bytes
+from ..gpen.pipeline.options import check_options
+from ..gpen.pipeline.restorer import DETECT_FRAMES
 from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .landmarks import face_landmarks_inputs

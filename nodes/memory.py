@@ -25,7 +25,7 @@ from comfy import model_management
 
 from ..gpen.faces.detect import detection_memory_bytes
 from ..gpen.faces.parsing import parser_memory_bytes
-from ..gpen.memory import face_memory_bytes
+from ..gpen.pipeline.memory import face_memory_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def test_device_check_smoke_on_cpu(tmp_path):
     assert all(r["ok"] for r in steps["parity"]["rows"])
     assert all(r["finite"] and r["psnr_db_vs_fp32"] >= 35 for r in steps["precision"]["rows"])
     speed = {r["batch"]: r for r in steps["speed"]["rows"]}
-    from gpen.memory import default_chunk_size
+    from gpen.pipeline.memory import default_chunk_size
 
     assert speed["auto"]["faces"] == default_chunk_size(torch.device("cpu"), 256)  # the CPU's measured batch
     assert all(r["faces_per_s"] > 0 for r in speed.values())
@@ -55,7 +55,7 @@ def test_device_check_skips_steps_past_its_budget(tmp_path):
 
 def test_ray_bench_separates_start_up_first_image_and_steady_rate():
     from bench.ray_bench import summarize
-    from gpen.jobs import TaskTiming
+    from gpen.runs.jobs import TaskTiming
 
     # worker a: starts at 10 s, first image 4 s, then two of 2 s; worker b: starts at 11 s, one of 5 s, one of 3 s
     timings = [TaskTiming("1", "a", 10, 4), TaskTiming("2", "a", 14, 2), TaskTiming("3", "a", 16, 2),

@@ -13,7 +13,7 @@ import torch
 from skimage.transform import SimilarityTransform
 
 from gpen.faces.align import template_points
-from gpen.cli import main
+from gpen.runs.cli import main
 
 from conftest import FIXTURES, REPO, SOLVAY, astronaut, landmarks_of, needs_solvay, psnr
 
@@ -117,7 +117,7 @@ def test_module_entry_point_and_info():
 
 
 def test_rgba_and_16_bit_files_round_trip(tmp_path):
-    from gpen.imageio import read_image, write_image
+    from gpen.runs.imageio import read_image, write_image
 
     rgba = np.random.default_rng(0).integers(0, 65535, (20, 30, 4), dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "x.png"), rgba)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gpen.cli import main
-from gpen.imageio import read_image
+from gpen.runs.cli import main
+from gpen.runs.imageio import read_image
 
 from conftest import FIXTURES, REPO, astronaut, landmarks_of
 from test_cli import crops_psnr, write_landmarks

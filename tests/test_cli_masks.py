@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gpen.cli import main
+from gpen.runs.cli import main
 
 from conftest import FIXTURES, astronaut, landmarks_of
 

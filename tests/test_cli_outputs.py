@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import gpen
-from gpen.cli import main
+from gpen.runs.cli import main
 
 from conftest import FIXTURES, astronaut, landmarks_of
 

@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 
-from gpen.cli import main
+from gpen.runs.cli import main
 
 from conftest import FIXTURES, astronaut, landmarks_of
 

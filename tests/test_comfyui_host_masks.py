@@ -15,7 +15,7 @@ from PIL import Image
 import host_utils as H
 from test_comfyui_host import CHECKPOINT, INPUT_IMAGE, host  # noqa: F401 (the fixture)
 
-from gpen.frames import resize_images
+from gpen.pipeline.frames import resize_images
 
 TINY = "gpen_host_tiny_upscale.png"
 UPSCALER = "tiny_compact_4x.pth"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gpen
-from gpen.cli import main
+from gpen.runs.cli import main
 from gpen.errors import MissingDependencyError
 
 from conftest import FIXTURES
@@ -68,7 +68,7 @@ def test_folder_through_ray_gives_the_local_run_files_bit_for_bit(tmp_path, capl
 def flaky_restorer(model: str, marks: str):
     """A real restorer that fails the first time it sees each image (across worker processes)."""
     from gpen.model.loader import load_model
-    from gpen.restorer import FaceRestorer
+    from gpen.pipeline.restorer import FaceRestorer
 
     restorer = FaceRestorer(load_model(model))
     restore = restorer.restore
@@ -92,9 +92,9 @@ def flaky_restorer(model: str, marks: str):
 def test_failed_inputs_are_retried_then_reported_by_name(tmp_path, caplog, capsys):
     from functools import partial
 
-    from gpen.distributed import RayConfig
-    from gpen.jobs import RestoreOptions
-    from gpen.runner import restore_files
+    from gpen.runs.distributed import RayConfig
+    from gpen.runs.jobs import RestoreOptions
+    from gpen.runs.runner import restore_files
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factory travels to the workers
     caplog.set_level("INFO", logger="gpen")
@@ -130,7 +130,7 @@ def test_failed_inputs_are_retried_then_reported_by_name(tmp_path, caplog, capsy
 
 def test_ray_missing_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
-    from gpen.distributed import require_ray
+    from gpen.runs.distributed import require_ray
 
     with pytest.raises(MissingDependencyError, match=r'pip install "ray\[data\]"'):
         require_ray()

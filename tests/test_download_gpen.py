@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from gpen.cli import main
+from gpen.runs.cli import main
 from gpen.errors import InvalidInputError
 from gpen.model.layouts import seeded_state_dict
 from gpen.model.loader import load_model
 from gpen.model.network import GPENConfig
-from gpen.restorer import FaceRestorer
+from gpen.pipeline.restorer import FaceRestorer
 from gpen.weights import download as dl
 from gpen.weights import models, paths, registry
 
@@ -123,7 +123,7 @@ def test_restore_downloads_a_missing_released_model(monkeypatch, server, seeded,
 
 
 def test_demo_downloads_and_restores_with_the_model(monkeypatch, server, seeded, tmp_path):
-    import gpen.restorer
+    import gpen.pipeline.restorer
 
     used = []
 
@@ -132,7 +132,7 @@ def test_demo_downloads_and_restores_with_the_model(monkeypatch, server, seeded,
             used.append(self.restorer)
             return super().restore(images, [landmarks[0][:2]], **kw)
 
-    monkeypatch.setattr(gpen.restorer, "FaceRestorer", TwoFaces)
+    monkeypatch.setattr(gpen.pipeline.restorer, "FaceRestorer", TwoFaces)
     _hf_entry(monkeypatch, server, seeded)
     assert main(["-q", "demo", "--model", "GPEN-BFR-256", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     assert (_models_dir() / NAME).is_file()

@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-import gpen.memory as memory
+import gpen.pipeline.memory as memory
 
 
 def test_mps_uses_the_memory_torch_reports(monkeypatch):

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import gpen
-import gpen.memory
-import gpen.aligned
-import gpen.restorer
+import gpen.pipeline.memory
+import gpen.pipeline.aligned
+import gpen.pipeline.restorer
 from gpen.errors import ModelLoadError
 from gpen.model.layouts import seeded_state_dict
 
@@ -110,7 +110,7 @@ def test_input_check_is_bounded(monkeypatch):
     with pytest.raises(gpen.InvalidInputError, match="NaN or infinite"):
         r.restore_aligned(bad)
     huge = torch.full((1, 64, 64, 3), 3e38)  # finite, but its sum overflows: the exact test decides
-    from gpen.frames import all_finite
+    from gpen.pipeline.frames import all_finite
 
     assert all_finite(huge)
 
@@ -133,8 +133,8 @@ def test_faces_per_step_are_bounded_and_results_equal(monkeypatch, upscale):
     r = gpen.FaceRestorer(lambda x: x * 0.5, size=512)  # darkens: overlaps matter
     res = r.restore(img, lms, chunk_size=2, upscale=upscale)
     assert sum(steps) == 29 and max(steps) < 29, steps
-    assert max(steps) <= gpen.memory.default_faces_per_chunk(512, 2)
-    monkeypatch.setattr(gpen.memory, "CROPS_PER_STEP_BYTES", 1 << 40)
+    assert max(steps) <= gpen.pipeline.memory.default_faces_per_chunk(512, 2)
+    monkeypatch.setattr(gpen.pipeline.memory, "CROPS_PER_STEP_BYTES", 1 << 40)
     steps.clear()
     whole = r.restore(img, lms, chunk_size=2, upscale=upscale)
     assert steps == [29]
@@ -143,7 +143,7 @@ def test_faces_per_step_are_bounded_and_results_equal(monkeypatch, upscale):
 
 
 def test_aligned_mode_runs_in_bounded_chunks(monkeypatch):
-    monkeypatch.setattr(gpen.aligned, "default_frames_per_chunk", lambda h, w: 2)
+    monkeypatch.setattr(gpen.pipeline.aligned, "default_frames_per_chunk", lambda h, w: 2)
     images = torch.rand(5, 100, 90, 3)
     r = gpen.FaceRestorer(lambda x: x.flip(-1), size=64)
     with Allocations() as alloc:
@@ -276,7 +276,7 @@ def test_the_group_photo_tests_run_on_a_fresh_clone():
 def test_upscaled_output_with_frames_without_faces():
     """With upscale, frames without faces get their resized background, and outside the faces every
     frame equals it: the steps skip those frames but the output does not."""
-    from gpen.frames import upscale_images
+    from gpen.pipeline.frames import upscale_images
 
     images, marks = video(5, 240, 320, faces=1)
     images = images * torch.linspace(0.5, 1.0, 5)[:, None, None, None]  # frames differ

@@ -1,5 +1,5 @@
 """Output scale: a larger picture out than in, faces restored from the original and pasted at the
-output resolution (gpen.frames, FaceRestorer(upscale=...))."""
+output resolution (gpen.pipeline.frames, FaceRestorer(upscale=...))."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import gpen
 from gpen.errors import InvalidInputError
 from gpen.faces.align import template_points
 from gpen.faces.paste import scale_inverse
-from gpen.frames import check_scale, resize_images, resize_masks, upscale_images
+from gpen.pipeline.frames import check_scale, resize_images, resize_masks, upscale_images
 
 from conftest import astronaut, landmarks_of, psnr
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from gpen.cli import main
+from gpen.runs.cli import main
 from gpen.errors import MissingDependencyError
-from gpen.imageio import read_image, to_uint8
-from gpen.jobs import RestoreOptions
+from gpen.runs.imageio import read_image, to_uint8
+from gpen.runs.jobs import RestoreOptions
 from gpen.model.layouts import seeded_state_dict
 from gpen.model.loader import load_model
-from gpen.restorer import FaceRestorer
-from gpen.segments import SegmentWindows, plan_segments, restore_segment, window_landmarks
+from gpen.pipeline.restorer import FaceRestorer
+from gpen.runs.segments import SegmentWindows, plan_segments, restore_segment, window_landmarks
 
 from conftest import FIXTURES, psnr
 from video_utils import (audio_packets, decode_clip, encode_clip, moving_faces, stream_facts,
@@ -234,7 +234,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, caplog)
 def test_video_without_pyav_says_what_to_install(tmp_path, monkeypatch, capsys):
     src = encode_clip(tmp_path / "clip.mp4", np.zeros((2, 16, 16, 3), np.uint8), fps=2)
     monkeypatch.setitem(sys.modules, "av", None)
-    from gpen.video import require_av
+    from gpen.runs.video import require_av
 
     with pytest.raises(MissingDependencyError, match="pip install av"):
         require_av()
@@ -244,7 +244,7 @@ def test_video_without_pyav_says_what_to_install(tmp_path, monkeypatch, capsys):
 
 
 def test_options_reach_the_video_encoder():
-    from gpen.cli import build_parser, restore_options
+    from gpen.runs.cli import build_parser, restore_options
 
     args = build_parser().parse_args(["restore", "x.mp4", "-o", "out", "--video-codec", "libx265", "--crf", "23",
                                       "--preset", "slow", "--pix-fmt", "yuv420p10le", "--video-option", "tune=grain"])
@@ -256,7 +256,7 @@ def test_options_reach_the_video_encoder():
 
 @pytest.mark.parametrize("name", ["gop.mp4", "gop.mkv"])
 def test_reading_a_segment_by_seeking_gives_the_frames_of_a_full_read(tmp_path, name):
-    from gpen.video import probe, read_frames
+    from gpen.runs.video import probe, read_frames
 
     frames = (np.random.default_rng(3).random((23, 32, 48, 3)) * 255).astype(np.uint8)
     src = encode_clip(tmp_path / name, frames, fps=10, pix_fmt="yuv420p",
@@ -353,7 +353,7 @@ def test_local_run_times_each_image_clip_and_sequence_segment(tmp_path):
     import socket
     import time
 
-    from gpen.runner import restore_files
+    from gpen.runs.runner import restore_files
 
     frames, lms = moving_faces(6)
     mixed, seq = tmp_path / "mixed", tmp_path / "seq"

@@ -4,10 +4,10 @@
 depend on the restoration model, so one cache can serve every restorer of a process (e.g. two
 ComfyUI restore nodes with different GPEN models): switching models never rebuilds them, and
 holding them keeps no restoration model alive. :class:`HelperNetworks` is the part of
-:class:`gpen.restorer.FaceRestorer` that uses them: given objects (stand-ins, preloaded networks)
+:class:`gpen.pipeline.restorer.FaceRestorer` that uses them: given objects (stand-ins, preloaded networks)
 are used as they are; otherwise each comes from its cache (its own, unless one is shared), and
 :meth:`~HelperNetworks.offload` moves the torch networks off the GPU between runs. With a ``place``
-hook (a host's memory manager, see :data:`gpen.restorer.PlaceFn`) new networks are built on the CPU
+hook (a host's memory manager, see :data:`gpen.pipeline.restorer.PlaceFn`) new networks are built on the CPU
 and the hook, called by :meth:`~HelperNetworks.ready` right before each use, decides where they run.
 """
 

@@ -21,11 +21,16 @@ import torch.nn.functional as F
 
 from .align import affine_grid, check_image_index, compute_dtype, invert_affine
 from ..errors import InvalidInputError
-from ..frames import luma
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["feather_mask", "paste_back", "paste_into", "scale_inverse"]
+_LUMA = (0.299, 0.587, 0.114)
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) RGB -> (..., 1) BT.601 luma, for grey images in, grey images out."""
+    return (rgb * torch.tensor(_LUMA, device=rgb.device, dtype=rgb.dtype)).sum(-1, keepdim=True)
+
+__all__ = ["feather_mask", "luma", "paste_back", "paste_into", "scale_inverse"]
 
 _MASK_BASE = 512
 # Upper bound on the elements of one batched sampling call (padded boxes x channels): 2**26 floats = 256 MiB.

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
-from .faces.align import TEMPLATES
-from .faces.reference import REFERENCE_THRESHOLD
-from .faces.selection import check_sort, parse_selection
+from ..errors import InvalidInputError
+from ..faces.align import TEMPLATES
+from ..faces.reference import REFERENCE_THRESHOLD
+from ..faces.selection import check_sort, parse_selection
 from .frames import check_images
 
 log = logging.getLogger(__name__)

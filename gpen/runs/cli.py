@@ -10,16 +10,16 @@ import sys
 from pathlib import Path
 
 
-from .faces.detect import RETINAFACE_MODELS
-from .errors import GPENError, InvalidInputError
-from .faces.align import TEMPLATES
-from .faces.occlusion import OCCLUSION_CHOICES
-from .faces.parsing import DEFAULT_REGIONS, REGIONS
-from .faces.reference import REFERENCE_THRESHOLD
-from .faces.selection import SORT_ORDERS
+from ..faces.detect import RETINAFACE_MODELS
+from ..errors import GPENError, InvalidInputError
+from ..faces.align import TEMPLATES
+from ..faces.occlusion import OCCLUSION_CHOICES
+from ..faces.parsing import DEFAULT_REGIONS, REGIONS
+from ..faces.reference import REFERENCE_THRESHOLD
+from ..faces.selection import SORT_ORDERS
 from .jobs import RestoreOptions, load_landmarks, pick_device, pick_dtype
-from .frames import MAX_SCALE
-from .runtime import tune_cpu_allocator
+from ..pipeline.frames import MAX_SCALE
+from ..runtime import tune_cpu_allocator
 from .segments import DEFAULT_OVERLAP
 
 log = logging.getLogger("gpen")
@@ -76,7 +76,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEMO_IMAGE = ASSETS / "solvay_conference_1927.png"
 
 
@@ -87,12 +87,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     weights cannot be had (no network), the same pipeline runs with seeded random weights of the real layout and
     the output is named ``*_pipeline-check.png``: a check that everything runs, not a restoration.
     """
-    from .errors import MissingWeightsError
+    from ..errors import MissingWeightsError
     from .imageio import read_image, write_image
-    from .model.layouts import seeded_state_dict
-    from .model.loader import load_model
-    from .weights.models import resolve_model
-    from .restorer import FaceRestorer
+    from ..model.layouts import seeded_state_dict
+    from ..model.loader import load_model
+    from ..weights.models import resolve_model
+    from ..pipeline.restorer import FaceRestorer
 
     device = pick_device(args.device)
     dtype = pick_dtype("auto", device)
@@ -140,8 +140,8 @@ def format_known_file(spec) -> str:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .weights.models import download_file, download_url, files_for
-    from .weights.registry import REGISTRY, gpen_files
+    from ..weights.models import download_file, download_url, files_for
+    from ..weights.registry import REGISTRY, gpen_files
 
     if args.list:
         for spec in REGISTRY.values():
@@ -172,7 +172,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .model.loader import load_model
+    from ..model.loader import load_model
 
     net = load_model(args.model)
     c = net.config

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .cpuinfo import AMD, INTEL, cpu_vendor
+from ..cpuinfo import AMD, INTEL, cpu_vendor
 
 log = logging.getLogger(__name__)
 

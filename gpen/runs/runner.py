@@ -2,8 +2,8 @@
 
 The command line's ``restore`` and the Python API both come here::
 
-    from gpen.runner import restore_files
-    from gpen.distributed import RayConfig
+    from gpen.runs.runner import restore_files
+    from gpen.runs.distributed import RayConfig
 
     restore_files(["clips/", "photo.jpg"], "out/", model="GPEN-BFR-512")                 # this process
     restore_files(["clips/"], "out/", ray=RayConfig(address="auto"))                     # a Ray cluster
@@ -28,13 +28,13 @@ def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *,
     """Restore every image and video of ``inputs`` (files or folders) into the folder ``output``.
 
     ``model``: a weights file or a released model name (found or downloaded). ``options``: a
-    :class:`gpen.jobs.RestoreOptions`. ``landmarks``: a landmarks JSON file (see
+    :class:`gpen.runs.jobs.RestoreOptions`. ``landmarks``: a landmarks JSON file (see
     ``python -m gpen restore --help``). ``ray``: None to run here, or a
-    :class:`gpen.distributed.RayConfig` to run on a Ray cluster. Outputs that exist are skipped
+    :class:`gpen.runs.distributed.RayConfig` to run on a Ray cluster. Outputs that exist are skipped
     unless ``overwrite``. Returns what was written, skipped and what failed (Ray runs; a local
     run stops at the first error, which it raises).
     """
-    from .weights.models import resolve_model
+    from ..weights.models import resolve_model
 
     options = (options or RestoreOptions()).check()
     items = plan_outputs(list_inputs(inputs), output, inputs)

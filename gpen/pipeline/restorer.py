@@ -21,25 +21,25 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from . import compat
+from .. import compat
 from .aligned import restore_aligned
 from .batching import restore_in_chunks
-from .errors import InvalidInputError
-from .faces.align import (
+from ..errors import InvalidInputError
+from ..faces.align import (
     estimate_similarity,
     inside_image,
     invert_affine,
     template_points,
     warp_affine,
 )
-from .faces.color import match_color
-from .faces.detect import detect_in_chunks
-from .faces.networks import HelperNetworks, NetworkCache
-from .faces.occlusion import parse_occluders
-from .faces.parsing import parse_regions
-from .faces.paste import feather_mask, paste_into, scale_inverse
-from .faces.reference import REFERENCE_THRESHOLD, reference_differences
-from .faces.selection import (
+from ..faces.color import match_color
+from ..faces.detect import detect_in_chunks
+from ..faces.networks import HelperNetworks, NetworkCache
+from ..faces.occlusion import parse_occluders
+from ..faces.parsing import parse_regions
+from ..faces.paste import feather_mask, paste_into, scale_inverse
+from ..faces.reference import REFERENCE_THRESHOLD, reference_differences
+from ..faces.selection import (
     Found,
     check_landmarks,
     empty_faces,
@@ -47,8 +47,8 @@ from .faces.selection import (
     select_faces,
     select_tracks,
 )
-from .faces.temporal import smooth_landmarks
-from .faces.tracking import Tracks, link_tracks
+from ..faces.temporal import smooth_landmarks
+from ..faces.tracking import Tracks, link_tracks
 from .frames import (
     Upscaler,
     check_images,
@@ -206,14 +206,14 @@ class FaceRestorer(HelperNetworks):
                     check_interrupt: Callable[[], None] | None = None, done: int = 0, total: int | None = None,
                     out: torch.Tensor | None = None) -> torch.Tensor:
         """Restore aligned crops (N, 3, S, S) 0..1 in chunks, halved on out-of-memory, NaN/inf chunks
-        again in float32 (:func:`gpen.batching.restore_in_chunks`); ``out`` may be ``crops``."""
+        again in float32 (:func:`gpen.pipeline.batching.restore_in_chunks`); ``out`` may be ``crops``."""
         chunk = chunk_size or self.default_chunk_size(crops.device)
         self.ready("restorer", self.restorer, crops[:chunk])  # every frame step: the host may have evicted it since
         return restore_in_chunks(self.restorer, crops, chunk, is_oom=self.is_oom, progress=progress,
                                  check_interrupt=check_interrupt, done=done, total=total, out=out)
 
     def default_chunk_size(self, device: torch.device) -> int:
-        """Faces per network call on ``device`` (see :func:`gpen.memory.default_chunk_size`)."""
+        """Faces per network call on ``device`` (see :func:`gpen.pipeline.memory.default_chunk_size`)."""
         return default_chunk_size(device, self.size, getattr(self.restorer, "dtype", None))
 
     def face_masks(self, restored: torch.Tensor, parsing: bool, detector_dirs=(), allow_download: bool = True, *,
@@ -378,7 +378,7 @@ class FaceRestorer(HelperNetworks):
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
                         upscale: int = 1, upscaler: Upscaler | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Crop, restore and paste ``faces`` step by step (:func:`gpen.memory.frame_steps`: at most
+        """Crop, restore and paste ``faces`` step by step (:func:`gpen.pipeline.memory.frame_steps`: at most
         ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
         RestoreResult. Faces are pasted straight into the output inside their boxes: without ``upscale``
         the only full-size tensors are the output images and masks; with it, one step's background.
@@ -446,6 +446,6 @@ class FaceRestorer(HelperNetworks):
     def restore_aligned(self, images: torch.Tensor, *, strength: float = 1.0, chunk_size: int | None = None,
                         progress: ProgressFn | None = None, check_interrupt: Callable[[], None] | None = None,
                         upscale: int = 1, keep_crops: str = "restored") -> RestoreResult:
-        """Restore frames that already are aligned face crops: see :func:`gpen.aligned.restore_aligned`."""
+        """Restore frames that already are aligned face crops: see :func:`gpen.pipeline.aligned.restore_aligned`."""
         return restore_aligned(self, images, strength=strength, chunk_size=chunk_size, progress=progress,
                                check_interrupt=check_interrupt, upscale=upscale, keep_crops=keep_crops)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
-from .memory import default_frames_per_chunk
+from ..errors import InvalidInputError
+from ..pipeline.memory import default_frames_per_chunk
 
 DEFAULT_OVERLAP = 4  # frames of context each side: the smoothing window's reach (2) and a tracking gap of 3
 
@@ -41,7 +41,7 @@ class Segment:
 
 
 def default_frames_per_segment(height: int, width: int) -> int:
-    """Frames restored per segment: the frame chunk of :func:`gpen.memory.default_frames_per_chunk`,
+    """Frames restored per segment: the frame chunk of :func:`gpen.pipeline.memory.default_frames_per_chunk`,
     at least 16 so that the context frames stay a small share of what is read."""
     return max(16, default_frames_per_chunk(height, width))
 
@@ -98,12 +98,12 @@ def restore_segment(restorer, images: torch.Tensor, segment: Segment, landmarks:
                     progress: Callable[[int], None] | None = None):
     """Restore the frames of ``segment`` from the frames it reads, ``images`` (T, H, W, C) float 0..1.
 
-    ``restorer`` is a :class:`gpen.restorer.FaceRestorer`; ``landmarks`` per frame read (or None
+    ``restorer`` is a :class:`gpen.pipeline.restorer.FaceRestorer`; ``landmarks`` per frame read (or None
     to detect); ``reference`` the frames read of the picture before a face swap (T or 1 frames);
-    ``restore_kwargs`` further options of :meth:`~gpen.restorer.FaceRestorer.restore`.
-    ``aligned``: every frame is an aligned face crop (:meth:`~gpen.restorer.FaceRestorer.restore_aligned`).
+    ``restore_kwargs`` further options of :meth:`~gpen.pipeline.restorer.FaceRestorer.restore`.
+    ``aligned``: every frame is an aligned face crop (:meth:`~gpen.pipeline.restorer.FaceRestorer.restore_aligned`).
     ``progress(frames_done)`` is called as the segment's faces get restored. Returns (restored frames
-    (N, H, W, C), the :class:`~gpen.restorer.RestoreResult`, faces per restored frame).
+    (N, H, W, C), the :class:`~gpen.pipeline.restorer.RestoreResult`, faces per restored frame).
     """
     a, b = segment.core
     b = min(b, images.shape[0])

@@ -1,9 +1,9 @@
 """Restore many files on a Ray cluster with Ray Data (optional: ``pip install "ray[data]"``).
 
 The pipeline: the inputs are listed on the driver (images, and videos cut into overlapping
-segments by the same plan as the local run, :mod:`gpen.segments`) -> ``ray.data.from_items`` ->
+segments by the same plan as the local run, :mod:`gpen.runs.segments`) -> ``ray.data.from_items`` ->
 ``map_batches`` with :class:`RestoreWorker`, an actor class that holds one loaded GPEN
-:class:`~gpen.restorer.FaceRestorer` per worker (one per GPU with ``num_gpus=1`` where the
+:class:`~gpen.pipeline.restorer.FaceRestorer` per worker (one per GPU with ``num_gpus=1`` where the
 cluster has GPUs, else CPU workers of ``threads_per_worker`` torch threads) and reads, restores
 and encodes each item -> the driver writes the results, in order, with the same names as the
 local run (videos are encoded on the driver as their segments arrive, with their audio).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GPENError, InvalidInputError, MissingDependencyError
+from ..errors import GPENError, InvalidInputError, MissingDependencyError
 from .imageio import write_file_atomic
 from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, TaskTiming, lookup_landmarks, pending, restore_image,
                    restore_window, video_reference, worker_name)
@@ -146,7 +146,7 @@ def _connect(ray, config: RayConfig, quiet: bool) -> bool:
     if ray.is_initialized():
         return False
     address = config.address or os.environ.get("RAY_ADDRESS") or "local"
-    package = str(Path(__file__).resolve().parent)
+    package = str(Path(__file__).resolve().parents[1])
     kwargs = dict(runtime_env={"py_modules": [package]}, log_to_driver=not quiet, configure_logging=False)
     if address == "local":
         kwargs.update(num_cpus=config.num_cpus, include_dashboard=False)
@@ -172,7 +172,7 @@ def run_ray(items: list[Item], spec: ModelSpec, options: RestoreOptions, config:
     """Restore ``items`` on a Ray cluster (see the module docstring); failures are in ``report.failed``.
 
     ``restorer_factory``: builds the restorer in each worker instead of loading ``spec`` (a custom
-    or wrapped :class:`~gpen.restorer.FaceRestorer`; it is pickled to the workers).
+    or wrapped :class:`~gpen.pipeline.restorer.FaceRestorer`; it is pickled to the workers).
     """
     ray = require_ray()
     config = config or RayConfig()

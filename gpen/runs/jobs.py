@@ -1,6 +1,6 @@
 """A restore run over files: the options, the inputs and their output names, and one input at a time.
 
-Used by the command line's local run and by the Ray runner (:mod:`gpen.distributed`), so both
+Used by the command line's local run and by the Ray runner (:mod:`gpen.runs.distributed`), so both
 name, skip and produce outputs the same way:
 
 - every input gets one output in the output folder: images ``<stem>.png`` (16-bit where the
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
-from .faces.occlusion import parse_occluders
-from .faces.parsing import parse_regions
-from .faces.reference import REFERENCE_THRESHOLD
-from .frames import MAX_SCALE
+from ..errors import InvalidInputError
+from ..faces.occlusion import parse_occluders
+from ..faces.parsing import parse_regions
+from ..faces.reference import REFERENCE_THRESHOLD
+from ..pipeline.frames import MAX_SCALE
 from .imageio import encode_image, is_video, read_image, to_uint8
-from .options import check_options
+from ..pipeline.options import check_options
 from .segments import (DEFAULT_OVERLAP, Segment, default_frames_per_segment, plan_segments, restore_segment,
                        window_landmarks)
 from .video import VideoSettings, output_suffix
@@ -66,9 +66,9 @@ class ModelSpec:
     compile: bool = False
 
     def build(self):
-        """A :class:`gpen.restorer.FaceRestorer` holding the loaded network."""
-        from .model.loader import load_model
-        from .restorer import FaceRestorer
+        """A :class:`gpen.pipeline.restorer.FaceRestorer` holding the loaded network."""
+        from ..model.loader import load_model
+        from ..pipeline.restorer import FaceRestorer
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
@@ -77,7 +77,7 @@ class ModelSpec:
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned convolutions pay back at once
         net = load_model(self.path, device=device, dtype=pick_dtype(self.dtype, device))
         if self.compile:
-            from .model.network import GPEN
+            from ..model.network import GPEN
 
             if not isinstance(net, GPEN):
                 raise InvalidInputError(f"--compile needs a PyTorch GPEN network; {self.path} runs in onnxruntime.")
@@ -89,9 +89,9 @@ class ModelSpec:
 class RestoreOptions:
     """Every option of a restore run besides the model (see ``python -m gpen restore --help``).
 
-    ``restore`` holds extra keyword arguments of :meth:`gpen.restorer.FaceRestorer.restore`
+    ``restore`` holds extra keyword arguments of :meth:`gpen.pipeline.restorer.FaceRestorer.restore`
     (for options this class does not name). ``frames_per_segment`` and ``overlap`` shape video
-    segments (see :mod:`gpen.segments`). ``reference``: the picture (or clip) before a face swap,
+    segments (see :mod:`gpen.runs.segments`). ``reference``: the picture (or clip) before a face swap,
     or a folder holding one of the same name per input. ``image_sequence``: the images are the
     frames of one video (restored in segments, faces tracked across them).
     """
@@ -358,7 +358,7 @@ def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.n
 
 
 def video_reference(item: Item, options: RestoreOptions):
-    """The reference of a video input: None, a :class:`gpen.video.VideoInfo` (a clip, read frame by
+    """The reference of a video input: None, a :class:`gpen.runs.video.VideoInfo` (a clip, read frame by
     frame alongside) or a picture (1, H, W, C) for every frame."""
     ref = reference_for(item, options.reference)
     if ref is None:

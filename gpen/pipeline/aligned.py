@@ -9,7 +9,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from .frames import check_images, check_scale, luma, rgb_view, upscale_images
+from ..faces.paste import luma
+from .frames import check_images, check_scale, rgb_view, upscale_images
 from .memory import default_faces_per_chunk, default_frames_per_chunk
 from .options import check_options
 from .results import RestoreResult

@@ -17,12 +17,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+from ..faces.paste import luma
 
 MAX_SCALE = 4
 Upscaler = Callable[[torch.Tensor], torch.Tensor]
-
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def check_images(images: torch.Tensor, name: str = "images") -> None:
@@ -71,10 +70,6 @@ def rgb_view(images: torch.Tensor) -> torch.Tensor:
         return images.expand(-1, -1, -1, 3)
     return images[..., :3]
 
-
-def luma(rgb: torch.Tensor) -> torch.Tensor:
-    """(..., 3) RGB -> (..., 1) BT.601 luma, for grey images in, grey images out."""
-    return (rgb * torch.tensor(_LUMA, device=rgb.device, dtype=rgb.dtype)).sum(-1, keepdim=True)
 
 
 def check_scale(scale) -> int:
@@ -131,5 +126,5 @@ def upscale_images(images: torch.Tensor, scale: int, upscaler: Upscaler | None =
     return up
 
 
-__all__ = ["MAX_SCALE", "all_finite", "check_finite", "check_images", "check_scale", "luma", "resize_images", "resize_masks", "rgb_view",
+__all__ = ["MAX_SCALE", "all_finite", "check_finite", "check_images", "check_scale", "resize_images", "resize_masks", "rgb_view",
            "upscale_images"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingDependencyError
+from ..errors import InvalidInputError, MissingDependencyError
 from .imageio import partial_path
 
 log = logging.getLogger(__name__)

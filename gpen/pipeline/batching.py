@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from . import compat
-from .errors import InvalidInputError, ModelLoadError
+from .. import compat
+from ..errors import InvalidInputError, ModelLoadError
 from .frames import all_finite
 
 log = logging.getLogger(__name__)

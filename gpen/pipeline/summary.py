@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .faces.tracking import Tracks
+from ..faces.tracking import Tracks
 
 _TRACKS_SHOWN = 32  # tracks listed by number and frames; more are counted
 

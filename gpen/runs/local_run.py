@@ -1,7 +1,7 @@
 """Restore files in this process: images one by one, videos segment by segment (bounded memory).
 
-The command line's run without ``--ray``. Outputs are named and skipped as :mod:`gpen.jobs`
-says; a video is decoded once, restored in overlapping segments (:mod:`gpen.segments`) and
+The command line's run without ``--ray``. Outputs are named and skipped as :mod:`gpen.runs.jobs`
+says; a video is decoded once, restored in overlapping segments (:mod:`gpen.runs.segments`) and
 encoded as it goes, with its audio.
 """
 
@@ -39,7 +39,7 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     ref_windows = SegmentWindows(read_frames(reference)) if hasattr(reference, "frame_pts") else None
     bar = frame_bar(info.frames, item.name, quiet)
     frames = faces = 0
-    per_call = logging.getLogger("gpen.restorer")  # one summary per clip below, not one per segment
+    per_call = logging.getLogger("gpen.pipeline.restorer")  # one summary per clip below, not one per segment
     level = per_call.level
     per_call.setLevel(max(level, logging.WARNING))
     try:
@@ -76,7 +76,7 @@ def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
 
 def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_landmarks: dict | None = None,
               video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False) -> RunReport:
-    """Restore ``items`` with one :class:`gpen.restorer.FaceRestorer`; stops at the first error."""
+    """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`; stops at the first error."""
     from tqdm import tqdm
 
     report = RunReport()
