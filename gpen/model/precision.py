@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..cpuinfo import bf16_matrix_units
-from .network import drop_derived
+from .derived import drop_derived
 
 FLOAT32_MAX_SIDE = 16
 """In a bfloat16 network, layers whose output is at most this many pixels wide stay float32."""
