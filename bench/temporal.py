@@ -227,7 +227,7 @@ def gate_rows(frames: int) -> list[dict]:
             idx = torch.arange(len(lm))
             low = [low_pass(warp_affine(clip[t:t + 1].permute(0, 3, 1, 2).expand(len(lm), -1, -1, -1).contiguous(),
                                         aff, idx, 256).clamp(0, 1)) for t in range(2)]
-            g = [float(gate(low[0][k], low[1][k], 256)[:, 32:224, 32:224].mean()) for k in range(len(lm))]
+            g = [float(gate(low[0][k], low[1][k])[4:28, 4:28].mean()) for k in range(len(lm))]
             n = [float(block_change(low[0][k], low[1][k])[1]) for k in range(len(lm))]
             rows.append({"gate": "noise", "picture": name, "noise": sigma, "gate_mean": float(np.mean(g)),
                          "gate_min_face": float(np.min(g)), "noise_measure": float(np.mean(n))})
@@ -239,7 +239,8 @@ def gate_rows(frames: int) -> list[dict]:
             crops = warp_affine(clip[CHANGE - 1:CHANGE + 1].permute(0, 3, 1, 2).contiguous(), aff.expand(2, -1, -1),
                                 torch.arange(2), 256).clamp(0, 1)
             low = low_pass(crops)
-            g = gate(low[0], low[1], 256)[0]
+            g = F.interpolate(gate(low[0], low[1])[None, None], size=(256, 256), mode="bilinear",
+                              align_corners=False)[0, 0]
             # where the input crop changed by more than 0.05 (5x5 mean): the gate should be shut there
             diff = F.avg_pool2d((crops[1] - crops[0]).abs().mean(0)[None, None], 5, 1, 2)[0, 0]
             changed = diff > 0.05
@@ -247,6 +248,37 @@ def gate_rows(frames: int) -> list[dict]:
                          "gate_mean_where_changed": float(g[changed].mean()) if changed.any() else None,
                          "changed_share": float(changed[32:224, 32:224].float().mean())})
     return rows
+
+
+def filter_cost(size: int, repeats: int = 3) -> dict:
+    """The filter's time for one face in the middle of its track (2 neighbours each side: 4 gates and
+    the weighted mean) at crop ``size``, against one face through the seeded GPEN-BFR network of that
+    size, alternating in this process (one thread; the machine is shared, so the ratio is the figure)."""
+    from types import SimpleNamespace
+
+    from gpen.model.layouts import seeded_state_dict
+    from gpen.model.loader import load_model
+    from gpen.pipeline.consistency import TrackFilter, low_pass
+
+    net = load_model(seeded_state_dict(f"GPEN-BFR-{size}"))
+    g = torch.Generator().manual_seed(0)
+    crops = torch.rand(5, 3, size, size, generator=g)
+    faces = [SimpleNamespace(track=0, image_index=t) for t in range(5)]
+    filt_ms, net_ms = [], []
+    with torch.inference_mode():
+        net(crops[:1] * 2 - 1)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            filt = TrackFilter(1.0)  # new each time: the gates are computed, not cached
+            filt.add(faces, crops, low_pass(crops), crops)
+            filt.filtered((0, 2), crops[2])
+            t1 = time.perf_counter()
+            net(crops[:1] * 2 - 1)
+            t2 = time.perf_counter()
+            filt_ms.append(1000 * (t1 - t0))
+            net_ms.append(1000 * (t2 - t1))
+    return {"size": size, "filter_ms_per_face": float(np.median(filt_ms)), "network_ms_per_face": float(np.median(net_ms)),
+            "filter_share_of_network": float(np.median(filt_ms) / np.median(net_ms))}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -265,7 +297,7 @@ def run(args: argparse.Namespace) -> dict:
                 continue  # the seeded network on 7 faces a frame: slow on a CPU and measures nothing more
             for sigma in NOISES:
                 clip, lms = still_clip(picture, lm, args.frames, sigma)
-                for strength in STRENGTHS:
+                for strength in STRENGTHS if isinstance(restorer, TextureRestorer) else (1.0,):
                     rows.append(_flicker_row(restorer, name, clip, lms, strength, f"still noise {sigma}"))
                     print(rows[-1])
         picture, lm = pictures()["astronaut"]
@@ -273,14 +305,17 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(_flicker_row(restorer, "astronaut", clip, lms, 1.0, "moving 2,1 px/frame, noise 0.02", (2, 1)))
         print(rows[-1])
     lags = [_lag_row(r, kind, sigma, args.frames) for r in restorers for kind in ("light", "expression", "cut")
-            for sigma in (0.0,) + NOISES]
+            for sigma in ((0.0,) + NOISES if isinstance(r, TextureRestorer) else (0.0, NOISES[0]))]
     for row in lags:
         print(row)
     gates = gate_rows(args.frames)
     for row in gates:
         print(row)
+    costs = [filter_cost(size) for size in (256, 512)]
+    for row in costs:
+        print(row)
     report = {"bench": "temporal", "frames": args.frames, "change_frame": CHANGE, "threads": torch.get_num_threads(),
-              "flicker": rows, "lag": lags, "gate": gates}
+              "flicker": rows, "lag": lags, "gate": gates, "cost": costs}
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)

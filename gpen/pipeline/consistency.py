@@ -64,32 +64,37 @@ def block_change(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     return d, noise
 
 
-def gate(a: torch.Tensor, b: torch.Tensor, size: int) -> torch.Tensor:
-    """The gate (1, S, S) 0..1 between two neighbouring frames' low-passed input crops (see
+def gate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The gate (GRID, GRID) 0..1 between two neighbouring frames' low-passed input crops (see
     :func:`low_pass`): 1 where they are alike, 0 where the face changed."""
     d, noise = block_change(a, b)
     lo, hi = GATE_OPEN + NOISE_K * noise, GATE_CLOSED + NOISE_K * noise
     g = ((hi - d) / (hi - lo)).clamp(0, 1)[None, None]
     g = -F.max_pool2d(-g, 3, stride=1, padding=1)  # a changed block shuts its neighbours too,
-    g = F.avg_pool2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), 3, stride=1)  # then soft edges, not block edges
-    return F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+    return F.avg_pool2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0, 0]  # then soft edges
 
 
-def filter_crop(restored: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor], centre: int,
-                consistency: float, size: int) -> torch.Tensor:
+def filter_crop(restored: Sequence[torch.Tensor], gates: Sequence[torch.Tensor], centre: int,
+                consistency: float) -> torch.Tensor:
     """The filtered crop of ``restored[centre]``: ``restored`` (3, S, S) are one track's restored crops
-    of consecutive frames, ``inputs`` their low-passed input crops (see :func:`low_pass`)."""
-    x = restored[centre].float()
-    total, weight = x.clone(), torch.ones((1, size, size), dtype=torch.float32, device=x.device)
+    of consecutive frames, ``gates[k]`` the gate (:func:`gate`) between frames k and k + 1. The
+    weights are made and normalised on the gate's grid and resized to the crop (bilinear, so they
+    still sum to 1 at every pixel)."""
+    weights = [None] * len(restored)
+    weights[centre] = torch.ones_like(gates[0])
     for step in (-1, 1):
-        w = weight.new_ones(())
         s = centre
-        while 0 <= s + step < len(restored) and abs(s + step - centre) <= RADIUS:
-            w = w * (consistency * gate(inputs[s], inputs[s + step], size))
+        while 0 <= s + step < len(restored):
+            weights[s + step] = weights[s] * (consistency * gates[min(s, s + step)])
             s += step
-            total += w * restored[s].float()
-            weight += w
-    return (total / weight).to(restored[centre].dtype)
+    w = torch.stack(weights)
+    w = w / w.sum(0)
+    size = restored[centre].shape[-1]
+    w = F.interpolate(w[:, None], size=(size, size), mode="bilinear", align_corners=False)  # (K, 1, S, S)
+    out = torch.zeros_like(restored[centre], dtype=torch.float32)
+    for k, r in enumerate(restored):
+        out.addcmul_(w[k], r.float())
+    return out.to(restored[centre].dtype)
 
 
 class TrackFilter:
@@ -104,12 +109,12 @@ class TrackFilter:
     crosses from one shot to another.
     """
 
-    def __init__(self, consistency: float, size: int, shots: Sequence[int] | None = None) -> None:
+    def __init__(self, consistency: float, shots: Sequence[int] | None = None) -> None:
         self.consistency = float(consistency)
-        self.size = size
         self.shots = shots
         self._restored: dict[tuple[int, int], torch.Tensor] = {}
         self._inputs: dict[tuple[int, int], torch.Tensor] = {}
+        self._gates: dict[tuple[int, int], torch.Tensor] = {}  # (track, frame): the gate to frame + 1
         self._pending: list[tuple[object, torch.Tensor, torch.Tensor]] = []
 
     @staticmethod
@@ -140,6 +145,7 @@ class TrackFilter:
         if oldest != float("inf"):  # what the faces still pending (or yet to come) can reach back to
             for key in [k for k in self._restored if k[1] < oldest - RADIUS]:
                 del self._restored[key], self._inputs[key]
+                self._gates.pop(key, None)
         return out
 
     def _linked(self, track: int, frame: int, other: int) -> bool:
@@ -160,6 +166,10 @@ class TrackFilter:
             hi += 1
         if lo == hi:
             return crop
-        frames = range(lo, hi + 1)
-        return filter_crop([self._restored[(track, f)] for f in frames], [self._inputs[(track, f)] for f in frames],
-                           frame - lo, self.consistency, self.size)
+        gates = []
+        for f in range(lo, hi):
+            if (track, f) not in self._gates:
+                self._gates[(track, f)] = gate(self._inputs[(track, f)], self._inputs[(track, f + 1)])
+            gates.append(self._gates[(track, f)])
+        return filter_crop([self._restored[(track, f)] for f in range(lo, hi + 1)], gates, frame - lo,
+                           self.consistency)

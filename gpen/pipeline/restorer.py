@@ -448,7 +448,7 @@ class FaceRestorer(HelperNetworks):
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
 
-        track_filter = TrackFilter(consistency, self.size) if consistency > 0 else None
+        track_filter = TrackFilter(consistency) if consistency > 0 else None
         steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
                             default_faces_per_chunk(self.size, net_chunk))
         for start, stop, i0, i1 in steps:
