@@ -152,3 +152,30 @@ def test_the_command_line_option(tmp_path, capsys):
     assert main(["restore", "x.png", "-o", str(tmp_path / "o"), "--temporal-consistency", "2"]) == 2
     assert "temporal_consistency" in capsys.readouterr().err
     assert main(["restore", "x.png", "-o", str(tmp_path / "o"), "--aligned", "--temporal-consistency", "1"]) == 2
+
+
+def test_the_command_line_in_segments_gives_the_files_of_one_run(astro, tmp_path):
+    import cv2
+
+    from conftest import FIXTURES
+    from video_utils import write_video_landmarks
+
+    picture, lm = astro
+    clip, lms = still_clip(picture[:, :256, 96:352], lm - np.array([96, 0], np.float32), frames=7, sigma=0.03)
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(clip):
+        cv2.imwrite(str(src / f"f{i}.png"), (f.numpy()[:, :, ::-1] * 255).round().astype(np.uint8))
+    write_video_landmarks(tmp_path / "lm.json", {}, {f"f{i}.png": m for i, m in enumerate(lms)})
+    outs = {}
+    for per, tc in (("2", "1"), ("16", "1"), ("16", "0")):
+        out = tmp_path / f"out{per}_{tc}"
+        assert main(["-q", "restore", str(src), "--model", str(FIXTURES / "reference" / "fixture_s256.pth"), "-o",
+                     str(out), "--landmarks", str(tmp_path / "lm.json"), "--track-faces", "--frames-per-segment",
+                     per, "--chunk-size", "1", "--temporal-consistency", tc, "--threads", "1"]) == 0
+        outs[per, tc] = [cv2.imread(str(out / f"f{i}.png")).astype(int) for i in range(7)]
+    for a, b in zip(outs["2", "1"], outs["16", "1"]):  # four segments give what one gives
+        assert np.array_equal(a, b)
+    changes = {k: np.mean([np.abs(v[t] - v[t - 1])[60:110, 100:150].mean() for t in range(1, 7)])
+               for k, v in outs.items()}
+    assert changes["16", "1"] < changes["16", "0"] / 2  # and the option took effect
