@@ -12,6 +12,7 @@
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
+    python -m bench temporal                                   # flicker and lag of temporal_consistency
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, precision,
-                   ray_bench, reference_threshold)
+                   ray_bench, reference_threshold, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     precision.add_parser(sub)
     detection_memory.add_parser(sub)
     ray_bench.add_parser(sub)
+    temporal.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "ray":  # its rows and the cluster facts, in one file
         ray_bench.run(args)
+        return 0
+    if args.cmd == "temporal":  # flicker, lag and gate tables, in one file
+        temporal.run(args)
         return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)
