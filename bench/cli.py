@@ -10,6 +10,8 @@
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
+    python -m bench shots                                     # cut scores: real motion vs cuts (shot boundaries)
+    python -m bench gaps                                      # filled faces: there vs gone (gap filling)
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -22,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
-                   reference_threshold)
+from bench import (detection_memory, device_check, gaps, layers, matmul, network, onnx_bench, pipeline, ray_bench,
+                   reference_threshold, shots)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     reference_threshold.add_parser(sub)
     detection_memory.add_parser(sub)
     ray_bench.add_parser(sub)
+    shots.add_parser(sub)
+    gaps.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -67,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = matmul.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
+    elif args.cmd == "gaps":
+        rows = gaps.run(args)
+    elif args.cmd == "shots":
+        rows = shots.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
     else:
