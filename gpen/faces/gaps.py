@@ -27,9 +27,9 @@ from .tracking import Tracks
 __all__ = ["FILL_SIMILARITY", "GAP_CROP", "MIN_INSIDE", "check_filled", "crop_similarity", "fill_similarities"]
 
 GAP_CROP = 32  # side of the aligned grey crops compared
-FILL_SIMILARITY = 0.5  # see the module docstring and bench/results/cpu_gap_fill.json
+FILL_SIMILARITY = 0.74  # see the module docstring and bench/results/cpu_gap_fill.json
 MIN_INSIDE = 0.25  # a filled face with less of its face region inside the frame is not there to restore
-MAX_SHIFT = 3  # crop pixels (a sixth of the face region) the comparison allows the filled face to be off
+MAX_SHIFT = 3  # crop pixels (a sixth of the face region) the filled face may be off
 
 
 def _region() -> tuple[slice, slice]:
