@@ -10,6 +10,7 @@
     python -m bench cuda-trace                                # the CUDA forward's peak memory, traced without a GPU
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
+    python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
     python -m bench temporal                                   # flicker and lag of temporal_consistency
 
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
-                   reference_threshold, temporal)
+from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, precision,
+                   ray_bench, reference_threshold, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     device_check.add_parser(sub)
     cuda_trace.add_parser(sub)
     reference_threshold.add_parser(sub)
+    precision.add_parser(sub)
     detection_memory.add_parser(sub)
     ray_bench.add_parser(sub)
     temporal.add_parser(sub)
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = layers.run(args)
     elif args.cmd == "matmul":
         rows = matmul.run(args)
+    elif args.cmd == "precision":
+        rows = precision.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
     elif args.cmd == "cuda-trace":

@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip them)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     r.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="network precision (auto: fp16 on GPUs, fp32 on CPU)")
+                   help="network precision (auto: fp16 on GPUs; on the CPU bf16 where the processor has bf16 "
+                        "matrix units (Intel AMX, AMD Zen 4/5), else fp32)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     r.add_argument("--strength", type=float, default=1.0, help="mix of restored (1) and original (0) face")
     r.add_argument("--template", default="gpen", choices=TEMPLATES, help="alignment template")

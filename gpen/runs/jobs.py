@@ -28,6 +28,7 @@ from ..faces.parsing import parse_regions
 from ..faces.reference import REFERENCE_THRESHOLD
 from ..pipeline.frames import MAX_SCALE
 from .imageio import encode_image, is_video, read_image, to_uint8
+from ..model.precision import auto_dtype_name
 from ..pipeline.consistency import RADIUS
 from ..pipeline.options import check_options
 from .segments import (DEFAULT_OVERLAP, Segment, default_frames_per_segment, plan_segments, restore_segment,
@@ -49,10 +50,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def pick_dtype(name: str, device: torch.device) -> str:
-    """``auto``: fp16 on GPUs, fp32 on CPU; any other name as given."""
+    """``auto``: :func:`gpen.model.precision.auto_dtype` (fp16 on GPUs, bf16 on CPUs with native
+    bf16 matrix units, fp32 elsewhere); any other name as given."""
     if name != "auto":
         return name
-    return "fp16" if device.type in ("cuda", "mps") else "fp32"
+    return auto_dtype_name(device)
 
 
 @dataclass(frozen=True)
