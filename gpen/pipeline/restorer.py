@@ -51,7 +51,7 @@ from ..faces.selection import (
 from ..faces.gaps import check_filled
 from ..faces.shots import find_shots
 from ..faces.temporal import smooth_landmarks
-from ..faces.tracking import FALSE_DETECTION_SCORE, Tracks, link_tracks, track_faces
+from ..faces.tracking import FALSE_DETECTION_SCORE, Tracks, link_tracks, track_faces as link_faces
 from .frames import (
     Upscaler,
     check_images,
@@ -359,7 +359,7 @@ class FaceRestorer(HelperNetworks):
                                       images=images)
             found = tracks.found
         if temporal_smoothing > 0 and b > 2:
-            ids = tracks.ids if tracks is not None else track_faces(
+            ids = tracks.ids if tracks is not None else link_faces(
                 [f[0] for f in found], max_gap=int(max_gap), landmarks=[f[2] for f in found], shots=shots)
             smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found],
                                         strength=float(temporal_smoothing), max_gap=int(max_gap), tracks=ids)
