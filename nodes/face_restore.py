@@ -132,11 +132,15 @@ class GPENFaceRestore(io.ComfyNode):
                                        "sits between JPEG noise (at most 0.0115) and face swaps (0.046 and "
                                        "more), measured on real faces."),
                 io.Boolean.Input("track_faces", default=True, optional=True,
-                                 tooltip="For batches of 3 or more frames: follow each face from frame to "
-                                         "frame, so face_indices and 'largest' pick the same person in every "
-                                         "frame, faces the detector misses for up to max_gap frames are "
-                                         "restored at interpolated places, and detections seen in fewer "
-                                         "than min_track frames are ignored as false."),
+                                 tooltip="For batches of 3 or more frames (on: automatic, off: every picture "
+                                         "on its own). The batch is first split into shots where the picture "
+                                         "cuts (unrelated pictures are one-frame shots, restored exactly as "
+                                         "found). Inside a shot each face is followed from frame to frame, so "
+                                         "face_indices and 'largest' pick the same person in every frame; a "
+                                         "face the detector misses for up to max_gap frames is restored at "
+                                         "interpolated places only where the frame shows it; a face seen in "
+                                         "fewer than min_track frames is dropped only at a detector score "
+                                         "below 0.9; given landmarks are never dropped."),
                 io.Int.Input("max_gap", default=3, min=0, max=64, step=1, optional=True,
                              tooltip="With track_faces: a face missing from up to this many frames in a row "
                                      "keeps its track and is restored there at landmarks interpolated from "
@@ -162,6 +166,12 @@ class GPENFaceRestore(io.ComfyNode):
                                       tooltip="Optional model from core's 'Load Upscale Model' for the background "
                                               "(detect mode); its output is resized to exactly upscale x."),
                 *face_landmarks_inputs(),  # ComfyUI 0.33.0+: faces from core's MediaPipe Face Landmarker
+                io.Float.Input("temporal_consistency", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="For video batches (with track_faces): hold restored faces still where the "
+                                       "face holds still. Each restored face is blended with the same face in the "
+                                       "2 frames either side wherever the input did not change there, so grain "
+                                       "and skin texture stop flickering; expression changes, turns, light "
+                                       "changes and cuts are not blended (0: off; 1: strongest)."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
@@ -194,7 +204,7 @@ class GPENFaceRestore(io.ComfyNode):
                 mask: torch.Tensor | None = None, reference: torch.Tensor | None = None,
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool = True, max_gap: int = 3,
                 min_track: int = 2, regions: str = DEFAULT_REGIONS_TEXT, occlusion: str = "none", upscale: int = 1,
-                upscale_model=None, face_landmarks=None) -> io.NodeOutput:
+                upscale_model=None, face_landmarks=None, temporal_consistency: float = 0.0) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
             raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
@@ -206,8 +216,11 @@ class GPENFaceRestore(io.ComfyNode):
         options = dict(template=template, detection_threshold=detection_threshold, face_selection=selection,
                        sort=sort_faces, min_face_size=min_face_size, temporal_smoothing=temporal_smoothing,
                        reference_threshold=reference_threshold, track_faces=None if track_faces else False,
-                       max_gap=max_gap, min_track=min_track)
+                       max_gap=max_gap, min_track=min_track, temporal_consistency=temporal_consistency)
         check_options(strength=strength, **options)
+        if temporal_consistency and face_mode != "detect":
+            raise InvalidInputError("temporal_consistency follows faces along their tracks (detect mode); aligned "
+                                    "crops have none: set it to 0 or face_mode to detect.")
         upscale = check_scale(upscale)
         regions_arg = _regions(regions, face_parsing)
         parse_occluders(occlusion)
