@@ -42,7 +42,7 @@ def check_options(*, template: str = "gpen", strength: float = 1.0, keep_crops: 
                   face_selection="all", sort: str = "left-to-right", detection_threshold: float = 0.5,
                   min_face_size: float = 0, temporal_smoothing: float = 0.0,
                   reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None,
-                  max_gap: int = 3, min_track: int = 2) -> None:
+                  max_gap: int = 3, min_track: int = 2, chunk_size: int | None = None) -> None:
     """Check the options of :meth:`gpen.FaceRestorer.restore` (same names and meanings)."""
     if template not in TEMPLATES:
         raise InvalidInputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}.")
@@ -59,6 +59,8 @@ def check_options(*, template: str = "gpen", strength: float = 1.0, keep_crops: 
         raise InvalidInputError(f"track_faces must be True, False or None (automatic), got {track_faces!r}.")
     check_number("max_gap", max_gap, 0, whole=True)
     check_number("min_track", min_track, 1, whole=True)
+    if chunk_size is not None:
+        check_number("chunk_size (faces per network call)", chunk_size, 1, whole=True)
 
 
 def prepare_mask(mask: torch.Tensor | None, b: int, h: int, w: int) -> torch.Tensor | None:

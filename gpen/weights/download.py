@@ -12,8 +12,8 @@ behind by a failure:
   says so;
 - an HTTP error (404, 403, ...) or a host that cannot be reached moves on to the next URL.
 
-When every URL fails, :class:`~gpen.errors.MissingWeightsError` names the file, every URL and the
-folder to put the file in by hand. Connections time out after 10 s, so no network fails fast.
+When every URL fails, :class:`~gpen.errors.MissingWeightsError` names the file and the folder to
+put it in by hand on its first line, then each URL (and why it failed) on a line of its own. Connections time out after 10 s, so no network fails fast.
 
 One file is downloaded by one process at a time: a lock file (in ``<temp>/comfyui-gpen-locks/``,
 via the ``filelock`` package torch depends on) serialises concurrent downloads of the same file
@@ -253,13 +253,11 @@ def _verify(path: Path, spec: WeightsFile, url: str | None, validate: Validator 
             raise _Rejected("the downloaded file failed validation")
 
 
-def _missing_message(spec: WeightsFile, dest_dir: Path, detail: str, urls: Iterable[str] | None = None) -> str:
-    listed = "\n".join(f"  {u}" for u in (urls if urls is not None else candidate_urls(spec)))
-    return (
-        f"Weights file {spec.name} is missing and {detail}\n"
-        f"Download it by hand from:\n{listed}\n"
-        f"and place it in the folder:\n  {dest_dir}"
-    )
+def _missing_message(spec: WeightsFile, dest_dir: Path, detail: str, sources: Iterable[str]) -> str:
+    """The first line says what is missing and the folder to put it in; then one line per source
+    (a URL to download it by hand from, with why it failed where it was tried)."""
+    listed = "\n".join(f"  {u}" for u in sources)
+    return f"{spec.name} {detail}: put the file in {dest_dir}; its sources:\n{listed}"
 
 
 class _Exclusive:
@@ -353,12 +351,14 @@ def download(
     target = dest / spec.name
     urls = candidate_urls(spec)
     if offline():
-        raise MissingWeightsError(_missing_message(spec, dest, f"downloads are disabled ({ENV_OFFLINE} is set).", urls))
+        raise MissingWeightsError(_missing_message(spec, dest, f"is missing and downloads are disabled ({ENV_OFFLINE} "
+                                                   f"is set)", urls))
     try:
         dest.mkdir(parents=True, exist_ok=True)
         lock = _Exclusive(target)
     except OSError as exc:
-        raise MissingWeightsError(_missing_message(spec, dest, f"its folder cannot be created ({exc}).", urls)) from exc
+        raise MissingWeightsError(_missing_message(spec, dest, f"cannot be downloaded: its folder cannot be created "
+                                                   f"({exc})", urls)) from exc
     with lock:
         if target.is_file() and not force:
             try:
@@ -370,24 +370,24 @@ def download(
                                "one replaces it)", target, exc)
         callback = progress_callback or (_reporter(spec) if _reporter is not None else None)
         failures: list[str] = []
+        logger.info("downloading %s into %s", spec.name, dest)
         for url in urls:
-            logger.info("downloading %s from %s to %s", spec.name, url, target)
+            logger.debug("downloading %s from %s to %s", spec.name, url, target)
             try:
                 _try_url(url, target, spec, progress, validate, callback)
             except _Interrupted as exc:
                 kept = part_path(target, url)
                 note = f"; kept the partial file {kept.name} to resume from next time" if kept.exists() else ""
-                failures.append(f"  {url}: {exc}{note}")
+                failures.append(f"{url}: {exc}{note}")
             except (_Unusable, _Rejected) as exc:
-                failures.append(f"  {url}: {exc}")
+                failures.append(f"{url}: {exc}")
             else:
                 for leftover in target.parent.glob(f"{glob_escape(target.name)}.*.part"):
                     discard(leftover)
                 logger.info("saved %s", target)
                 return target
-            logger.warning("download of %s from %s failed: %s", spec.name, url, failures[-1].split(": ", 1)[1])
-        detail = "could not be downloaded:\n" + "\n".join(failures)
-        raise MissingWeightsError(_missing_message(spec, dest, detail, urls))
+            logger.debug("download of %s failed: %s", spec.name, failures[-1])
+        raise MissingWeightsError(_missing_message(spec, dest, "could not be downloaded", failures))
 
 
 def glob_escape(name: str) -> str:
@@ -419,19 +419,19 @@ def ensure_weights(
         return found
     # downloads land in the caller's first folder (e.g. the one ComfyUI is configured with)
     dest = Path(dest_dir) if dest_dir is not None else (Path(extra[0]) if extra else models_dir(kind))
-    searched = "\n".join(f"  {d}" for d in search_dirs(kind, extra))
+    searched = ", ".join(str(d) for d in search_dirs(kind, extra))
     spec = name if isinstance(name, WeightsFile) else REGISTRY.get(name)
     if spec is None:
-        raise MissingWeightsError(
-            f"Weights file {file_name} was not found. Searched:\n{searched}\nPlace the file in:\n  {dest}"
-        )
+        raise MissingWeightsError(f"Weights file {file_name} was not found (searched {searched}): put the file in {dest}.")
     if not allow_download or offline():
         why = "downloads are disabled" + (f" ({ENV_OFFLINE} is set)" if offline() else "")
-        raise MissingWeightsError(_missing_message(spec, dest, f"was not found ({why}). Searched:\n{searched}"))
+        raise MissingWeightsError(_missing_message(spec, dest, f"is missing ({why}; searched {searched})",
+                                                   candidate_urls(spec)))
     try:
         return download(spec, dest, progress=progress, validate=validate, progress_callback=progress_callback)
     except MissingWeightsError as exc:
-        raise MissingWeightsError(f"{exc}\n(Searched before downloading:\n{searched})") from exc
+        first, _, rest = str(exc).partition("\n")
+        raise MissingWeightsError(f"{first} (searched {searched} first)\n{rest}".rstrip()) from exc
 
 
 __all__ = ["candidate_urls", "discard", "download", "ensure_weights", "lock_path", "offline", "part_path",
