@@ -143,10 +143,18 @@ def _bar(total: int, unit: str, quiet: bool):
 
 
 def format_known_file(spec) -> str:
-    """One ``--list`` line: name, size, sha256, URLs (those the size/sha256 do not describe are marked)."""
+    """One ``--list`` line: name, size, sha256, URLs (those the size/sha256 do not describe are marked: checked
+    against the sha256 their source's manifest gives at download time, or by layout alone)."""
     size = f"{spec.size:,} bytes" if spec.size is not None else "size not published"
     sha = spec.sha256 or "sha256 not published"
-    urls = " ".join(u if spec.hashed(u) else f"{u} (layout-checked)" for u in spec.urls)
+    from ..weights.registry import manifest_for
+
+    def checked(u: str) -> str:
+        if spec.hashed(u):
+            return u
+        return f"{u} (sha256 from the source's manifest)" if manifest_for(u) else f"{u} (layout-checked)"
+
+    urls = " ".join(checked(u) for u in spec.urls)
     return f"{spec.name}  {size}  {sha}  {urls}"
 
 

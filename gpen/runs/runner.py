@@ -42,14 +42,16 @@ def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *,
     from ..weights.models import resolve_model
 
     options = (options or RestoreOptions()).check()
-    out_dir = check_output_folder(output)
+    if not str(output).strip():
+        raise InvalidInputError("the output folder (-o) is empty: name the folder to write the restored files into.")
     if threads is not None and int(threads) < 1:
         raise InvalidInputError(f"--threads must be 1 or more (torch CPU threads per process), got {threads}; "
                                 f"leave it out for torch's default.")
     if ray is None:
         pick_device(device)  # a device this machine lacks is refused here, before any file is read
     pick_dtype(dtype, torch.device("cpu"))
-    items = plan_outputs(list_inputs(inputs), out_dir, inputs)
+    items = plan_outputs(list_inputs(inputs), output, inputs)
+    check_output_folder(output)
     if any(it.kind == "video" for it in items):
         from .video import require_av
 
@@ -84,8 +86,6 @@ def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *,
 def check_output_folder(output: str | os.PathLike) -> Path:
     """The output folder, created if needed; ``InvalidInputError`` when it is empty, a file, or cannot
     be created or written (checked by writing a file into it), before any work."""
-    if not str(output).strip():
-        raise InvalidInputError("the output folder (-o) is empty: name the folder to write the restored files into.")
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"the output folder {out} is a file: give -o a folder (it is created if needed).")

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ..errors import MissingWeightsError
 from .paths import find_weights, models_dir, search_dirs
-from .registry import REGISTRY, WeightsFile, known_file
+from .registry import REGISTRY, WeightsFile, known_file, manifest_for
 
 logger = logging.getLogger(__name__)
 
@@ -229,13 +229,49 @@ def _fetch(url: str, part: Path, spec: WeightsFile, progress: bool, callback: Pr
                                MAX_RESUMES)
 
 
-def _verify(path: Path, spec: WeightsFile, url: str | None, validate: Validator | None) -> None:
-    """Raise ``_Rejected`` unless ``path`` has the size/sha256 known for ``url`` and passes ``validate``.
+MANIFEST_MAX_BYTES = 8 << 20
+
+
+def manifest_hash(url: str) -> tuple[str, int | None] | None:
+    """(sha256, size) of the file ``url`` serves, from its source's manifest (ModelScope's file list,
+    :func:`gpen.weights.registry.manifest_for`); None when the URL has no manifest or it names no hash.
+    ``_Unusable`` when the manifest cannot be read."""
+    import json
+
+    found = manifest_for(url)
+    if found is None:
+        return None
+    manifest_url, file_path = found
+    try:
+        with _open(manifest_url, 0) as resp:
+            data = json.loads(resp.read(MANIFEST_MAX_BYTES))
+        files = data["Data"]["Files"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Unusable(f"cannot read the source's file list {manifest_url} ({exc})") from exc
+    for entry in files if isinstance(files, list) else []:
+        if isinstance(entry, dict) and entry.get("Path", entry.get("Name")) == file_path and entry.get("Sha256"):
+            size = entry.get("Size")
+            return str(entry["Sha256"]).lower(), int(size) if isinstance(size, int) and size > 0 else None
+    return None
+
+
+def _verify(path: Path, spec: WeightsFile, url: str | None, validate: Validator | None,
+            manifest: tuple[str, int | None] | None = None) -> None:
+    """Raise ``_Rejected`` unless ``path`` has the size/sha256 known for ``url`` (or the source's
+    ``manifest`` (sha256, size)) and passes ``validate``.
 
     ``url=None`` (a file already on disk, source unknown): size/sha256 are required only when every
     source of the file is hashed.
     """
     hashed = spec.hashed(url) if url is not None else not spec.unhashed
+    if manifest is not None and not hashed:
+        sha, size = manifest
+        got = path.stat().st_size
+        if size is not None and got != size:
+            raise _Rejected(f"wrong size: {got} bytes, the source's manifest says {size}")
+        digest = sha256_of(path)
+        if digest != sha:
+            raise _Rejected(f"sha256 mismatch: got {digest}, the source's manifest says {sha}")
     if hashed:
         size = path.stat().st_size
         if spec.size is not None and size != spec.size:
@@ -310,6 +346,12 @@ def _try_url(url: str, target: Path, spec: WeightsFile, progress: bool, validate
              callback: ProgressCallback | None) -> None:
     """Download ``spec`` from ``url`` into place (raises ``_Unusable``/``_Interrupted``/``_Rejected``)."""
     part = part_path(target, url)
+    manifest = None
+    if not spec.hashed(url):
+        try:
+            manifest = manifest_hash(url)
+        except _Unusable as exc:  # the file list is down, the file may not be: its layout is still checked
+            logger.warning("%s: %s; checking the file by its layout only", spec.name, exc)
     for fresh_retry in (False, True):
         try:
             resumed = _fetch(url, part, spec, progress, callback)
@@ -317,7 +359,7 @@ def _try_url(url: str, target: Path, spec: WeightsFile, progress: bool, validate
             discard(part)  # the URL no longer serves this file: its partial file is of no use
             raise
         try:
-            _verify(part, spec, url, validate)
+            _verify(part, spec, url, validate, manifest)
         except _Rejected as exc:
             discard(part)
             if resumed and not fresh_retry:  # the bytes before the cut may be from an older file
