@@ -174,3 +174,19 @@ def test_landmarks_outside_the_image_warn(caplog):
     with caplog.at_level("WARNING"):
         FaceRestorer(net).restore(astronaut(), [far])
     assert "lie outside the 512x512 image" in caplog.text
+
+
+# ---- what a person reads ------------------------------------------------------------------------
+
+def test_one_image_shows_a_face_bar_and_each_summary_once(tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), (astronaut()[0].numpy()[:, :, ::-1] * 255).astype(np.uint8))
+    write_landmarks(tmp_path / "lm.json", {"a.png": landmarks_of("skimage.data.astronaut")})
+    rc = main(["restore", str(img), "--model", str(MODEL_512), "-o", str(tmp_path / "out"), "--landmarks",
+               str(tmp_path / "lm.json")])
+    assert rc == 0
+    assert "a.png: 0%| | 0/1 [00:00<?, ?face/s]" in " ".join(capsys.readouterr().err.split())  # a bar over its 1 face
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("face(s) restored" in m for m in said) == 2, said  # the image's line, then the run's
+    assert "a.png: 1 face(s) restored" in said

@@ -153,17 +153,26 @@ def failure(e: Exception) -> str:
 
 @contextmanager
 def face_bar(name: str, disable: bool):
-    """A progress bar over the faces of one image (tqdm on stderr), as ``progress(done, total)``."""
+    """A progress bar over the faces of one image (tqdm on stderr, shown from the first report), as
+    ``progress(done, total)``; the restorer's own one-line summary is left to the caller meanwhile."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=name, unit="face", disable=disable, file=sys.stderr, leave=False)
+    bars = []
 
     def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=name, unit="face", disable=disable, file=sys.stderr, leave=False))
+        bar = bars[0]
         if bar.total != total:
             bar.reset(total=total)
         bar.update(done - bar.n)
 
+    per_call = logging.getLogger("gpen.pipeline.restorer")  # the run logs one summary line per input
+    level = per_call.level
+    per_call.setLevel(max(level, logging.WARNING))
     try:
         yield progress
     finally:
-        bar.close()
+        per_call.setLevel(level)
+        for bar in bars:
+            bar.close()
