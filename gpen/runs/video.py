@@ -415,10 +415,14 @@ def check_output(info: VideoInfo, path: str | os.PathLike, settings: VideoSettin
     or audio stream that cannot be written raises ``InvalidInputError`` here, before any frame is
     restored."""
     path = Path(path)
-    writer = VideoWriter(path.with_name(f".{path.stem}.check{path.suffix}"), info, settings, scale)
+    scratch = path.with_name(f".{path.stem}.check{path.suffix}")
     try:
-        h, w = (scale * n for n in info.upright_size)
-        writer.write(np.zeros((1, h, w, 3), np.uint8), [info.frame_pts[0] if info.frame_pts else 0])
-        writer.check()
-    finally:
-        writer.abort()
+        writer = VideoWriter(scratch, info, settings, scale)
+        try:
+            h, w = (scale * n for n in info.upright_size)
+            writer.write(np.zeros((1, h, w, 3), np.uint8), [info.frame_pts[0] if info.frame_pts else 0])
+            writer.check()
+        finally:
+            writer.abort()
+    except InvalidInputError as e:  # named by the output it is about, not by the scratch file
+        raise InvalidInputError(str(e).replace(str(scratch), str(path)).replace(scratch.name, path.name)) from None
