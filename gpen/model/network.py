@@ -486,7 +486,7 @@ class GPEN(KeepsBuffers, nn.Module):
         ``options`` go to :func:`torch.compile` (e.g. ``mode="max-autotune"``). Compilation happens on
         the first call and again when the batch size first changes (tens of seconds each); outputs
         equal the eager network's to float rounding. ``bench/`` measures whether it pays back on a device: on the
-        2-core test CPU it does not (see README). Returns ``self``.
+        2-core test CPU it does not (see docs/performance.md). Returns ``self``.
         """
         self._compiled = torch.compile(self._restore, fullgraph=True, **options)
         return self
