@@ -190,3 +190,19 @@ def test_one_image_shows_a_face_bar_and_each_summary_once(tmp_path, capsys, capl
     said = [r.getMessage() for r in caplog.records]
     assert sum("face(s) restored" in m for m in said) == 2, said  # the image's line, then the run's
     assert "a.png: 1 face(s) restored" in said
+
+
+def test_load_model_finds_a_released_name_where_the_command_line_does(tmp_path, monkeypatch):
+    import shutil
+
+    from gpen.errors import MissingWeightsError
+
+    monkeypatch.setenv("GPEN_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("GPEN_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # not where the file is
+    with pytest.raises(MissingWeightsError, match=str(tmp_path / "models" / "facerestore_models")):
+        gpen.load_model("GPEN-BFR-512.pth")
+    (tmp_path / "models" / "facerestore_models").mkdir(parents=True)
+    shutil.copy(MODEL_512, tmp_path / "models" / "facerestore_models" / "GPEN-BFR-512.pth")
+    for name in ("GPEN-BFR-512.pth", "GPEN-BFR-512"):
+        assert gpen.load_model(name).size == 512
