@@ -8,6 +8,7 @@
     python -m bench matmul                                     # float32 products: torch.mm (MKL) vs oneDNN
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
+    python -m bench float-range                               # resamplers' overshoot of 0..1 (FLOAT_RANGE_LIMIT)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
 
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
-                   reference_threshold)
+from bench import (detection_memory, device_check, float_range, layers, matmul, network, onnx_bench, pipeline,
+                   ray_bench, reference_threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     device_check.add_parser(sub)
     reference_threshold.add_parser(sub)
     detection_memory.add_parser(sub)
+    float_range.add_parser(sub)
     ray_bench.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = matmul.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
+    elif args.cmd == "float-range":
+        rows = float_range.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
     else:

@@ -206,3 +206,19 @@ def test_load_model_finds_a_released_name_where_the_command_line_does(tmp_path, 
     shutil.copy(MODEL_512, tmp_path / "models" / "facerestore_models" / "GPEN-BFR-512.pth")
     for name in ("GPEN-BFR-512.pth", "GPEN-BFR-512"):
         assert gpen.load_model(name).size == 512
+
+
+def test_float_pixels_a_resampler_rings_past_1_are_accepted():
+    """Lanczos upscaling of 0..1 pictures overshoots 1.0 (1.45 at most in
+    bench/results/float_range_overshoot.json); such a batch is still 0..1 input, not 0..255."""
+    import json
+    from pathlib import Path
+
+    from gpen.pipeline.frames import check_images
+
+    rows = json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / "float_range_overshoot.json")
+                      .read_text())["rows"]
+    worst = max(r["max"] for r in rows)
+    check_images(torch.full((1, 8, 8, 3), worst))
+    with pytest.raises(InvalidInputError, match="look like 0..255"):
+        check_images(torch.full((1, 8, 8, 3), 255.0))

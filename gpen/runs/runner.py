@@ -118,7 +118,7 @@ def preflight(items: list[Item], options: RestoreOptions) -> dict[str, str]:
             else:
                 from .video import check_output, probe
 
-                check_output(probe(it.source), it.output, options.video, options.upscale)
+                check_output(probe(it.source, count=False), it.output, options.video, options.upscale)
         except GPENError as e:
             problems[it.name] = str(e)
     return problems

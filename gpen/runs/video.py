@@ -100,8 +100,9 @@ def _open(av, path: Path):
         raise InvalidInputError(f"{path}: not a readable video ({e}).") from None
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read the stream headers and count the video packets (no decoding)."""
+def probe(path: str | os.PathLike, count: bool = True) -> VideoInfo:
+    """Read the stream headers and count the video packets (no decoding). ``count=False`` reads the
+    headers and the first frame only (``frames`` is then what the header says, ``frame_pts`` None)."""
     av = require_av()
     path = Path(path)
     with _open(av, path) as c:
@@ -109,9 +110,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise InvalidInputError(f"{path}: holds no video stream.")
         vs = c.streams.video[0]
         pts: list[int] = []
-        missing = False
+        missing = not count
         try:
-            for packet in c.demux(vs):
+            for packet in c.demux(vs) if count else ():
                 if packet.size == 0:
                     continue
                 if packet.pts is None:
@@ -120,8 +121,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
                     pts.append(int(packet.pts))
         except av.error.FFmpegError as e:
             raise InvalidInputError(f"{path}: cannot read the video ({e}).") from None
-        n = len(pts)
-        if missing:  # count the packets again, every one of them
+        n = len(pts) if count else int(vs.frames or 1)
+        if missing and count:  # count the packets again, every one of them
             c.seek(0)
             n = sum(1 for p in c.demux(vs) if p.size)
         if n == 0:
