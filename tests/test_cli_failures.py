@@ -222,3 +222,16 @@ def test_float_pixels_a_resampler_rings_past_1_are_accepted():
     check_images(torch.full((1, 8, 8, 3), worst))
     with pytest.raises(InvalidInputError, match="look like 0..255"):
         check_images(torch.full((1, 8, 8, 3), 255.0))
+
+
+def test_missing_detector_weights_end_a_folder_run_with_one_message(tmp_path, capsys, monkeypatch):
+    """Not about one input: said once (the folder to put the file in first), not once per input."""
+    monkeypatch.setenv("GPEN_OFFLINE", "1")
+    monkeypatch.setenv("GPEN_MODELS_DIR", str(tmp_path / "models"))
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(src / name), (astronaut()[0].numpy()[:, :, ::-1] * 255).astype(np.uint8))
+    rc, err = run(capsys, "restore", src, "--model", MODEL_512, "-o", tmp_path / "out")
+    assert rc == 2 and sum("is missing" in line for line in err) == 1
+    assert err[0].startswith("error: detection_Resnet50_Final.pth is missing") and "facedetection" in err[0]

@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from ..errors import GPENError
+from ..errors import GPENError, MissingDependencyError, MissingWeightsError
 
 from .imageio import write_file_atomic
 from .jobs import (Item, RestoreOptions, RunReport, TaskTiming, lookup_landmarks, pending, restore_image,
@@ -80,7 +80,8 @@ def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
 def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_landmarks: dict | None = None,
               video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False) -> RunReport:
     """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`. Every input is tried:
-    one that fails is named in ``report.failed`` with the reason, and the run goes on."""
+    one that fails is named in ``report.failed`` with the reason, and the run goes on; a helper
+    network's weights or a package that is missing ends the run (raised: no input could be restored)."""
     from tqdm import tqdm
 
     report = RunReport()
@@ -104,6 +105,8 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
                     out = restore_sequence_segment(restorer, sequence, seg, options, image_landmarks)
                     for file_name, data in out.files:
                         write_file_atomic(sequence[0].output.with_name(file_name), data)
+                except (MissingWeightsError, MissingDependencyError):
+                    raise
                 except Exception as e:  # noqa: BLE001 - named in the report; the other segments go on
                     report.failed[name] = failure(e)
                     continue
@@ -130,6 +133,8 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
                     faces = out.faces
                     bar.update(1)
                     log.info("%s: %s", item.name, out.info)
+            except (MissingWeightsError, MissingDependencyError):
+                raise  # not about this input: every other one would fail the same way (and retry the download)
             except Exception as e:  # noqa: BLE001 - named in the report; the other inputs go on
                 report.failed[item.name] = failure(e)
                 bar.update(item.kind == "image")
