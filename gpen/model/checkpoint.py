@@ -58,9 +58,7 @@ def resolve_device(device: torch.device | str) -> torch.device:
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise InvalidInputError(f"device {device!r}: Apple's MPS is not available here; use cpu (or auto).")
-    elif dev.type not in ("cpu", "xpu", "meta"):
-        raise InvalidInputError(f"device {device!r} is not supported: {DEVICE_HINT}.")
-    return dev
+    return dev  # other types torch knows (xpu, DirectML's privateuseone, ...) as they are
 
 
 def infer_config(state: Mapping[str, torch.Tensor], name: str = "state dict") -> GPENConfig:
