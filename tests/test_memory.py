@@ -18,6 +18,9 @@ def test_mps_uses_the_memory_torch_reports(monkeypatch):
     monkeypatch.setattr(torch, "mps", fake, raising=False)
     mps = torch.device("mps")
     roomy = memory.default_chunk_size(mps, 512, torch.float16)
+    assert roomy > 1  # the largest batch whose modelled memory fits 60% of the 20 GiB left
+    assert memory.network_memory_bytes(512, torch.float16, roomy) <= 0.6 * 20 * 2 ** 30 \
+        < memory.network_memory_bytes(512, torch.float16, roomy + 1)
     fake.driver_allocated_memory = lambda: 20 * 2 ** 30  # 4 GiB left instead of 20
     tight = memory.default_chunk_size(mps, 512, torch.float16)
     assert roomy > tight > 1
@@ -29,9 +32,12 @@ def test_mps_uses_the_memory_torch_reports(monkeypatch):
     assert memory.default_chunk_size(mps, 256, torch.float16) == 64
 
 
-def test_mps_without_memory_queries_uses_a_budget_of_its_own(monkeypatch):
+def test_mps_without_memory_queries_uses_the_documented_budget(monkeypatch):
     monkeypatch.setattr(torch, "mps", types.SimpleNamespace(), raising=False)  # torch < 2.3
-    assert memory.default_chunk_size(torch.device("mps"), 256) > 1
+    n = memory.default_chunk_size(torch.device("mps"), 256)
+    assert n > 1
+    assert memory.network_memory_bytes(256, None, n) <= 0.6 * memory.MPS_FALLBACK_BUDGET \
+        < memory.network_memory_bytes(256, None, n + 1)
 
 
 MEASURED_BATCHES = {  # vendor -> the bench files of ``python -m bench network --batches ...`` on its 2-core CPU
