@@ -43,6 +43,7 @@ from ..faces.reference import REFERENCE_THRESHOLD, reference_differences
 from ..faces.selection import (
     Found,
     check_landmarks,
+    warn_landmarks_outside,
     empty_faces,
     faces_from_landmarks,
     select_faces,
@@ -321,14 +322,14 @@ class FaceRestorer(HelperNetworks):
         check_options(template=template, strength=strength, keep_crops=keep_crops, face_selection=face_selection,
                       sort=sort, detection_threshold=detection_threshold, min_face_size=min_face_size,
                       temporal_smoothing=temporal_smoothing, reference_threshold=reference_threshold,
-                      track_faces=track_faces, max_gap=max_gap, min_track=min_track,
+                      track_faces=track_faces, max_gap=max_gap, min_track=min_track, chunk_size=chunk_size,
                       temporal_consistency=temporal_consistency)
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
         first, stop = check_restore_range(restore_range, b)
         check_reference(reference, b, h, w)
         if landmarks is not None:
-            check_landmarks(landmarks, b)
+            warn_landmarks_outside(check_landmarks(landmarks, b), h, w)
         upscale = check_scale(upscale)
         if regions is not None and not parsing:
             raise InvalidInputError("regions choose face-parsing classes: turn face parsing on (parsing=True, "
