@@ -54,14 +54,15 @@ per-face temporaries, about three times this in all."""
 
 
 PLAIN_PATH_MIB = {
-    256: ((28.2, 19.8), (56.4, 65.7)),
-    512: ((223.3, 108.3), (446.6, 255.1)),
-    1024: ((452.8, 140.2), (905.7, 319.8)),
-    2048: ((923.3, 204.2), (1846.6, 448.1)),
+    256: ((28.2, 19.8), (28.3, 57.6), (56.3, 65.7)),
+    512: ((223.3, 108.3), (223.7, 197.4), (446.6, 255.2)),
+    1024: ((452.8, 140.2), (453.2, 230.1), (905.7, 319.8)),
+    2048: ((923.3, 204.2), (923.6, 294.5), (1846.6, 448.2)),
 }
-"""MiB of working memory of the network's plain (CUDA) path per released size: ``((per face, fixed)
-in 16 bits, (per face, fixed) in float32)``; the fixed part holds the weight-derived tensors the
-first call makes. Traced on fake CUDA tensors (``python -m bench cuda-trace``,
+"""MiB of working memory of the network's plain (CUDA) path per released size: ``(per face, fixed)``
+in float16, in bfloat16 (the mixed network of ``gpen.model.precision``: its float32 layers' derived
+weights make the fixed part larger) and in float32; the fixed part holds the weight-derived tensors
+the first call makes. Traced on fake CUDA tensors (``python -m bench cuda-trace``,
 ``bench/results/cuda_trace_memory.json``): the peak of a first call is ``fixed + batch * per face``
 to 0.1% at batches 1, 2 and 4 (the line goes through 1 and 4)."""
 
@@ -70,7 +71,7 @@ def _plain_path_mib(size: int, dtype: torch.dtype | None) -> tuple[float, float]
     row = PLAIN_PATH_MIB.get(size)
     if row is None:
         return None
-    return row[0] if dtype in (torch.float16, torch.bfloat16) else row[1]
+    return row[{torch.float16: 0, torch.bfloat16: 1}.get(dtype, 2)]
 
 
 def face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
