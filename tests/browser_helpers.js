@@ -24,6 +24,12 @@ window.__gpen = {
     }
   },
 
+  clickButton(pattern) {
+    const b = this.buttonByText(pattern);
+    if (b) b.click();
+    return !!b;
+  },
+
   buttonByText(pattern) {
     return Array.from(document.querySelectorAll("button")).find((b) => this.visible(b) && pattern.test(b.innerText.trim()));
   },
@@ -84,6 +90,17 @@ window.__gpen = {
                   min: w.options?.min ?? null, max: w.options?.max ?? null};
         }),
     }));
+  },
+
+  // Labels of the widget rows the first node of `type` shows in the Nodes 2.0 view (1.49's Vue
+  // nodes, where the frontend folds advanced inputs away), our before/after view left out.
+  shownWidgetRows(type) {
+    const node = this.node(type);
+    const el = node && document.querySelector(`[data-node-id="${node.id}"]`);
+    if (!el) return null;
+    return Array.from(el.querySelectorAll(".lg-node-widget"))
+      .filter((w) => this.visible(w) && !w.querySelector(".gpen-compare"))
+      .map((w) => w.innerText.trim().split("\n")[0]);
   },
 
   node(type) {
