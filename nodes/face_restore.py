@@ -18,7 +18,7 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
-from ..gpen.faces.detect import RETINAFACE_MODELS, detection_memory_bytes
+from ..gpen.faces.detect import RETINAFACE_MODELS
 from ..gpen.faces.mesh import faces_from_landmarks
 from ..gpen.faces.networks import NetworkCache
 from ..gpen.errors import InvalidInputError
@@ -28,9 +28,8 @@ from ..gpen.faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from ..gpen.faces.reference import REFERENCE_THRESHOLD
 from ..gpen.faces.selection import SORT_ORDERS, parse_indices
 from ..gpen.pipeline.frames import MAX_SCALE, check_scale
-from ..gpen.pipeline.memory import default_frames_per_chunk, face_memory_bytes
+from ..gpen.pipeline.memory import plan_memory
 from ..gpen.pipeline.options import check_options
-from ..gpen.pipeline.restorer import DETECT_FRAMES
 from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .landmarks import face_landmarks_inputs
@@ -46,8 +45,6 @@ DETECTORS = tuple(RETINAFACE_MODELS)
 SELECTIONS = ("all", "largest", "by index")
 DEFAULT_REGIONS_TEXT = ",".join(DEFAULT_REGIONS)
 
-# Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
-_FACES_TO_MAKE_ROOM_FOR = 4
 CROPS_OUTPUT = 2  # index of the face_crops output
 
 # The face detectors and the parser, shared by every restore node whatever its GPEN model (they hold
@@ -226,24 +223,14 @@ class GPENFaceRestore(io.ComfyNode):
         device = model_management.get_torch_device()
         net = gpen_model.model
         chunk = face_batch_size if face_batch_size > 0 else None
-        per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
-        out_h, out_w = image.shape[1] * upscale, image.shape[2] * upscale
-        frames_on_device = min(image.shape[0], default_frames_per_chunk(out_h, out_w))
-        restoring = (per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
-                     + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + working copies
-        detector_weights = detecting = 0
-        # the detector (not run for given face_landmarks) stays loaded; its working memory comes before restoration's
-        if face_mode == "detect" and given is None:
-            frames = min(image.shape[0], DETECT_FRAMES)
-            detector_weights = detection_memory_bytes(detector, image.shape[1], image.shape[2], 0)
-            detecting = detection_memory_bytes(detector, image.shape[1], image.shape[2], frames) \
-                - detector_weights + frames * image[0].nelement() * 4
-        work = detector_weights + max(restoring, detecting)
+        plan = plan_memory(image.shape[0], image.shape[1], image.shape[2], channels=image.shape[3],
+                           size=gpen_model.size, dtype=gpen_model.dtype, faces_per_call=chunk, upscale=upscale,
+                           detector=detector if face_mode == "detect" and given is None else None)
         if gpen_model.patcher is not None:  # room for GPEN, the detector and the frames before anything runs
-            memory.load(gpen_model.patcher, work)
+            memory.load(gpen_model.patcher, plan.work)
         else:  # a graph onnxruntime runs (or a network without a patcher): ComfyUI can only make room
             weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0
-            model_management.free_memory(weights + work, device)
+            model_management.free_memory(weights + plan.work, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)
