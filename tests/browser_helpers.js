@@ -103,6 +103,17 @@ window.__gpen = {
       .map((w) => w.innerText.trim().split("\n")[0]);
   },
 
+  // Names of the widgets the classic canvas draws on the first node of `type` (our before/after
+  // view left out).
+  drawnWidgets(type) {
+    const node = this.node(type);
+    if (!node) return null;
+    return (node.widgets || [])
+      .filter((w) => w.serialize !== false && !w.hidden)
+      .filter((w) => (typeof node.isWidgetVisible === "function" ? node.isWidgetVisible(w) : true))
+      .map((w) => w.name);
+  },
+
   node(type) {
     return app.graph.nodes.find((n) => n.type === type);
   },

@@ -354,7 +354,9 @@ def test_node_reference_lists_every_input_with_its_default(host):
     for node in OUR_NODES:
         spec = host.object_info[node]
         # the node's own input table: from its heading to its output table
-        doc = text.split(f"(`{node}`)", 1)[1].split("| Output |", 1)[0]
+        heading = re.search(rf"^### .*\(`{node}`\)$", text, flags=re.M)
+        assert heading, f"docs/nodes.md has no section for {node}"
+        doc = text[heading.end():].split("| Output |", 1)[0]
         for group in ("required", "optional"):
             for name, (kind, opts) in spec["input"].get(group, {}).items():
                 row = re.search(rf"^\| `{re.escape(name)}` \|.*$", doc, flags=re.M)
