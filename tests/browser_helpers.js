@@ -114,6 +114,17 @@ window.__gpen = {
       .map((w) => w.name);
   },
 
+  // Where the first node of `type` is on the page (CSS pixels, a small margin around it), in the
+  // Nodes 2.0 view.
+  nodeRect(type, margin = 8) {
+    const node = this.node(type);
+    const el = node && document.querySelector(`[data-node-id="${node.id}"]`);
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    return {x: Math.max(0, r.x - margin), y: Math.max(0, r.y - margin), width: r.width + 2 * margin,
+            height: r.height + 2 * margin};
+  },
+
   node(type) {
     return app.graph.nodes.find((n) => n.type === type);
   },

@@ -205,7 +205,10 @@ def test_restore_node_folds_its_advanced_inputs(page, comfy_server, shots):
         page.js("window.__gpen.closeDialogs()")
         rows = page.wait_for("window.__gpen.shownWidgetRows('GPENFaceRestore')", timeout=30,
                              what="the restore node in the Nodes 2.0 view")
-        page.screenshot(shots / f"restore_node_folded_{_tag(comfy_server)}.png")
+        page.js("window.__gpen.tidy()")
+        rect = page.js("window.__gpen.nodeRect('GPENFaceRestore')")
+        folded = page.screenshot(shots / f"restore_node_folded_{_tag(comfy_server)}.png", clip=rect)
+        _keep(folded, H.REPO / "docs" / "screenshot_node_folded.png", comfy_server)
         assert 0 < len(rows) <= MAX_SHOWN_WIDGETS, rows
         assert set(rows) < set(widgets), rows
         assert page.js("window.__gpen.clickButton(/^show advanced inputs$/i)")
