@@ -7,6 +7,7 @@
     python -m bench layers --size 512                          # each generator layer with every CPU path
     python -m bench matmul                                     # float32 products: torch.mm (MKL) vs oneDNN
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
+    python -m bench cuda-trace                                # the CUDA forward's peak memory, traced without a GPU
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bench import (detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
+from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
                    reference_threshold)
 
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
+    cuda_trace.add_parser(sub)
     reference_threshold.add_parser(sub)
     detection_memory.add_parser(sub)
     ray_bench.add_parser(sub)
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = matmul.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
+    elif args.cmd == "cuda-trace":
+        rows = cuda_trace.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
     else:
