@@ -213,7 +213,7 @@ class MemoryPlan:
     detecting: int
     """One detector call: its working memory and the frames it sees (float32)."""
     network: int
-    """One network call's faces through GPEN (:func:`face_memory_bytes`)."""
+    """One network call's faces through GPEN (:func:`network_memory_bytes`)."""
     frames: int
     """One step of the frame loop at the input size: its frames and their working copies."""
     upscale: int
@@ -247,7 +247,7 @@ def plan_memory(frames: int, height: int, width: int, *, size: int, dtype: torch
     frame_bytes = height * width * channels * 4  # float32
     step = min(frames, default_frames_per_chunk(height * upscale, width * upscale))
     at_input = step * frame_bytes * FRAME_COPIES
-    network = face_memory_bytes(size, dtype) * (faces_per_call or FACES_TO_PLAN_FOR)
+    network = network_memory_bytes(size, dtype, faces_per_call or FACES_TO_PLAN_FOR)
     weights = detecting = 0
     if detector is not None and frames > 0:
         seen = min(frames, DETECT_FRAMES)
