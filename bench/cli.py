@@ -11,6 +11,7 @@
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
+    python -m bench temporal                                   # flicker and lag of temporal_consistency
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
-                   reference_threshold)
+                   reference_threshold, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     reference_threshold.add_parser(sub)
     detection_memory.add_parser(sub)
     ray_bench.add_parser(sub)
+    temporal.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "ray":  # its rows and the cluster facts, in one file
         ray_bench.run(args)
+        return 0
+    if args.cmd == "temporal":  # flicker, lag and gate tables, in one file
+        temporal.run(args)
         return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)

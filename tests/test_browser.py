@@ -165,10 +165,13 @@ def test_template_loads_in_the_real_frontend(loading_page, comfy_server, shots, 
     declared = _declared_models(workflow)
     problems = _widget_problems(nodes, comfy_server.object_info, declared)
     assert not problems, "\n".join(problems)
-    for saved in workflow["nodes"]:  # our nodes come back with the values the template saved, in order
-        if saved["type"].startswith("GPEN"):
-            loaded = next(n for n in nodes if str(n["id"]) == str(saved["id"]))
-            assert [w["value"] for w in loaded["widgets"]] == saved["widgets_values"], saved["type"]
+    for saved in workflow["nodes"]:  # our nodes come back with the values the template saved, in order;
+        if saved["type"].startswith("GPEN"):  # widgets added since it was saved hold their defaults
+            loaded = [w["value"] for w in next(n for n in nodes if str(n["id"]) == str(saved["id"]))["widgets"]]
+            n = len(saved["widgets_values"])
+            assert loaded[:n] == saved["widgets_values"], saved["type"]
+            added = H.widget_inputs(comfy_server.object_info[saved["type"]])[n:]
+            assert loaded[n:] == [spec[1]["default"] for _, spec in added], saved["type"]
     for node in nodes:  # links keep working where core nodes gained outputs (GetVideoComponents in 0.33.0)
         spec = comfy_server.object_info.get(node["type"])
         if spec is not None and node["outputs"]:

@@ -52,6 +52,14 @@ def test_reference_input_restores_only_the_swapped_face(results):
     assert results["no_reference_left_mask_max"] > 0.99  # without it both faces are restored
 
 
+def test_temporal_consistency_reaches_the_restorer_and_bad_values_are_refused_first(results):
+    got = results["consistency"]
+    assert got["equal"] and got["off_differs"] and got["mask_max"] > 0.99
+    for case in ("consistency_range", "consistency_aligned", "consistency_untracked"):
+        assert results[case].startswith("InvalidInputError") and "temporal_consistency" in results[case], case
+        assert results[case + "_requested"] == []  # nothing freed, loaded or detected
+
+
 def test_face_landmarks_input_only_where_the_host_has_the_type(results, request):
     version = request.node.callspec.params["results"]
     offered = results["face_landmarks_type"]
