@@ -155,6 +155,25 @@ def main() -> None:
                 out[case] = "no error"
             except Exception as exc:  # noqa: BLE001 - the message is the result
                 out[case] = f"{type(exc).__name__}: {exc}"
+    # precision "auto" on processors described by fake /proc/cpuinfo files (gpen/model/precision.py's rule)
+    import tempfile
+
+    from gpen_pack_under_test.gpen import cpuinfo
+
+    saved = cpuinfo.CPUINFO_PATH
+    out["auto_precision"] = {}
+    for cpu, text in {"intel_amx": "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512_bf16 amx_bf16\n",
+                      "intel_no_amx": "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512_bf16\n",
+                      "amd_zen4": "vendor_id\t: AuthenticAMD\nflags\t\t: avx512f avx512_bf16\n",
+                      "amd_zen3": "vendor_id\t: AuthenticAMD\nflags\t\t: avx2\n"}.items():
+        with tempfile.NamedTemporaryFile("w", suffix="cpuinfo", delete=False) as f:
+            f.write(text)
+        cpuinfo.CPUINFO_PATH = f.name
+        cpuinfo.cpu_facts.cache_clear()
+        out["auto_precision"][cpu] = loader_mod.resolve_precision("auto", torch.device("cpu"))
+        Path(f.name).unlink()
+    cpuinfo.CPUINFO_PATH = saved
+    cpuinfo.cpu_facts.cache_clear()
     print(json.dumps(out))
 
 

@@ -73,3 +73,9 @@ def test_face_landmarks_input_only_where_the_host_has_the_type(results, request)
     assert "1328x568" not in results["landmarks_wrong_size"] and "512x512 images" in results["landmarks_wrong_size"]
     assert "512x256" in results["landmarks_wrong_size"]
     assert results["landmarks_aligned"].startswith("InvalidInputError") and "face_mode" in results["landmarks_aligned"]
+
+
+def test_precision_auto_follows_the_packs_rule_on_the_cpu(results):
+    """The node's ``precision: auto`` is gpen.model.precision's rule (fake /proc/cpuinfo in the harness)."""
+    assert results["auto_precision"] == {"intel_amx": "bf16", "intel_no_amx": "fp32", "amd_zen4": "bf16",
+                                         "amd_zen3": "fp32"}
