@@ -62,6 +62,7 @@ from .frames import (
     upscale_images,
 )
 from .memory import (
+    DETECT_FRAMES,
     default_chunk_size,
     default_faces_per_chunk,
     default_frames_per_chunk,
@@ -74,7 +75,6 @@ from .summary import restore_summary
 log = logging.getLogger(__name__)
 
 _DETECT_MIN_SIDE = 16  # images smaller than this have no detectable face
-DETECT_FRAMES = 8  # frames per detector call: the unit of detection progress, interrupts and OOM back-off
 
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
