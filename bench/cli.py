@@ -9,10 +9,13 @@
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
     python -m bench cuda-trace                                # the CUDA forward's peak memory, traced without a GPU
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
+    python -m bench float-range                               # resamplers' overshoot of 0..1 (FLOAT_RANGE_LIMIT)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
     python -m bench temporal                                   # flicker and lag of temporal_consistency
+    python -m bench shots                                     # cut scores: real motion vs cuts (shot boundaries)
+    python -m bench gaps                                      # filled faces: there vs gone (gap filling)
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -25,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, precision,
-                   ray_bench, reference_threshold, temporal)
+from bench import (cuda_trace, detection_memory, device_check, float_range, gaps, layers, matmul, network, onnx_bench,
+                   pipeline, precision, ray_bench, reference_threshold, shots, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     reference_threshold.add_parser(sub)
     precision.add_parser(sub)
     detection_memory.add_parser(sub)
+    float_range.add_parser(sub)
     ray_bench.add_parser(sub)
     temporal.add_parser(sub)
+    shots.add_parser(sub)
+    gaps.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -78,8 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = precision.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
+    elif args.cmd == "float-range":
+        rows = float_range.run(args)
     elif args.cmd == "cuda-trace":
         rows = cuda_trace.run(args)
+    elif args.cmd == "gaps":
+        rows = gaps.run(args)
+    elif args.cmd == "shots":
+        rows = shots.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
     else:

@@ -179,3 +179,41 @@ def test_the_command_line_in_segments_gives_the_files_of_one_run(astro, tmp_path
     changes = {k: np.mean([np.abs(v[t] - v[t - 1])[60:110, 100:150].mean() for t in range(1, 7)])
                for k, v in outs.items()}
     assert changes["16", "1"] < changes["16", "0"] / 2  # and the option took effect
+
+
+def test_the_filter_never_crosses_a_shot_border(astro):
+    from types import SimpleNamespace
+
+    from gpen.pipeline.consistency import TrackFilter, low_pass
+
+    picture, _ = astro
+    crop = picture[0, 60:316, 100:356].permute(2, 0, 1)[None].expand(6, -1, -1, -1)  # the same face: gates open
+    restored = torch.rand(6, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    faces = [SimpleNamespace(track=0, image_index=t) for t in range(6)]
+    for shots, frames in (([(0, 3), (3, 6)], range(0, 3)), (None, range(0, 5))):
+        filt = TrackFilter(1.0, shots)
+        filt.add(faces, restored, low_pass(crop), restored)
+        torch.testing.assert_close(filt.filtered((0, 2), restored[2]), restored[list(frames)].mean(0))
+
+
+def test_never_across_a_cut_between_shots(astro, restorer):
+    # a cut to another face at the same landmarks (bench temporal's "cut"): the shots split the batch there
+    clip, lms = step_clip("cut", *astro, frames=10, sigma=0.03)
+    whole = restorer.restore(clip, lms, temporal_consistency=1.0)
+    assert [tuple(s) for s in whole.shots] == [(0, CHANGE), (CHANGE, 10)]
+    first = restorer.restore(clip[:CHANGE], lms[:CHANGE], temporal_consistency=1.0)
+    second = restorer.restore(clip[CHANGE:], lms[CHANGE:], temporal_consistency=1.0)
+    assert torch.equal(whole.images[:CHANGE], first.images) and torch.equal(whole.images[CHANGE:], second.images)
+
+
+def test_frame_steps_and_upscale_leave_the_filter_as_is(astro, restorer):
+    picture, lm = astro
+    clip, lms = still_clip(picture[:, :256, 96:352], lm - np.array([96, 0], np.float32), frames=6, sigma=0.03)
+    one = restorer.restore(clip, lms, temporal_consistency=1.0)
+    steps = restorer.restore(clip, lms, temporal_consistency=1.0, frames_per_chunk=1)  # a face a step
+    assert torch.equal(one.images, steps.images) and torch.equal(one.crops, steps.crops)
+    base = restorer.restore(clip, lms, upscale=2)
+    big = restorer.restore(clip, lms, upscale=2, temporal_consistency=1.0)
+    outside = (big.masks == 0)[..., None].expand_as(big.images)
+    assert big.images.shape == (6, 512, 512, 3) and torch.equal(big.images[outside], base.images[outside])
+    assert flicker(big.images, big.masks) <= flicker(base.images, base.masks) / 3

@@ -125,7 +125,7 @@ def test_failed_inputs_are_retried_then_reported_by_name(tmp_path, caplog, capsy
     finally:
         ray.shutdown()
     err = capsys.readouterr().err
-    assert rc == 1 and "failed: broken.png: InvalidInputError" in err and "1 input(s) failed: broken.png" in err
+    assert rc == 2 and "error: broken.png: InvalidInputError" in err and "error: 1 input(s) failed" in err
 
 
 def test_ray_missing_says_what_to_install(tmp_path, monkeypatch, capsys):

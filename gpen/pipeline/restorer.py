@@ -43,13 +43,16 @@ from ..faces.reference import REFERENCE_THRESHOLD, reference_differences
 from ..faces.selection import (
     Found,
     check_landmarks,
+    warn_landmarks_outside,
     empty_faces,
     faces_from_landmarks,
     select_faces,
     select_tracks,
 )
+from ..faces.gaps import check_filled
+from ..faces.shots import find_shots
 from ..faces.temporal import smooth_landmarks
-from ..faces.tracking import Tracks, link_tracks
+from ..faces.tracking import FALSE_DETECTION_SCORE, Tracks, link_tracks, track_faces as link_faces
 from .frames import (
     Upscaler,
     check_images,
@@ -59,6 +62,7 @@ from .frames import (
     upscale_images,
 )
 from .memory import (
+    DETECT_FRAMES,
     default_chunk_size,
     default_faces_per_chunk,
     default_frames_per_chunk,
@@ -71,7 +75,6 @@ from .summary import restore_summary
 log = logging.getLogger(__name__)
 
 _DETECT_MIN_SIDE = 16  # images smaller than this have no detectable face
-DETECT_FRAMES = 8  # frames per detector call: the unit of detection progress, interrupts and OOM back-off
 
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
@@ -153,10 +156,14 @@ class FaceRestorer(HelperNetworks):
         return select_faces(found, selection=selection, sort=sort, min_face_size=min_face_size, mask=mask)
 
     @staticmethod
-    def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2) -> Tracks:
-        """Face tracks over a frame batch (see :func:`gpen.faces.tracking.link_tracks`): short tracks
-        dropped, gaps of up to ``max_gap`` frames filled with interpolated faces."""
-        return link_tracks(found, max_gap=max_gap, min_track=min_track)
+    def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2,
+                    shots: Sequence[tuple[int, int]] | None = None, min_score: float = FALSE_DETECTION_SCORE,
+                    images: torch.Tensor | None = None) -> Tracks:
+        """Face tracks over a frame batch inside each of ``shots`` (see :func:`gpen.faces.tracking.link_tracks`):
+        short tracks of a low score dropped, gaps of up to ``max_gap`` frames filled with interpolated
+        faces, kept only where ``images`` show the face there (:func:`gpen.faces.gaps.check_filled`)."""
+        tracks = link_tracks(found, max_gap=max_gap, min_track=min_track, shots=shots, min_score=min_score)
+        return tracks if images is None or not tracks.filled else check_filled(images, tracks)
 
     def align_faces(self, found: Sequence[Found], chosen: Sequence[np.ndarray], template: str = "gpen",
                     tracks: Sequence[np.ndarray] | None = None, interpolated: Sequence[np.ndarray] | None = None
@@ -315,14 +322,14 @@ class FaceRestorer(HelperNetworks):
         check_options(template=template, strength=strength, keep_crops=keep_crops, face_selection=face_selection,
                       sort=sort, detection_threshold=detection_threshold, min_face_size=min_face_size,
                       temporal_smoothing=temporal_smoothing, reference_threshold=reference_threshold,
-                      track_faces=track_faces, max_gap=max_gap, min_track=min_track,
+                      track_faces=track_faces, max_gap=max_gap, min_track=min_track, chunk_size=chunk_size,
                       temporal_consistency=temporal_consistency)
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
         first, stop = check_restore_range(restore_range, b)
         check_reference(reference, b, h, w)
         if landmarks is not None:
-            check_landmarks(landmarks, b)
+            warn_landmarks_outside(check_landmarks(landmarks, b), h, w)
         upscale = check_scale(upscale)
         if regions is not None and not parsing:
             raise InvalidInputError("regions choose face-parsing classes: turn face parsing on (parsing=True, "
@@ -344,14 +351,19 @@ class FaceRestorer(HelperNetworks):
                                 progress=(lambda d, t: progress(d, 2 * t)) if halves else None,
                                 check_interrupt=check_interrupt)
         detected = [len(f[0]) for f in found]
+        shots = find_shots(images)
         tracks = None
         if track_faces or (track_faces is None and b >= 3):
-            tracks = self.link_tracks(found, max_gap=int(max_gap), min_track=int(min_track) if b >= 3 else 1)
+            # faces the user gave are never dropped; a filled face is kept only where the frame shows it
+            tracks = self.link_tracks(found, max_gap=int(max_gap), min_track=int(min_track), shots=shots,
+                                      min_score=0.0 if landmarks is not None else FALSE_DETECTION_SCORE,
+                                      images=images)
             found = tracks.found
         if temporal_smoothing > 0 and b > 2:
+            ids = tracks.ids if tracks is not None else link_faces(
+                [f[0] for f in found], max_gap=int(max_gap), landmarks=[f[2] for f in found], shots=shots)
             smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found],
-                                        strength=float(temporal_smoothing), max_gap=int(max_gap),
-                                        tracks=None if tracks is None else tracks.ids)
+                                        strength=float(temporal_smoothing), max_gap=int(max_gap), tracks=ids)
             found = [(bx, sc, lm.astype(np.float32)) for (bx, sc, _), lm in zip(found, smoothed)]
         if tracks is None:
             chosen = select_faces(found, selection=face_selection, sort=sort, min_face_size=min_face_size, mask=mask)
@@ -377,21 +389,21 @@ class FaceRestorer(HelperNetworks):
             allow_download=allow_download, keep_crops=keep_crops, check_interrupt=check_interrupt,
             progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress,
             regions=regions, occlusion=occlusion, upscale=upscale, upscaler=upscaler,
-            consistency=consistency, paste_range=(first, stop))
+            consistency=consistency, paste_range=(first, stop), shots=shots)
         if halves and not faces:
             progress(1, 1)
         counts = np.bincount(np.array([f.image_index for f in faces], dtype=np.int64), minlength=b).tolist()
-        info = restore_summary(counts, detected, faces, tracks, unchanged) + (
+        info = restore_summary(counts, detected, faces, tracks, unchanged, shots) + (
             f"; output x{upscale}" if upscale > 1 else "")
         log.info(info)
-        return RestoreResult(out_images, out_masks, crops, faces, counts, info, upscale)
+        return RestoreResult(out_images, out_masks, crops, faces, counts, info, upscale, shots)
 
     def _restore_frames(self, images: torch.Tensor, faces: list[Face], frames_per_chunk: int, *, strength: float,
                         mask: torch.Tensor | None, parsing: bool, color_correction: bool, chunk_size: int | None,
                         detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
                         upscale: int = 1, upscaler: Upscaler | None = None, consistency: float = 0.0,
-                        paste_range: tuple[int, int] | None = None
+                        paste_range: tuple[int, int] | None = None, shots=None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop, restore and paste ``faces`` step by step (:func:`gpen.pipeline.memory.frame_steps`: at most
         ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
@@ -399,7 +411,8 @@ class FaceRestorer(HelperNetworks):
         the only full-size tensors are the output images and masks; with it, one step's background.
         ``consistency`` > 0: the restored crops go through the track filter
         (:class:`gpen.pipeline.consistency.TrackFilter`) first, each face pasted once the faces
-        ``RADIUS`` frames after it are restored; only faces inside ``paste_range`` are pasted.
+        ``RADIUS`` frames after it are restored, never across ``shots`` (frame ranges); only faces
+        inside ``paste_range`` are pasted.
         """
         b, h, w, c = images.shape
         resized = upscale != 1 or upscaler is not None
@@ -448,7 +461,7 @@ class FaceRestorer(HelperNetworks):
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
 
-        track_filter = TrackFilter(consistency) if consistency > 0 else None
+        track_filter = TrackFilter(consistency, shots) if consistency > 0 else None
         steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
                             default_faces_per_chunk(self.size, net_chunk))
         for start, stop, i0, i1 in steps:

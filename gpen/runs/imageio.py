@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -64,7 +65,11 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise InvalidInputError(f"{path}: cannot read the file ({e.strerror or e}).") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    check_image_header(path)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        raise InvalidInputError(f"{path}: OpenCV cannot decode it ({' '.join(str(e).split())[-160:]}).") from None
     if img is None:
         raise InvalidInputError(f"{path}: not a readable image (expected {', '.join(IMAGE_SUFFIXES)}).")
     if img.dtype == np.uint8:
@@ -86,6 +91,34 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"{path}: the image contains NaN or infinite values.")
     return torch.from_numpy(arr), bits
+
+
+def opencv_pixel_limit() -> int:
+    """The most pixels OpenCV decodes in one image (``OPENCV_IO_MAX_IMAGE_PIXELS``, default 2^30)."""
+    try:
+        return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "")) or 1 << 30
+    except ValueError:
+        return 1 << 30
+
+
+def check_image_header(path: str | os.PathLike) -> None:
+    """Raise ``InvalidInputError`` when the file's header claims more pixels than OpenCV decodes (a
+    damaged file, or a decompression bomb); reads the header only. Unreadable headers pass (the
+    decoder says what is wrong with them)."""
+    from PIL import Image
+
+    limit, pil_limit = opencv_pixel_limit(), Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # the size is what we want to know: no bomb check while reading it
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - not an image PIL knows: OpenCV decides below
+        return
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    if w * h > limit:
+        raise InvalidInputError(f"{path}: its header says {w}x{h} pixels, more than OpenCV decodes ({limit:,}); "
+                                f"a damaged file? (OPENCV_IO_MAX_IMAGE_PIXELS raises the limit)")
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -142,15 +175,23 @@ def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def natural_key(path: Path) -> tuple:
+    """Sort key of a file name in natural order: runs of digits compare as numbers (``2.png`` before
+    ``10.png``, ``frame_9`` before ``frame_10``), the rest case-insensitively, ties by the exact name."""
+    parts = re.split(r"(\d+)", path.name)
+    return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts if p) + (path.name,)
+
+
 def list_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (not recursive) into image and video files, in name order per folder."""
+    """Expand files and folders (not recursive) into image and video files, per folder in natural
+    order (:func:`natural_key`: ``2.png`` before ``10.png``, the frame order of an image sequence)."""
     files: list[Path] = []
     known = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in known and f.is_file()
-                           and not f.name.startswith("."))
+            found = sorted((f for f in p.iterdir() if f.suffix.lower() in known and f.is_file()
+                            and not f.name.startswith(".")), key=natural_key)
             if not found:
                 raise InvalidInputError(f"{p}: folder holds no images or videos ({', '.join(known)}).")
             files.extend(found)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import contextmanager
+
+from ..errors import GPENError, MissingDependencyError, MissingWeightsError
 
 from .imageio import write_file_atomic
 from .jobs import (Item, RestoreOptions, RunReport, TaskTiming, lookup_landmarks, pending, restore_image,
@@ -76,7 +79,9 @@ def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
 
 def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_landmarks: dict | None = None,
               video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False) -> RunReport:
-    """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`; stops at the first error."""
+    """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`. Every input is tried:
+    one that fails is named in ``report.failed`` with the reason, and the run goes on; a helper
+    network's weights or a package that is missing ends the run (raised: no input could be restored)."""
     from tqdm import tqdm
 
     report = RunReport()
@@ -95,33 +100,84 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
                 if all(it.output.exists() and not overwrite for it in sequence[seg.start:seg.stop]):
                     continue
                 started, clock = time.time(), time.perf_counter()
-                out = restore_sequence_segment(restorer, sequence, seg, options, image_landmarks)
-                for name, data in out.files:
-                    write_file_atomic(sequence[0].output.with_name(name), data)
                 name = f"{sequence[0].name}[{seg.start}:{seg.stop}]"  # named as a video segment is
+                try:
+                    out = restore_sequence_segment(restorer, sequence, seg, options, image_landmarks)
+                    for file_name, data in out.files:
+                        write_file_atomic(sequence[0].output.with_name(file_name), data)
+                except (MissingWeightsError, MissingDependencyError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - named in the report; the other segments go on
+                    report.failed[name] = failure(e)
+                    continue
                 report.timings.append(TaskTiming(name, worker, started, time.perf_counter() - clock))
                 report.written.extend(it.output for it in sequence[seg.start:seg.stop])
                 report.faces += out.faces
                 bar.update(seg.stop - seg.start)
         for item in todo:
             started, clock = time.time(), time.perf_counter()
-            if item.kind == "video":
-                lms = lookup_landmarks(video_landmarks, item)
-                frames, faces = restore_video(restorer, item, options, lms, quiet)
-                seconds = time.perf_counter() - clock  # decoding, restoring and encoding the clip
-                report.frames += frames
-                log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
-            else:
-                out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item))
-                seconds = time.perf_counter() - clock  # as a Ray worker's: reading, restoring, encoding
-                for name, data in out.files:
-                    write_file_atomic(item.output.with_name(name), data)
-                faces = out.faces
-                bar.update(1)
-                log.info("%s: %s", item.name, out.info)
+            try:
+                if item.kind == "video":
+                    lms = lookup_landmarks(video_landmarks, item)
+                    frames, faces = restore_video(restorer, item, options, lms, quiet)
+                    seconds = time.perf_counter() - clock  # decoding, restoring and encoding the clip
+                    report.frames += frames
+                    log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
+                else:
+                    with face_bar(item.name, quiet or len(images) > 1) as progress:
+                        out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item),
+                                            progress=progress)
+                    seconds = time.perf_counter() - clock  # as a Ray worker's: reading, restoring, encoding
+                    for name, data in out.files:
+                        write_file_atomic(item.output.with_name(name), data)
+                    faces = out.faces
+                    bar.update(1)
+                    log.info("%s: %s", item.name, out.info)
+            except (MissingWeightsError, MissingDependencyError):
+                raise  # not about this input: every other one would fail the same way (and retry the download)
+            except Exception as e:  # noqa: BLE001 - named in the report; the other inputs go on
+                report.failed[item.name] = failure(e)
+                bar.update(item.kind == "image")
+                continue
             report.timings.append(TaskTiming(item.name, worker, started, seconds))
             report.written.append(item.output)
             report.faces += faces
     finally:
         bar.close()
     return report
+
+
+def failure(e: Exception) -> str:
+    """The reason an input failed, for the report: a pack error's message as it is, anything else
+    with its type (and its traceback in the debug log)."""
+    if isinstance(e, GPENError):
+        return str(e)
+    log.debug("unexpected error", exc_info=e)
+    return f"{type(e).__name__}: {e}"
+
+
+@contextmanager
+def face_bar(name: str, disable: bool):
+    """A progress bar over the faces of one image (tqdm on stderr, shown from the first report), as
+    ``progress(done, total)``; the restorer's own one-line summary is left to the caller meanwhile."""
+    from tqdm import tqdm
+
+    bars = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=name, unit="face", disable=disable, file=sys.stderr, leave=False))
+        bar = bars[0]
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    per_call = logging.getLogger("gpen.pipeline.restorer")  # the run logs one summary line per input
+    level = per_call.level
+    per_call.setLevel(max(level, logging.WARNING))
+    try:
+        yield progress
+    finally:
+        per_call.setLevel(level)
+        for bar in bars:
+            bar.close()
