@@ -14,6 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = Path(os.environ.get("GPEN_SHARED_DIR", REPO.parent / "shared"))
 SHARED_REFERENCE = SHARED / "gpen_reference"
+# dtype "auto" stays float32 on the CPU in the tests (and in the processes they start: CLI runs, Ray
+# workers), so that outputs compared with float32 references do not depend on the test machine's
+# processor; tests/test_precision.py lifts it to test the rule itself (gpen/model/precision.py).
+os.environ.setdefault("GPEN_AUTO_NO_CPU_BF16", "1")
 
 
 def shared_available() -> bool:

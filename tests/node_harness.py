@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -161,6 +162,7 @@ def main() -> None:
     from gpen_pack_under_test.gpen import cpuinfo
 
     saved = cpuinfo.CPUINFO_PATH
+    os.environ.pop("GPEN_AUTO_NO_CPU_BF16", None)  # the test suite's setting (tests/conftest.py): the rule itself here
     out["auto_precision"] = {}
     for cpu, text in {"intel_amx": "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512_bf16 amx_bf16\n",
                       "intel_no_amx": "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512_bf16\n",

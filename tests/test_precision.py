@@ -10,7 +10,6 @@ everywhere: 53.6, 47.0, 45.4, 45.8, 48.8).
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -50,6 +49,8 @@ CPUS = [  # vendor, model, flags, what auto picks on the CPU
 def fake_cpu(tmp_path, monkeypatch):
     """Point gpen.cpuinfo at a fake /proc/cpuinfo (the cache is cleared before and after). The node's
     ``precision: auto`` is checked with such files in tests/test_node_execute.py."""
+    monkeypatch.delenv(precision.NO_CPU_BF16_ENV, raising=False)  # set for the rest of the suite (conftest)
+
     def use(vendor: str, model: str, flags: str) -> None:
         path = tmp_path / "cpuinfo"
         path.write_text(CPUINFO.format(vendor=vendor, model=model, flags=flags) if vendor else "processor\t: 0\n")
@@ -167,5 +168,10 @@ def test_bfloat16_plain_path_equals_the_kept_buffer_path(monkeypatch):
     assert psnr(to_image(kept), to_image(plain)) >= 50.0  # both round to bfloat16 at different places
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_the_environment_can_keep_auto_off_bf16(fake_cpu, monkeypatch):
+    """GPEN_AUTO_NO_CPU_BF16=1 (what the test suite runs with) keeps auto at float32 on the CPU only."""
+    fake_cpu("AuthenticAMD", "AMD EPYC 9R14 (Zen 4)", "avx512_bf16")
+    assert precision.auto_dtype("cpu") == torch.bfloat16
+    monkeypatch.setenv(precision.NO_CPU_BF16_ENV, "1")
+    assert precision.auto_dtype("cpu") == torch.float32
+    assert precision.auto_dtype("cuda") == torch.float16

@@ -16,6 +16,7 @@ the precision changes (``gpen.model.network``).
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -26,6 +27,10 @@ from .derived import drop_derived
 
 FLOAT32_MAX_SIDE = 16
 """In a bfloat16 network, layers whose output is at most this many pixels wide stay float32."""
+
+NO_CPU_BF16_ENV = "GPEN_AUTO_NO_CPU_BF16"
+"""Set to 1 in the environment, ``auto`` never picks bfloat16 on the CPU (the test suite sets it, so
+that outputs compared across runs and processes do not depend on the test machine's processor)."""
 
 MIXED_BFLOAT16 = True  # tests and bench switch it off to measure bfloat16 everywhere
 
@@ -41,6 +46,8 @@ def auto_dtype(device: torch.device | str, fp16_ok: bool | None = None) -> torch
     kind = torch.device(device).type
     if kind in ("cuda", "mps"):
         return torch.float32 if fp16_ok is False else torch.float16
+    if os.environ.get(NO_CPU_BF16_ENV, "") not in ("", "0"):
+        return torch.float32
     if kind == "cpu" and bf16_matrix_units() and torch.backends.mkldnn.is_available():
         return torch.bfloat16
     return torch.float32
