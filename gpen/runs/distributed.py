@@ -34,6 +34,7 @@ from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, TaskTiming, looku
 log = logging.getLogger(__name__)
 
 INSTALL_RAY = 'pip install "ray[data]"'
+LOST = "WorkerDied: the worker process ended while restoring it (killed for memory, or a crash)"
 
 
 def require_ray():
@@ -77,9 +78,9 @@ class Task:
 
 
 class RestoreWorker:
-    """The Ray Data actor: one loaded model; each row ``{"task": pickled Task}`` becomes
-    ``{"error": "" or the reason, "retry": bool, "result": pickled result, "worker": host:pid,
-    "started": epoch seconds, "seconds": how long it took}``."""
+    """The Ray Data actor: one loaded model; each row ``{"task": pickled Task, "index": its number}``
+    becomes ``{"index", "error": "" or the reason, "retry": bool, "result": pickled result, "worker":
+    host:pid, "started": epoch seconds, "seconds": how long it took}``."""
 
     def __init__(self, spec: ModelSpec, options: RestoreOptions, factory: Callable[[], object] | None = None) -> None:
         self.options = options
@@ -107,7 +108,7 @@ class RestoreWorker:
                 errors.append(f"{type(e).__name__}: {e}")
                 retry.append(not isinstance(e, InvalidInputError) and self.error is None)
             seconds.append(time.perf_counter() - clock)
-        return {"error": np.array(errors, dtype=object), "retry": np.array(retry),
+        return {"index": np.asarray(batch["index"]), "error": np.array(errors, dtype=object), "retry": np.array(retry),
                 "result": np.array(results, dtype=object), "started": np.array(started), "seconds": np.array(seconds),
                 "worker": np.array([worker_name()] * len(errors), dtype=object)}
 
@@ -137,7 +138,7 @@ def _tasks(item: Item, options: RestoreOptions, image_lms: dict | None, video_lm
     info = probe(source.source)
     h, w = info.upright_size
     lms = lookup_landmarks(video_lms, item)
-    ref = video_reference(item, options)
+    ref = video_reference(item, options, info)
     return [Task(source, lms, seg, info, ref) for seg in options.segments(info.frames, h, w)]
 
 
@@ -232,37 +233,62 @@ def _run_round(ray, items: list[Item], spec: ModelSpec, options: RestoreOptions,
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # segments of a video arrive in order
     ctx.enable_progress_bars = False
-    rows = [{"task": pickle.dumps(t, protocol=5)} for t in tasks]
+    ctx.max_errored_blocks = -1  # a task whose worker died is dropped (and found missing below), not fatal
+    rows = [{"task": pickle.dumps(t, protocol=5), "index": i} for i, t in enumerate(tasks)]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    # A worker process that dies (killed for memory, a crash in native code) is restarted, but the task it
+    # held is not run again by Ray (max_task_retries=0): it is a failed try of its input, tried again by
+    # the next round as far as ``retries`` allows. One task in flight per worker, so that a death costs
+    # a try of the input it held only.
+    pool = ray.data.ActorPoolStrategy(size=min(workers, len(rows)), max_tasks_in_flight_per_actor=1)
     ds = ds.map_batches(RestoreWorker, fn_constructor_kwargs={"spec": spec, "options": options, "factory": factory},
-                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))), **resources)
+                        batch_size=1, compute=pool, max_restarts=-1, max_task_retries=0, **resources)
     total = sum(1 if t.segment is None else t.segment.stop - t.segment.start for t in tasks)
     bar = tqdm(total=total, desc="restoring (Ray)", unit="frame", disable=quiet, file=sys.stderr)
     by_output = {it.output: it for it in items}
     video = _VideoOutput(options, report)
+
+    def fail(task: Task, why: str, again: bool) -> None:
+        key = by_output[task.item.output]
+        if key not in failed:
+            failed[key] = (why, again)
+        video.abort(task.item.output)
+
+    done = 0  # tasks before this one have a row, or were found lost
     try:
-        for task, row in zip(tasks, ds.iter_rows()):
-            key = by_output[task.item.output]
-            report.timings.append(TaskTiming(task.name, str(row["worker"]), float(row["started"]),
-                                             float(row["seconds"])))
-            bar.update(1 if task.segment is None else task.segment.stop - task.segment.start)
-            if key in failed:
-                continue  # an earlier segment of this video failed
-            try:
-                if row["error"]:
-                    failed[key] = (row["error"], bool(row["retry"]))
-                elif task.segment is None:
-                    result = pickle.loads(row["result"])
-                    for name, data in result.files:
-                        write_file_atomic(task.item.output.with_name(name), data)
-                    report.written.append(task.item.output)
-                    report.faces += result.faces
-                else:
-                    video.add(task, pickle.loads(row["result"]))
-            except GPENError as e:  # this output cannot be written (e.g. the encoder refuses an option)
-                failed[key] = (f"{type(e).__name__}: {e}", False)
-            if key in failed:
-                video.abort(task.item.output)
+        try:
+            for row in ds.iter_rows():
+                index = int(row["index"])
+                for lost in tasks[done:index]:
+                    fail(lost, LOST, True)
+                done = index + 1
+                task = tasks[index]
+                key = by_output[task.item.output]
+                report.timings.append(TaskTiming(task.name, str(row["worker"]), float(row["started"]),
+                                                 float(row["seconds"])))
+                bar.update(1 if task.segment is None else task.segment.stop - task.segment.start)
+                if key in failed:
+                    continue  # an earlier segment of this video failed
+                try:
+                    if row["error"]:
+                        fail(task, row["error"], bool(row["retry"]))
+                    elif task.segment is None:
+                        result = pickle.loads(row["result"])
+                        for name, data in result.files:
+                            write_file_atomic(task.item.output.with_name(name), data)
+                        report.written.append(task.item.output)
+                        report.faces += result.faces
+                    else:
+                        video.add(task, pickle.loads(row["result"]))
+                except GPENError as e:  # this output cannot be written (e.g. the encoder refuses an option)
+                    fail(task, f"{type(e).__name__}: {e}", False)
+        except ray.exceptions.RayError as e:  # the pool itself failed (e.g. workers die as they start)
+            log.warning("Ray stopped this round: %s", " ".join(str(e).split())[:300])
+            for lost in tasks[done:]:
+                fail(lost, f"{LOST} ({type(e).__name__})", True)
+            done = len(tasks)
+        for lost in tasks[done:]:
+            fail(lost, LOST, True)
     finally:
         video.abort()
         bar.close()

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 
+from ..errors import GPENError
 from .imageio import write_file_atomic
 from .jobs import (Item, RestoreOptions, RunReport, TaskTiming, lookup_landmarks, pending, restore_image,
                    restore_sequence_segment, restore_window, video_reference, worker_name)
@@ -35,7 +36,7 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     h, w = info.upright_size
     segments = options.segments(info.frames, h, w)
     windows = SegmentWindows(read_frames(info))
-    reference = video_reference(item, options)
+    reference = video_reference(item, options, info)
     ref_windows = SegmentWindows(read_frames(reference)) if hasattr(reference, "frame_pts") else None
     bar = frame_bar(info.frames, item.name, quiet)
     frames = faces = 0
@@ -64,6 +65,21 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     return frames, faces
 
 
+def _restore_item(restorer, item: Item, options: RestoreOptions, image_landmarks: dict | None,
+                  video_landmarks: dict | None, report: RunReport, quiet: bool) -> int:
+    """Restore one input into its output file(s); returns the faces restored."""
+    if item.kind == "video":
+        frames, faces = restore_video(restorer, item, options, lookup_landmarks(video_landmarks, item), quiet)
+        report.frames += frames
+        log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
+        return faces
+    out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item))
+    for name, data in out.files:
+        write_file_atomic(item.output.with_name(name), data)
+    log.info("%s: %s", item.name, out.info)
+    return out.faces
+
+
 def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
     """The segments of an image sequence (``--track-faces``), sized by its first image."""
     from .imageio import read_image
@@ -75,8 +91,14 @@ def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
 
 
 def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_landmarks: dict | None = None,
-              video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False) -> RunReport:
-    """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`; stops at the first error."""
+              video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False,
+              retries: int = 0) -> RunReport:
+    """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`.
+
+    A :class:`gpen.errors.GPENError` (a bad input or setting) stops the run: it is raised. Any other
+    error while restoring an input (a decoder or a device that fails) is a failed try of that input:
+    it is tried ``retries`` times more, then named in ``report.failed`` while the other inputs go on.
+    """
     from tqdm import tqdm
 
     report = RunReport()
@@ -84,6 +106,12 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
     report.skipped = [it.output for it in done]
     if done:
         log.info("skipping %d input(s) whose output exists (--overwrite redoes them)", len(done))
+    if options.reference is not None and not options.image_sequence:  # every clip's reference, before any work
+        from .video import probe
+
+        for item in todo:
+            if item.kind == "video":
+                video_reference(item, options, probe(item.source))
     images = [it for it in todo if it.kind == "image"]
     bar = tqdm(total=len(images), desc="restoring", unit="image", disable=quiet or len(images) < 2, file=sys.stderr)
     try:
@@ -104,24 +132,27 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
                 report.faces += out.faces
                 bar.update(seg.stop - seg.start)
         for item in todo:
-            started, clock = time.time(), time.perf_counter()
-            if item.kind == "video":
-                lms = lookup_landmarks(video_landmarks, item)
-                frames, faces = restore_video(restorer, item, options, lms, quiet)
-                seconds = time.perf_counter() - clock  # decoding, restoring and encoding the clip
-                report.frames += frames
-                log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
-            else:
-                out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item))
-                seconds = time.perf_counter() - clock  # as a Ray worker's: reading, restoring, encoding
-                for name, data in out.files:
-                    write_file_atomic(item.output.with_name(name), data)
-                faces = out.faces
-                bar.update(1)
-                log.info("%s: %s", item.name, out.info)
-            report.timings.append(TaskTiming(item.name, worker, started, seconds))
-            report.written.append(item.output)
-            report.faces += faces
+            for attempt in range(retries + 1):
+                started, clock = time.time(), time.perf_counter()
+                try:
+                    faces = _restore_item(restorer, item, options, image_landmarks, video_landmarks, report, quiet)
+                except GPENError:
+                    raise  # the input or a setting is wrong: one clear message (a retry would not help)
+                except Exception as e:  # noqa: BLE001 - a crash (decoder, device): a failed try of this input
+                    why = f"{type(e).__name__}: {e}"
+                    report.timings.append(TaskTiming(item.name, worker, started, time.perf_counter() - clock))
+                    if attempt < retries:
+                        log.warning("%s: %s; trying again (attempt %d of %d)", item.name, why, attempt + 2, retries + 1)
+                        continue
+                    log.error("%s: %s; giving up after %d tries", item.name, why, retries + 1)
+                    report.failed[item.name] = why
+                    break
+                if item.kind == "image":
+                    bar.update(1)
+                report.timings.append(TaskTiming(item.name, worker, started, time.perf_counter() - clock))
+                report.written.append(item.output)
+                report.faces += faces
+                break
     finally:
         bar.close()
     return report

@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..errors import InvalidInputError
 from .imageio import list_inputs
 from .jobs import ModelSpec, RestoreOptions, RunReport, plan_outputs, read_landmarks_file
 
@@ -24,19 +25,26 @@ log = logging.getLogger(__name__)
 def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *, model: str = "GPEN-BFR-512",
                   options: RestoreOptions | None = None, device: str = "auto", dtype: str = "auto",
                   threads: int | None = None, compile: bool = False, landmarks: str | os.PathLike | None = None,
-                  overwrite: bool = False, ray=None, quiet: bool = False, restorer_factory=None) -> RunReport:
+                  overwrite: bool = False, ray=None, quiet: bool = False, restorer_factory=None,
+                  retries: int = 2) -> RunReport:
     """Restore every image and video of ``inputs`` (files or folders) into the folder ``output``.
 
     ``model``: a weights file or a released model name (found or downloaded). ``options``: a
     :class:`gpen.runs.jobs.RestoreOptions`. ``landmarks``: a landmarks JSON file (see
     ``python -m gpen restore --help``). ``ray``: None to run here, or a
     :class:`gpen.runs.distributed.RayConfig` to run on a Ray cluster. Outputs that exist are skipped
-    unless ``overwrite``. Returns what was written, skipped and what failed (Ray runs; a local
-    run stops at the first error, which it raises).
+    unless ``overwrite``. An input whose restoring crashes (a worker process that dies, a decoder
+    or device that raises) is tried ``retries`` more times (a Ray run: ``ray.retries``), then named
+    in the report's ``failed`` while the others go on; a local run raises a
+    :class:`gpen.errors.GPENError` (a bad input or setting) at once. Returns what was written,
+    skipped and what failed.
     """
     from ..weights.models import resolve_model
 
     options = (options or RestoreOptions()).check()
+    for tries in (retries, ray.retries if ray is not None else 0):
+        if tries < 0:
+            raise InvalidInputError(f"retries must be >= 0, got {tries}.")
     items = plan_outputs(list_inputs(inputs), output, inputs)
     if any(it.kind == "video" for it in items):
         from .video import require_av
@@ -56,4 +64,4 @@ def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *,
 
     restorer = restorer_factory() if restorer_factory is not None else spec.build()
     return run_local(restorer, items, options, image_landmarks=image_lms, video_landmarks=video_lms,
-                     overwrite=overwrite, quiet=quiet)
+                     overwrite=overwrite, quiet=quiet, retries=retries)
