@@ -9,6 +9,7 @@
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
+    python -m bench segment-memory                            # one video segment's peak against its model
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench import (detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
-                   reference_threshold)
+                   reference_threshold, segment_memory)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     device_check.add_parser(sub)
     reference_threshold.add_parser(sub)
     detection_memory.add_parser(sub)
+    segment_memory.add_parser(sub)
     ray_bench.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = reference_threshold.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
+    elif args.cmd == "segment-memory":
+        rows = segment_memory.run(args)
     else:
         rows = network.run(args)
     if getattr(args, "json", None):

@@ -205,6 +205,62 @@ def test_a_worker_that_dies_costs_its_input_a_try_and_the_run_ends(cluster, tmp_
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "clip.mp4"]
 
 
+def reporting_restorer(model: str, report: str):
+    """A real restorer that writes, before each call, where its worker looks for the detector: the
+    models folder it resolves and the file it finds in the folders the run hands it."""
+    from gpen.model.loader import load_model
+    from gpen.pipeline.restorer import FaceRestorer
+    from gpen.weights.paths import find_weights, models_dir
+
+    restorer = FaceRestorer(load_model(model))
+    restore = restorer.restore
+
+    def reports_its_folders(images, *args, **kwargs):
+        found = find_weights(DETECTOR_FILE, "facedetection", kwargs.get("detector_dirs", ()))
+        Path(report, f"{os.getpid()}-{time.monotonic_ns()}.json").write_text(json.dumps(
+            {"models_dir": str(models_dir("facedetection")), "found": str(found)}))
+        return restore(images, *args, **kwargs)
+
+    restorer.restore = reports_its_folders
+    return restorer
+
+
+DETECTOR_FILE = "detection_mobilenet0.25_Final.pth"
+
+
+def test_workers_in_detect_mode_use_the_drivers_model_folder(cluster, tmp_path, monkeypatch):
+    from functools import partial
+
+    from gpen.errors import MissingWeightsError
+    from gpen.faces.detect import build_retinaface
+    from gpen.runs.distributed import RayConfig
+    from gpen.runs.jobs import RestoreOptions
+    from gpen.runs.runner import restore_files
+
+    src, _ = make_folder(tmp_path)
+    (src / "clip.mp4").unlink()
+    models = tmp_path / "models"
+    (models / "facedetection").mkdir(parents=True)
+    # the driver's folder (set after the cluster started: the workers do not inherit it)
+    monkeypatch.setenv("GPEN_MODELS_DIR", str(models))
+    options = RestoreOptions(detector="retinaface_mobile0.25", detection_threshold=1.0, allow_download=False)
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    run = partial(restore_files, [src], model=str(SMALL_256), options=options, ray=RayConfig(retries=0),
+                  restorer_factory=partial(reporting_restorer, str(SMALL_256), str(report_dir)), quiet=True)
+    # missing: one error before any work, naming the folder the user knows
+    with pytest.raises(MissingWeightsError, match=str(models / "facedetection")):
+        run(tmp_path / "none")
+    assert not list(report_dir.iterdir())
+    torch.manual_seed(0)  # seeded weights: the detector runs (threshold 1.0: it keeps no box)
+    torch.save(build_retinaface("mobile0.25").state_dict(), models / "facedetection" / DETECTOR_FILE)
+    report = run(tmp_path / "out")
+    assert report.failed == {} and sorted(p.name for p in report.written) == ["a.png", "b.png"]
+    seen = [json.loads(p.read_text()) for p in report_dir.iterdir()]
+    assert len(seen) == 2 and all(r == {"models_dir": str(models / "facedetection"),
+                                        "found": str(models / "facedetection" / DETECTOR_FILE)} for r in seen), seen
+
+
 def test_ray_missing_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     from gpen.runs.distributed import require_ray

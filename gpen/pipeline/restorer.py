@@ -267,7 +267,7 @@ class FaceRestorer(HelperNetworks):
                 detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
                 restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 check_interrupt: Callable[[], None] | None = None, regions=None, occlusion=None, upscale: int = 1,
-                upscaler: Upscaler | None = None) -> RestoreResult:
+                upscaler: Upscaler | None = None, range_only: bool = False) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
@@ -289,7 +289,9 @@ class FaceRestorer(HelperNetworks):
         (:meth:`reference_differences`) are restored. ``progress(done, total)``: detection is the
         first half of the total, restoration the second (given landmarks: faces only).
         ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are
-        context (they inform temporal smoothing and face tracks) and come back unchanged.
+        context (they inform temporal smoothing and face tracks) and come back unchanged; with
+        ``range_only`` the result's images and masks hold frames start .. stop - 1 only (a video
+        segment's output then takes no memory for its context frames).
 
         ``regions`` (with ``parsing``): the parsing regions taken from the restored face, a list or
         comma string of :data:`gpen.faces.parsing.REGIONS` (None: the default face parts); the
@@ -363,7 +365,8 @@ class FaceRestorer(HelperNetworks):
             color_correction=color_correction, chunk_size=chunk_size, detector_dirs=detector_dirs,
             allow_download=allow_download, keep_crops=keep_crops, check_interrupt=check_interrupt,
             progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress,
-            regions=regions, occlusion=occlusion, upscale=upscale, upscaler=upscaler)
+            regions=regions, occlusion=occlusion, upscale=upscale, upscaler=upscaler,
+            frames=(first, stop) if range_only else (0, b))
         if halves and not faces:
             progress(1, 1)
         counts = np.bincount(np.array([f.image_index for f in faces], dtype=np.int64), minlength=b).tolist()
@@ -376,31 +379,34 @@ class FaceRestorer(HelperNetworks):
                         mask: torch.Tensor | None, parsing: bool, color_correction: bool, chunk_size: int | None,
                         detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
-                        upscale: int = 1, upscaler: Upscaler | None = None
+                        upscale: int = 1, upscaler: Upscaler | None = None, frames: tuple[int, int] | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop, restore and paste ``faces`` step by step (:func:`gpen.pipeline.memory.frame_steps`: at most
         ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
         RestoreResult. Faces are pasted straight into the output inside their boxes: without ``upscale``
         the only full-size tensors are the output images and masks; with it, one step's background.
+        ``frames`` (lo, hi): the output holds these frames only (every face lies in them).
         """
         b, h, w, c = images.shape
+        lo, hi = frames if frames is not None else (0, b)
         resized = upscale != 1 or upscaler is not None
         oh, ow = h * upscale, w * upscale
-        out_images = torch.empty((b, oh, ow, c), dtype=images.dtype, device=images.device) if resized \
-            else images.clone()
-        out_masks = torch.zeros((b, oh, ow), dtype=torch.float32, device=images.device)
+        out_images = torch.empty((hi - lo, oh, ow, c), dtype=images.dtype, device=images.device) if resized \
+            else images[lo:hi].clone()
+        out_masks = torch.zeros((hi - lo, oh, ow), dtype=torch.float32, device=images.device)
         kept = []
         dev = self.work_device(images)
         net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
         # the aligned crops are needed after the network for these; else the network restores them in place
         keep_aligned = strength < 1 or color_correction or keep_crops == "aligned" or bool(occlusion)
-        done = written = 0  # written: frames [0, written) of out_images hold their (resized) background
+        done, written = 0, lo  # written: frames [lo, written) of the output hold their (resized) background
 
         def backgrounds(upto: int) -> None:
             nonlocal written
             for s0 in range(written, upto, frames_per_chunk):
                 s1 = min(upto, s0 + frames_per_chunk)
-                out_images[s0:s1] = upscale_images(images[s0:s1].to(dev), upscale, upscaler).to(images.device)
+                out_images[s0 - lo:s1 - lo] = upscale_images(images[s0:s1].to(dev), upscale,
+                                                             upscaler).to(images.device)
             written = max(written, upto)
 
         steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
@@ -426,20 +432,20 @@ class FaceRestorer(HelperNetworks):
                 backgrounds(start)
                 background = upscale_images(frames, upscale, upscaler)
                 if written < stop:
-                    out_images[written:stop] = background[written - start:].to(images.device)
+                    out_images[written - lo:stop - lo] = background[written - start:].to(images.device)
                     written = stop
                 user_mask = None if user_mask is None else resize_masks(user_mask.to(dev), (oh, ow))
-            self.paste_faces(out_images[start:stop], out_masks[start:stop], background, sel, start, restored,
-                             aligned, face_masks, strength, user_mask, scale=upscale)
+            self.paste_faces(out_images[start - lo:stop - lo], out_masks[start - lo:stop - lo], background, sel,
+                             start, restored, aligned, face_masks, strength, user_mask, scale=upscale)
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
             del frames, background, aligned, restored, face_masks, user_mask
         if resized:
-            backgrounds(b)
+            backgrounds(hi)
         if mask is not None:  # the user's mask also bounds the blend mask, frame by frame
             for i in sorted({f.image_index for f in faces}):
                 m = mask[0 if mask.shape[0] == 1 else i].to(out_masks.device, torch.float32)
-                out_masks[i].mul_((resize_masks(m[None], (oh, ow))[0] if resized else m).clamp(0, 1))
+                out_masks[i - lo].mul_((resize_masks(m[None], (oh, ow))[0] if resized else m).clamp(0, 1))
         crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
         return out_images, out_masks, crops
 

@@ -20,6 +20,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,7 +83,12 @@ class RestoreWorker:
     becomes ``{"index", "error": "" or the reason, "retry": bool, "result": pickled result, "worker":
     host:pid, "started": epoch seconds, "seconds": how long it took}``."""
 
-    def __init__(self, spec: ModelSpec, options: RestoreOptions, factory: Callable[[], object] | None = None) -> None:
+    def __init__(self, spec: ModelSpec, options: RestoreOptions, factory: Callable[[], object] | None = None,
+                 models_root: str | None = None) -> None:
+        if models_root is not None:  # the driver's models folder, not one inside Ray's copy of the package
+            from ..weights.paths import ENV_MODELS_DIR
+
+            os.environ[ENV_MODELS_DIR] = models_root
         self.options = options
         self.error = None
         try:
@@ -142,6 +148,37 @@ def _tasks(item: Item, options: RestoreOptions, image_lms: dict | None, video_lm
     return [Task(source, lms, seg, info, ref) for seg in options.segments(info.frames, h, w)]
 
 
+def helper_weights(items: list[Item], options: RestoreOptions, image_lms: dict | None,
+                   video_lms: dict | None) -> RestoreOptions:
+    """Find (or download) on the driver the weights of the helper networks the run needs (detector,
+    face parser, occluders), before any work: a missing file is an error naming the folders the user
+    knows. Returns ``options`` for the workers: they search the folders the files were found in (they
+    run inside Ray's temporary copy of the package, whose own ``models`` folder is empty) and never
+    download."""
+    from ..faces.detect import RETINAFACE_MODELS
+    from ..faces.occlusion import OCCLUDER_MODELS, parse_occluders
+    from ..faces.parsing import PARSING_MODELS
+    from ..weights.download import ensure_weights
+
+    given = [Path(d).expanduser().absolute() for d in options.restore.get("detector_dirs", ())]
+    files = []
+    if not options.aligned:
+        detects = any((image_lms if it.kind == "image" else video_lms) is None
+                      or it.name not in (image_lms if it.kind == "image" else video_lms) for it in items)
+        if detects and options.detector in RETINAFACE_MODELS:
+            files.append(RETINAFACE_MODELS[options.detector][1])
+        if options.parsing:
+            files.append(PARSING_MODELS["parsenet"][0])
+        files.extend(OCCLUDER_MODELS[name] for name in parse_occluders(options.occlusion))
+    folders = list(given)
+    for name in files:
+        folder = ensure_weights(name, "facedetection", given, allow_download=options.allow_download).parent.absolute()
+        if folder not in folders:
+            folders.append(folder)
+    return replace(options, allow_download=False,
+                   restore={**options.restore, "detector_dirs": tuple(str(d) for d in folders)})
+
+
 def _connect(ray, config: RayConfig, quiet: bool) -> bool:
     """Join or start a cluster; True when this call started it (and shuts it down after)."""
     if ray.is_initialized():
@@ -184,6 +221,8 @@ def run_ray(items: list[Item], spec: ModelSpec, options: RestoreOptions, config:
         options = replace(options, reference=str(Path(options.reference).resolve()))
     report = RunReport()
     todo, done = pending(items, overwrite)
+    if todo:
+        options = helper_weights(todo, options, image_landmarks, video_landmarks)
     report.skipped = [it.output for it in done]
     if done:
         log.info("skipping %d input(s) whose output exists (--overwrite redoes them)", len(done))
@@ -241,8 +280,13 @@ def _run_round(ray, items: list[Item], spec: ModelSpec, options: RestoreOptions,
     # the next round as far as ``retries`` allows. One task in flight per worker, so that a death costs
     # a try of the input it held only.
     pool = ray.data.ActorPoolStrategy(size=min(workers, len(rows)), max_tasks_in_flight_per_actor=1)
-    ds = ds.map_batches(RestoreWorker, fn_constructor_kwargs={"spec": spec, "options": options, "factory": factory},
-                        batch_size=1, compute=pool, max_restarts=-1, max_task_retries=0, **resources)
+    from ..weights.paths import models_root
+
+    kwargs = {"spec": spec, "options": options, "factory": factory, "models_root": os.path.abspath(models_root())}
+    with warnings.catch_warnings():  # Ray 2.6x names no other way to set the actors' restart limits
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(RestoreWorker, fn_constructor_kwargs=kwargs, batch_size=1, compute=pool,
+                            max_restarts=-1, max_task_retries=0, **resources)
     total = sum(1 if t.segment is None else t.segment.stop - t.segment.start for t in tasks)
     bar = tqdm(total=total, desc="restoring (Ray)", unit="frame", disable=quiet, file=sys.stderr)
     by_output = {it.output: it for it in items}

@@ -89,8 +89,18 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """Float 0..1 tensor -> uint8 numpy array of the same shape (rounded, clamped)."""
-    return np.round(image.detach().float().clamp(0, 1).cpu().numpy() * 255.0).astype(np.uint8)
+    """Float 0..1 tensor -> uint8 numpy array of the same shape (rounded half to even, clamped).
+
+    A batch (N, ...) is converted one item at a time, so the float temporaries are one item's, not
+    the batch's (an upscaled video segment's output is gigabytes)."""
+    image = image.detach()
+    if image.ndim == 4 and image.shape[0] > 1:
+        out = np.empty(tuple(image.shape), np.uint8)
+        for k in range(image.shape[0]):
+            out[k] = to_uint8(image[k])
+        return out
+    t = image.float().clamp(0, 1)  # a new tensor: scaled in place below
+    return t.mul_(255.0).round_().to(torch.uint8).cpu().numpy()
 
 
 def encode_image(image: torch.Tensor, bits: int = 8, suffix: str = ".png") -> bytes:

@@ -162,8 +162,10 @@ class RestoreOptions:
         return 0 if self.aligned else max(self.overlap, self.max_gap + 1)
 
     def segments(self, frames: int, height: int, width: int) -> list[Segment]:
-        """The segments of a clip of ``frames`` frames of ``height`` x ``width`` (as restored)."""
-        length = self.frames_per_segment or default_frames_per_segment(height, width)
+        """The segments of a clip of ``frames`` frames of ``height`` x ``width`` (as read): by default as
+        many frames as bounded memory holds at the output size (:func:`default_frames_per_segment`)."""
+        length = self.frames_per_segment or default_frames_per_segment(height, width, self.upscale,
+                                                                        self.context_frames())
         return plan_segments(frames, length, self.context_frames())
 
 
@@ -387,7 +389,7 @@ def restore_window(restorer, frames: np.ndarray, segment: Segment, landmarks: li
                    reference: np.ndarray | torch.Tensor | None = None, progress=None) -> tuple[np.ndarray, int]:
     """Restore one video segment from the uint8 frames it reads (and the reference clip's frames, or a
     reference picture); returns (restored uint8 frames, faces restored)."""
-    images = torch.from_numpy(frames).float() / 255.0
+    images = torch.from_numpy(frames).float().div_(255.0)  # one float copy of the window
     if isinstance(reference, np.ndarray):
         reference = torch.from_numpy(reference).float() / 255.0
     out, result, _ = restore_segment(restorer, images, segment, window_landmarks(landmarks, segment, frames.shape[0]),
