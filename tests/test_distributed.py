@@ -133,6 +133,9 @@ def test_failed_inputs_are_retried_then_reported_by_name(cluster, tmp_path, capl
     caplog.set_level("INFO", logger="gpen")
     src, lm = make_folder(tmp_path)
     (src / "broken.png").write_bytes(b"\x89PNG not really")
+    table = json.loads(lm.read_text())  # listed: no detector needed (a run that needs one finds it first)
+    table["images"]["broken.png"] = {"faces": []}
+    lm.write_text(json.dumps(table))
     marks = tmp_path / "marks"
     marks.mkdir()
     # the module's cluster, already running, is used as it is by both calls below
@@ -151,7 +154,8 @@ def test_failed_inputs_are_retried_then_reported_by_name(cluster, tmp_path, capl
     assert all(t.seconds > 0 and t.worker.split(":")[-1].isdigit() for t in report.timings)
     assert len({t.worker for t in report.timings}) <= 2 * 2  # two workers in each of the two rounds
     capsys.readouterr()
-    rc = main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--ray"])
+    rc = main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--landmarks",
+               str(lm), "--ray"])
     assert ray.is_initialized()  # not shut down: it was not started by the run
     err = capsys.readouterr().err
     assert rc == 1 and "failed: broken.png: InvalidInputError" in err and "1 input(s) failed: broken.png" in err
