@@ -7,6 +7,7 @@
     python -m bench layers --size 512                          # each generator layer with every CPU path
     python -m bench matmul                                     # float32 products: torch.mm (MKL) vs oneDNN
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
+    python -m bench cuda-trace                                # the CUDA forward's peak memory, traced without a GPU
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench segment-memory                            # one video segment's peak against its model
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, ray_bench,
-                   reference_threshold, segment_memory)
+from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline,
+                   ray_bench, reference_threshold, segment_memory)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.add_parser(sub)
     onnx_bench.add_parser(sub)
     device_check.add_parser(sub)
+    cuda_trace.add_parser(sub)
     reference_threshold.add_parser(sub)
     detection_memory.add_parser(sub)
     segment_memory.add_parser(sub)
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = matmul.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
+    elif args.cmd == "cuda-trace":
+        rows = cuda_trace.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
     elif args.cmd == "segment-memory":

@@ -1,13 +1,13 @@
-"""Regenerate the README's node reference from the live schemas: ``python docs/make_node_reference.py [URL ...]``.
+"""Regenerate the node reference of docs/nodes.md from the live schemas: ``python docs/make_node_reference.py [URL ...]``.
 
 The tables go between the ``<!-- node-reference:start -->`` and ``<!-- node-reference:end -->``
-markers of README.md. They are the oldest supported host's schema; inputs only newer hosts offer
+markers of docs/nodes.md. They are the oldest supported host's schema; inputs only newer hosts offer
 (``face_landmarks``: ComfyUI 0.33.0's core MediaPipe nodes) follow, marked with the version.
 
 With URLs (e.g. http://127.0.0.1:8188, one server per ComfyUI version) the running servers'
 ``/object_info`` is read; without them a headless ComfyUI with this pack is started for every
 version of ``tests/host_utils.HOST_VERSIONS``, as the host tests do (see tests/host_utils.py).
-tests/test_comfyui_host.py fails when the README and the schemas disagree.
+tests/test_comfyui_host.py fails when docs/nodes.md and the schemas disagree.
 """
 
 from __future__ import annotations
@@ -114,12 +114,12 @@ def main() -> None:
                 finally:
                     server.stop()
     infos = dict(sorted(infos.items(), key=lambda kv: _version_key(kv[0])))
-    readme = REPO / "README.md"
-    text = readme.read_text()
+    page = REPO / "docs" / "nodes.md"
+    text = page.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{render(infos)}\n{END}{tail}")
-    print("updated the node reference in", readme)
+    page.write_text(f"{head}{START}\n{render(infos)}\n{END}{tail}")
+    print("updated the node reference in", page)
 
 
 if __name__ == "__main__":

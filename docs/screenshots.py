@@ -1,4 +1,4 @@
-"""Refresh the README screenshots and the template thumbnails: ``python docs/screenshots.py``.
+"""Refresh the screenshots in docs/ (shown by the README) and the template thumbnails: ``python docs/screenshots.py``.
 
 They are a by-product of the browser test (tests/test_browser.py): it loads every example workflow
 and runs two of them in the real frontend of the newest supported ComfyUI in headless Chromium,

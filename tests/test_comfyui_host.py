@@ -323,13 +323,13 @@ def test_example_workflows_match_the_nodes(host):
 
 
 def test_node_reference_lists_every_input_with_its_default(host):
-    doc = (H.REPO / "README.md").read_text()
+    doc = (H.REPO / "docs" / "nodes.md").read_text()
     for node in OUR_NODES:
         spec = host.object_info[node]
         for group in ("required", "optional"):
             for name, (kind, opts) in spec["input"].get(group, {}).items():
                 row = re.search(rf"^\| `{re.escape(name)}` \|.*$", doc, flags=re.M)
-                assert row, f"README.md has no row for {node}.{name}"
+                assert row, f"docs/nodes.md has no row for {node}.{name}"
                 if "default" in opts:
                     default = json.dumps(opts["default"]) if not isinstance(opts["default"], str) else opts["default"]
-                    assert f"`{default}`" in row.group(0), f"README.md: {node}.{name} default {default} missing"
+                    assert f"`{default}`" in row.group(0), f"docs/nodes.md: {node}.{name} default {default} missing"

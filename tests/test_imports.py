@@ -134,3 +134,19 @@ def test_no_import_cycles():
 def test_no_module_imports_another_modules_private_names():
     _, private = _graph()
     assert private == []
+
+
+MAX_TOP_MODULES = 9  # gpen/'s top holds what every part uses; the parts are packages
+MAX_LINES = 500
+
+
+def test_gpen_top_holds_at_most_nine_modules():
+    top = sorted(p.name for p in (REPO / "gpen").glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, f"gpen/ top holds {len(top)} modules: {top}; group them into packages"
+
+
+def test_no_module_over_500_lines():
+    files = [p for top in ("gpen", "nodes") for p in sorted((REPO / top).rglob("*.py"))]
+    assert len(files) > 20  # the walk found the pack
+    long = {p.relative_to(REPO).as_posix(): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by what they hold): {long}"

@@ -16,17 +16,20 @@ def test_mps_uses_the_memory_torch_reports(monkeypatch):
                                  driver_allocated_memory=lambda: 4 * 2 ** 30)
     monkeypatch.setattr(torch, "mps", fake, raising=False)
     mps = torch.device("mps")
-    per_face = memory.face_memory_bytes(512, torch.float16)
-    assert memory.default_chunk_size(mps, 512, torch.float16) == int(0.6 * 20 * 2 ** 30 // per_face) > 1
+    n = memory.default_chunk_size(mps, 512, torch.float16)
+    assert n > 1  # the largest batch whose modelled memory fits 60% of the 20 GiB left
+    assert memory.network_memory_bytes(512, torch.float16, n) <= 0.6 * 20 * 2 ** 30 \
+        < memory.network_memory_bytes(512, torch.float16, n + 1)
     fake.driver_allocated_memory = lambda: 24 * 2 ** 30  # nothing left: still one face
     assert memory.default_chunk_size(mps, 512, torch.float16) == 1
 
 
 def test_mps_without_memory_queries_uses_the_documented_budget(monkeypatch):
     monkeypatch.setattr(torch, "mps", types.SimpleNamespace(), raising=False)  # torch < 2.3
-    per_face = memory.face_memory_bytes(256)
-    expected = int(0.6 * memory.MPS_FALLBACK_BUDGET // per_face)
-    assert memory.default_chunk_size(torch.device("mps"), 256) == expected > 1
+    n = memory.default_chunk_size(torch.device("mps"), 256)
+    assert n > 1
+    assert memory.network_memory_bytes(256, None, n) <= 0.6 * memory.MPS_FALLBACK_BUDGET \
+        < memory.network_memory_bytes(256, None, n + 1)
 
 
 def test_cpu_faces_per_call_follow_the_measured_table_within_the_memory_bound(monkeypatch):

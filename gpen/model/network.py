@@ -51,8 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat import is_compiling
-from . import cpu_matmul, winograd
+from . import cpu_matmul, cuda_graphs, plain_path, winograd
 from .config import GPENConfig, default_channels
+from .derived import DERIVED_CACHE, CachingModule, drop_derived
+from .derived import derived as _derived
 from .cpu_conv import conv2d_into, conv_transpose3x3_s2_into, transpose_weight_cols, upsample_blur_into
 from .filters import Blur, Upsample, blur_kernel, depthwise_weight
 from .layers import LRELU_SLOPE, SQRT2, ConstantInput, EqualLinear, NoiseInjection, PixelNorm, rowwise
@@ -63,47 +65,6 @@ __all__ = ["DERIVED_CACHE", "GPEN", "GPENConfig", "blur_kernel", "default_channe
 log = logging.getLogger(__name__)
 
 MAPPING_LR_MUL = 0.01
-
-
-DERIVED_CACHE = "_gpen_derived"  # a module's __dict__ entry: {name: (key, tensor derived from its weights)}
-
-
-def _derived(module: nn.Module, name: str, source: torch.Tensor, make) -> torch.Tensor:
-    """A tensor derived from ``source``, a weight of ``module`` (a :class:`CachingModule`), kept until
-    the weight changes (new data, in-place edit, move) or the module is moved or cast."""
-    if is_compiling() or torch.jit.is_tracing():  # export/compile see the computation itself
-        return make()
-    try:
-        version = source._version
-    except RuntimeError:  # inference tensors (made under torch.inference_mode) have no version counter
-        version = -1
-    key = (source.data_ptr(), version, source.dtype, source.device)
-    caches = module.__dict__.setdefault(DERIVED_CACHE, {})
-    cached = caches.get(name)
-    if cached is None or cached[0] != key:
-        caches.pop(name, None)  # free the stale tensor before making the new one
-        with torch.no_grad():
-            cached = (key, make())
-        caches[name] = cached
-    return cached[1]
-
-
-def drop_derived(module: nn.Module) -> int:
-    """Forget every cached derived tensor in ``module`` and its submodules; returns how many there were."""
-    dropped = 0
-    for m in module.modules():
-        dropped += len(m.__dict__.pop(DERIVED_CACHE, None) or ())
-    return dropped
-
-
-class CachingModule(nn.Module):
-    """Owner of weights with derived tensors cached: any move or cast (``.to``, ``.cpu``... of it
-    alone, as ComfyUI's model patcher does, or of a parent) drops them, so no copy stays on the old
-    device; the next forward pass rebuilds them."""
-
-    def _apply(self, fn, *args, **kwargs):
-        self.__dict__.pop(DERIVED_CACHE, None)
-        return super()._apply(fn, *args, **kwargs)
 
 
 class EqualConv2d(CachingModule):
@@ -285,22 +246,22 @@ class StyledConv(nn.Module):
         """lrelu(cat(conv(x, style), w_n * feature) + bias) * sqrt2, in one output buffer."""
         conv = self.conv
         s, d = conv.styles(style)
+        tracing = torch.jit.is_tracing() or is_compiling()
+        if ws is None and not tracing:  # CUDA, MPS...: gpen.model.plain_path
+            return plain_path.styled_conv(self, x, s, d, feature, x_is_scratch)
         b, c = x.shape[0], conv.out_ch
         h, wd = feature.shape[2:]
         dt = x.dtype
         bias = (self.activate.bias.float() * SQRT2).to(dt)
         demod = (d * SQRT2).to(dt)
         gain = (self.noise.weight.float() * SQRT2).to(dt).view(1, 1, 1, 1)
-        if torch.jit.is_tracing() or is_compiling():  # tracers and compilers see no writes into views
+        if tracing:  # tracers and compilers see no writes into views
             y, _ = conv.convolve(x, s, x_is_scratch)
             out = torch.cat((torch.addcmul(bias[:c].view(1, -1, 1, 1), y, demod[:, :, None, None]),
                              torch.addcmul(bias[c:].view(1, -1, 1, 1), feature, gain)), 1)
             return F.leaky_relu(out, LRELU_SLOPE)
-        if ws is None:
-            out = torch.empty((b, 2 * c, h, wd), dtype=dt, device=x.device, memory_format=torch.channels_last)
-        else:
-            out = ws.take((b, 2 * c, h, wd), x)
-        if ws is not None and conv.kernel_size == 3 and not conv.upsample and winograd.pays(conv.in_ch, c, x):
+        out = ws.take((b, 2 * c, h, wd), x)
+        if conv.kernel_size == 3 and not conv.upsample and winograd.pays(conv.in_ch, c, x):
             u = ws.derived(conv, "winograd", conv.weight, lambda: winograd.conv_weight(conv.weight[0].float()))
             winograd.conv3x3(x, s.to(dt), u, out[:, :c], bias[:c], demod, ws)
         else:
@@ -433,6 +394,7 @@ class GPEN(KeepsBuffers, nn.Module):
         self.generator = Generator(config)
         self._encoder = [getattr(self, f"ecd{i}") for i in range(n)]
         self._compiled = None
+        self._graphs: cuda_graphs.GraphCache | None = None  # enable_cuda_graphs
         self._warned_cpu_half = False  # the float16-on-CPU warning is given once per network
         self._workspace = Workspace()  # CPU buffers and transformed weights (KeepsBuffers)
 
@@ -454,6 +416,9 @@ class GPEN(KeepsBuffers, nn.Module):
             x = x.to(device=self.device, dtype=self.dtype)
             if self._compiled is not None:
                 return self._compiled(x)
+            graphs = getattr(self, "_graphs", None)
+            if graphs is not None and x.device.type == "cuda":
+                return graphs(x)
             with self.buffer_session(x) as ws:
                 return self._restore(x, ws)
 
@@ -480,9 +445,17 @@ class GPEN(KeepsBuffers, nn.Module):
         ``options`` go to :func:`torch.compile` (e.g. ``mode="max-autotune"``). Compilation happens on
         the first call and again when the batch size first changes (tens of seconds each); outputs
         equal the eager network's to float rounding. ``bench/`` measures whether it pays back on a device: on the
-        2-core test CPU it does not (see README). Returns ``self``.
+        2-core test CPU it does not (see docs/performance.md). Returns ``self``.
         """
         self._compiled = torch.compile(self._restore, fullgraph=True, **options)
+        return self
+
+    def enable_cuda_graphs(self, enabled: bool = True, max_graphs: int = cuda_graphs.MAX_GRAPHS) -> GPEN:
+        """Replay CUDA graphs for calls on CUDA from now on (``enabled=False`` drops them): one graph
+        captured per batch size, input size and dtype on its first call (each keeps one forward's
+        working memory; :mod:`gpen.model.cuda_graphs`). Other devices run as before. Returns ``self``."""
+        self._graphs = cuda_graphs.GraphCache(self, lambda x: self._restore(x), max_graphs=max_graphs) \
+            if enabled else None
         return self
 
     def extra_repr(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -22,12 +23,33 @@ log = logging.getLogger(__name__)
 __all__ = ["restore_in_chunks", "float32_copy"]
 
 
+_FALLBACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # restorer -> (weights key, float32 copy)
+
+
+def _weights_key(module: torch.nn.Module) -> tuple:
+    key = []
+    for t in module.parameters():
+        try:
+            version = t._version
+        except RuntimeError:  # inference tensors have no version counter
+            version = -1
+        key.append((t.data_ptr(), version, t.dtype, str(t.device)))
+    return tuple(key)
+
+
 def float32_copy(restorer):
     """A float32 copy of a torch restorer (for chunks that overflow in 16 bits), or None when it is
-    no torch module (a plain callable, an onnxruntime graph)."""
+    no torch module (a plain callable, an onnxruntime graph). Made once per restorer and kept as
+    long as it lives (made again when its weights change, move or are cast)."""
     if not isinstance(restorer, torch.nn.Module):
         return None
-    return copy.deepcopy(restorer).to(torch.float32)
+    key = _weights_key(restorer)
+    cached = _FALLBACKS.get(restorer)
+    if cached is None or cached[0] != key:
+        _FALLBACKS.pop(restorer, None)
+        cached = (key, copy.deepcopy(restorer).to(torch.float32))
+        _FALLBACKS[restorer] = cached
+    return cached[1]
 
 
 def restore_in_chunks(restorer: Callable[[torch.Tensor], torch.Tensor], crops: torch.Tensor, chunk: int, *,
@@ -44,7 +66,7 @@ def restore_in_chunks(restorer: Callable[[torch.Tensor], torch.Tensor], crops: t
     total = n if total is None else total
     chunk = max(1, int(chunk))
     out = torch.empty_like(crops) if out is None else out
-    fallback: list = []  # the float32 copy of the network, made on the first overflow
+    fallback: list = []  # the float32 copy of the network (float32_copy), looked up on the first overflow
     i = 0
     while i < n:
         if check_interrupt is not None:

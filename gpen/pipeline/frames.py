@@ -56,9 +56,11 @@ def check_finite(images: torch.Tensor, name: str = "images") -> None:
 
 
 def all_finite(t: torch.Tensor) -> bool:
-    """Whether every value of ``t`` is finite: one summing pass (NaN and inf reach the sum), and the
-    exact element test only when the sum is not finite (large finite values can overflow it)."""
-    if bool(torch.isfinite(t.sum())):
+    """Whether every value of ``t`` is finite: one summing pass accumulated in float32 or wider (NaN
+    and inf reach the sum; a 16-bit sum of large finite values would overflow), and the exact
+    element test only when the sum is not finite (finite values beyond float32's range)."""
+    total = t.sum(dtype=torch.float32) if t.is_floating_point() and t.element_size() < 4 else t.sum()
+    if bool(torch.isfinite(total)):
         return True
     return bool(torch.isfinite(t).all())
 

@@ -53,20 +53,59 @@ at 512 px, 2 at 1024 px, 1 at 2048 px. Each step also holds the restored crops a
 per-face temporaries, about three times this in all."""
 
 
+PLAIN_PATH_MIB = {
+    256: ((28.2, 19.8), (56.4, 65.7)),
+    512: ((223.3, 108.3), (446.6, 255.1)),
+    1024: ((452.8, 140.2), (905.7, 319.8)),
+    2048: ((923.3, 204.2), (1846.6, 448.1)),
+}
+"""MiB of working memory of the network's plain (CUDA) path per released size: ``((per face, fixed)
+in 16 bits, (per face, fixed) in float32)``; the fixed part holds the weight-derived tensors the
+first call makes. Traced on fake CUDA tensors (``python -m bench cuda-trace``,
+``bench/results/cuda_trace_memory.json``): the peak of a first call is ``fixed + batch * per face``
+to 0.1% at batches 1, 2 and 4 (the line goes through 1 and 4)."""
+
+
+def _plain_path_mib(size: int, dtype: torch.dtype | None) -> tuple[float, float] | None:
+    row = PLAIN_PATH_MIB.get(size)
+    if row is None:
+        return None
+    return row[0] if dtype in (torch.float16, torch.bfloat16) else row[1]
+
+
 def face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
-    """Working memory of one face through the network (peak minus weights), fitted to measurements
-    of float32 peak memory at 512 px (460 MiB per extra face) and 2048 px (1.9 GiB per extra face);
-    half for 16-bit dtypes."""
+    """Working memory of each face in a network call: :data:`PLAIN_PATH_MIB` for the released
+    sizes; for others a fit of float32 peak memory at 512 px (460 MiB per extra face) and 2048 px
+    (1.9 GiB per extra face), half for 16-bit dtypes."""
+    traced = _plain_path_mib(size, dtype)
+    if traced is not None:
+        return int(traced[0] * 2 ** 20)
     per_face = 366 * size * size + 364 * 2 ** 20
     return per_face // 2 if dtype in (torch.float16, torch.bfloat16) else per_face
 
 
+def network_fixed_bytes(size: int, dtype: torch.dtype | None = None) -> int:
+    """Working memory of a network call whatever its batch (weight-derived tensors included):
+    :data:`PLAIN_PATH_MIB`; sizes not traced take the 2048 px value."""
+    traced = _plain_path_mib(size, dtype) or _plain_path_mib(2048, dtype)
+    return int(traced[1] * 2 ** 20)
+
+
+def network_memory_bytes(size: int, dtype: torch.dtype | None, batch: int) -> int:
+    """Peak working memory (weights excluded) of one call of ``batch`` faces: the model that chooses
+    the batch on CUDA and MPS (:func:`default_chunk_size`)."""
+    return network_fixed_bytes(size, dtype) + batch * face_memory_bytes(size, dtype)
+
+
 def free_device_memory(device: torch.device) -> int | None:
-    """Bytes the network may still use on ``device``: CUDA's free memory; on MPS the recommended
-    working set minus what the driver holds (or :data:`MPS_FALLBACK_BUDGET`); None on the CPU."""
+    """Bytes the network may still use on ``device``: on CUDA the driver's free memory plus what
+    torch's caching allocator holds without using it (reserved minus allocated, as ComfyUI's
+    ``model_management.get_free_memory`` counts); on MPS the recommended working set minus what the
+    driver holds (or :data:`MPS_FALLBACK_BUDGET`); None on the CPU."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free) + max(0, int(cached))
     if device.type == "mps":
         mps = getattr(torch, "mps", None)
         recommended = getattr(mps, "recommended_max_memory", None)
@@ -97,7 +136,8 @@ def available_memory_bytes() -> int | None:
 
 
 def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | None = None) -> int:
-    """Faces per network call: from free memory on CUDA and MPS (60% of it, at most 64); on the CPU
+    """Faces per network call: on CUDA and MPS as many as :func:`network_memory_bytes` fits in
+    :data:`DEVICE_MEMORY_SHARE` of the free memory (at most 64); on the CPU
     the measured best batch (:func:`cpu_faces_per_call`, float32) as far as
     :data:`CPU_MEMORY_SHARE` of the available memory holds it.
 
@@ -112,7 +152,13 @@ def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | Non
         if available is None:
             return 1
         return int(max(1, min(best, available * CPU_MEMORY_SHARE // face_memory_bytes(size, dtype))))
-    return int(max(1, min(64, free * 0.6 // face_memory_bytes(size, dtype))))
+    room = free * DEVICE_MEMORY_SHARE - network_fixed_bytes(size, dtype)
+    return int(max(1, min(64, room // face_memory_bytes(size, dtype))))
+
+
+DEVICE_MEMORY_SHARE = 0.6
+"""At most this share of a GPU's free memory goes to one call (:func:`network_memory_bytes`): the
+rest is left to cuDNN's workspaces and the caching allocator's rounding (unmeasured yet)."""
 
 
 def default_frames_per_chunk(height: int, width: int) -> int:
