@@ -11,7 +11,9 @@
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench segment-memory                            # one video segment's peak against its model
+    python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
+    python -m bench temporal                                   # flicker and lag of temporal_consistency
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline,
-                   ray_bench, reference_threshold, segment_memory)
+from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, precision,
+                   ray_bench, reference_threshold, segment_memory, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     device_check.add_parser(sub)
     cuda_trace.add_parser(sub)
     reference_threshold.add_parser(sub)
+    precision.add_parser(sub)
     detection_memory.add_parser(sub)
     segment_memory.add_parser(sub)
     ray_bench.add_parser(sub)
+    temporal.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -61,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "ray":  # its rows and the cluster facts, in one file
         ray_bench.run(args)
         return 0
+    if args.cmd == "temporal":  # flicker, lag and gate tables, in one file
+        temporal.run(args)
+        return 0
     if args.cmd == "pipeline":
         rows = pipeline.run(args)
     elif args.cmd == "onnx":
@@ -69,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = layers.run(args)
     elif args.cmd == "matmul":
         rows = matmul.run(args)
+    elif args.cmd == "precision":
+        rows = precision.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
     elif args.cmd == "cuda-trace":

@@ -81,6 +81,44 @@ def device_name(device: torch.device) -> str:
     return f"{cpu} ({os.cpu_count()} cores)"
 
 
+def cpu_capabilities() -> dict:
+    """The CPU model, vendor, its bfloat16-related flags and what ``dtype="auto"`` picks on it."""
+    from gpen.cpuinfo import bf16_matrix_units, cpu_facts
+    from gpen.model.precision import auto_dtype_name
+
+    facts = cpu_facts()
+    wanted = ("avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512_vnni", "avx512f", "avx2", "bf16")
+    return {"model": facts.model, "vendor": facts.vendor, "cores": os.cpu_count(),
+            "bf16_flags": sorted(f for f in facts.flags if f in wanted),
+            "bf16_matrix_units": bf16_matrix_units(), "auto_dtype": auto_dtype_name("cpu")}
+
+
+def aligned_face(size: int) -> torch.Tensor:
+    """skimage's astronaut aligned to the GPEN template at ``size`` px (its MTCNN landmarks from
+    ``tests/fixtures/geometry/landmarks.json``), (1, 3, size, size) in -1..1: a real face to compare
+    precisions on."""
+    import json
+
+    import numpy as np
+    from skimage import data
+
+    from gpen.faces.align import estimate_similarity, template_points, warp_affine
+
+    marks = json.loads((REPO / "tests" / "fixtures" / "geometry" / "landmarks.json").read_text())
+    points = np.asarray(marks["images"]["skimage.data.astronaut"]["faces"][0]["landmarks5"], np.float64)
+    image = torch.from_numpy(data.astronaut().astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    m = estimate_similarity(points, template_points("gpen", size))
+    return warp_affine(image, torch.from_numpy(m)[None].float(), None, size) * 2 - 1
+
+
+def image_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two network outputs (-1..1) as images (clamped, 0..1)."""
+    a = (a.double().clamp(-1, 1) + 1) / 2
+    b = (b.double().clamp(-1, 1) + 1) / 2
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(torch.log10(torch.tensor(1 / mse)))
+
+
 def measured_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
     """Best-of-``repeat`` large matrix product throughput: this machine's practical peak (on x86 CPUs
     the better of torch's MKL and oneDNN, which differ by 2x on AMD processors: ``python -m bench matmul``)."""

@@ -21,9 +21,10 @@ import sys
 
 import torch
 
-from bench.common import (REFERENCE_SECONDS_PER_FACE, REPO, build, device_name, flops_per_face, measure,
-                          measured_peak_gflops, peak_rss_mib)
+from bench.common import (REFERENCE_SECONDS_PER_FACE, REPO, aligned_face, build, cpu_capabilities, device_name,
+                          flops_per_face, image_psnr, measure, measured_peak_gflops, peak_rss_mib)
 from gpen.model.checkpoint import resolve_dtype
+from gpen.model.precision import NAMES
 
 
 def add_parser(sub) -> None:
@@ -31,7 +32,10 @@ def add_parser(sub) -> None:
     n = sub.add_parser("network", help="time the network alone")
     n.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     n.add_argument("--batches", type=int, nargs="+", default=[1])
-    n.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
+    n.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "auto"],
+                   help="auto: what gpen.load_model(dtype='auto') picks here (gpen.model.precision)")
+    n.add_argument("--psnr", action="store_true",
+                   help="rows not in fp32 also give the PSNR of their output against fp32 on a real aligned face")
     n.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     n.add_argument("--repeat", type=int, default=3)
     n.add_argument("--rounds", type=int, default=1,
@@ -53,12 +57,13 @@ def add_parser(sub) -> None:
         one.add_argument(a, **kw)
     one.add_argument("--tune-malloc", action="store_true")
     one.add_argument("--compile", action="store_true")
+    one.add_argument("--psnr", action="store_true")
 
 
 def run_one(args: argparse.Namespace) -> dict:
     """Time one configuration in this process; return one result row."""
     device = torch.device(args.device)
-    dtype = resolve_dtype(args.dtype)
+    dtype = resolve_dtype(args.dtype, device)
     torch.backends.cudnn.benchmark = True
     if args.tune_malloc:
         from gpen.runtime import tune_cpu_allocator
@@ -77,8 +82,19 @@ def run_one(args: argparse.Namespace) -> dict:
     best = min(times)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mib()
     impl = args.impl + ("+compile" if args.compile else "")
-    return {"impl": impl, "device": device_name(device), "dtype": args.dtype, "size": args.size, "batch": args.batch,
-            "seconds": best, "seconds_all": times, "peak_mib": peak, "threads": torch.get_num_threads()}
+    row = {"impl": impl, "device": device_name(device), "dtype": args.dtype, "resolved_dtype": NAMES[dtype],
+           "size": args.size, "batch": args.batch, "seconds": best, "seconds_all": times, "peak_mib": peak,
+           "threads": torch.get_num_threads()}
+    if device.type == "cpu":
+        row["cpu"] = cpu_capabilities()
+    if args.psnr and dtype != torch.float32:  # after the timing and the peak: a float32 network beside it
+        face = aligned_face(args.size).to(device)
+        with torch.inference_mode():
+            out = net(face.to(dtype)).float()
+            del net
+            ref = build(args.impl, args.size, device, torch.float32, args.official)(face).float()
+        row["psnr_db_vs_fp32_aligned_face"] = image_psnr(out, ref)
+    return row
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -86,7 +102,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     rows = []
     impls = ["ours"] + (["official"] if args.official else [])
-    peaks = {d: measured_peak_gflops(device, resolve_dtype(d)) for d in args.dtypes}
+    peaks = {d: measured_peak_gflops(device, resolve_dtype(d, device)) for d in args.dtypes}
     configs = [(size, dtype, batch, malloc, impl) for size in args.sizes for dtype in args.dtypes
                for batch in args.batches for malloc in args.malloc for impl in impls
                if impl == "ours" or (dtype == "fp32" and batch <= args.official_max_batch)]
@@ -118,7 +134,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         ref = REFERENCE_SECONDS_PER_FACE.get(size)
         row["speedup_vs_reference_figure"] = ref / per_face if ref and device.type == "cpu" else None
         rows.append(row)
-        print_row(row)
+    fp32 = {(r["impl"], r["size"], r["batch"], r["malloc"]): r["ms_per_face"] for r in rows if r["dtype"] == "fp32"}
+    for r in rows:  # the ratio to float32 measured in the same run (alternating with it over --rounds)
+        base = fp32.get((r["impl"], r["size"], r["batch"], r["malloc"]))
+        r["speedup_vs_fp32_same_run"] = base / r["ms_per_face"] if base else None
+        print_row(r)
     add_side_by_side(rows)
     return rows
 
@@ -134,6 +154,8 @@ def _run_config(args: argparse.Namespace, size: int, dtype: str, batch: int, mal
         cmd.append("--compile")
     if args.official:
         cmd += ["--official", args.official]
+    if getattr(args, "psnr", False):
+        cmd.append("--psnr")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
@@ -154,7 +176,16 @@ def add_side_by_side(rows: list[dict]) -> None:
 
 
 HEADER = ("device", "impl", "malloc", "dtype", "size", "batch", "faces/s", "ms/face", "peak MiB", "GFLOP/s", "% peak",
-          "x ref fig.")
+          "x ref fig.", "x fp32", "dB vs fp32")
+
+
+def _dtype(r: dict) -> str:
+    return f"auto={r['resolved_dtype']}" if r["dtype"] == "auto" else r["dtype"]
+
+
+def _extras(r: dict) -> list[str]:
+    x32, db = r.get("speedup_vs_fp32_same_run"), r.get("psnr_db_vs_fp32_aligned_face")
+    return [f"{x32:.2f}" if x32 else "-", f"{db:.1f}" if db else "-"]
 
 
 def print_row(r: dict) -> None:
@@ -163,9 +194,9 @@ def print_row(r: dict) -> None:
         print_row.header_done = True
     ref = r.get("speedup_vs_reference_figure")
     print(" | ".join([
-        r["device"][:40], r["impl"], r["malloc"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
+        r["device"][:40], r["impl"], r["malloc"], _dtype(r), str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
         f"{r['ms_per_face']:.0f}", f"{r['peak_mib']:.0f}", f"{r['gflops']:.1f}", f"{100 * r['share_of_peak']:.0f}%",
-        f"{ref:.2f}" if ref else "-",
+        f"{ref:.2f}" if ref else "-", *_extras(r),
     ]), flush=True)
 
 
@@ -175,8 +206,8 @@ def markdown_table(rows: list[dict]) -> str:
         ref = r.get("speedup_vs_reference_figure")
         same = r.get("speedup_vs_official_same_run")
         lines.append("| " + " | ".join([
-            r["device"], r["impl"], r["malloc"], r["dtype"], str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
+            r["device"], r["impl"], r["malloc"], _dtype(r), str(r["size"]), str(r["batch"]), f"{r['faces_per_s']:.3f}",
             f"{r['ms_per_face']:.0f}", f"{r['peak_mib']:.0f}", f"{r['gflops']:.1f}",
-            f"{100 * r['share_of_peak']:.0f}%", f"{ref:.2f}" if ref else "-", f"{same:.2f}" if same else "-",
+            f"{100 * r['share_of_peak']:.0f}%", f"{ref:.2f}" if ref else "-", *_extras(r), f"{same:.2f}" if same else "-",
         ]) + " |")
     return "\n".join(lines)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import REPO, SIZE_TO_MODEL, device_name, measure
+from bench.common import REPO, SIZE_TO_MODEL, cpu_capabilities, device_name, image_psnr, measure
+from gpen.model.precision import NAMES
 
 
 def add_parser(sub) -> None:
@@ -37,7 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=512, choices=[256, 512, 1024, 2048])
     p.add_argument("--file", help="a GPEN .onnx file to time (default: a seeded export of --size)")
     p.add_argument("--batches", type=int, nargs="+", default=[1])
-    p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "auto"],
+                   help="our network's precisions (auto: what gpen.load_model(dtype='auto') picks here)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeat", type=int, default=2, help="timed calls per path and round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (onnxruntime, ours, onnxruntime, ...)")
@@ -98,12 +100,13 @@ def run_one(args: argparse.Namespace) -> dict:
         x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
         xn = x.numpy()
         fn = lambda: session.run([outp], {inp: xn})[0]  # noqa: E731
-        providers = session.get_providers()
+        providers, resolved = session.get_providers(), "fp32"
     else:
         import gpen
         from gpen.model.network import GPEN
 
         net = gpen.load_model(path, device=device, dtype=args.dtype)
+        resolved = NAMES[net.dtype]
         if not isinstance(net, GPEN):
             raise SystemExit(f"{path.name}: gpen.load_model did not map it onto the network (see the log)")
         x = (torch.rand(args.batch, 3, net.size, net.size, generator=torch.Generator().manual_seed(0)) * 2 - 1)
@@ -116,7 +119,7 @@ def run_one(args: argparse.Namespace) -> dict:
                         repeat=args.repeat)
     out = torch.as_tensor(np.asarray(out[:1]) if args.impl == "onnxruntime" else out[:1].float().cpu().numpy())
     np.save(args.out, out.numpy())
-    return {"times": times, "load_s": load, "providers": providers}
+    return {"times": times, "load_s": load, "providers": providers, "resolved_dtype": resolved}
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -162,15 +165,19 @@ def run(args: argparse.Namespace) -> list[dict]:
     common = {"device": device_name(device), "size": size, "file": path.name, "threads": threads,
               "malloc": args.malloc, "torch": torch.__version__, "onnxruntime": ort.__version__,
               "load_average_before": load_before, "load_average_after": os.getloadavg(), "rounds": args.rounds,
-              "calls_per_round": args.repeat}
+              "calls_per_round": args.repeat, "cpu": cpu_capabilities() if device.type == "cpu" else None}
     base_ts = times[("onnxruntime", "fp32", 1)]
     base, base_median = min(base_ts), statistics.median(base_ts)
     rows = []
-    print(f"{'device':40s} | path        | dtype | size | batch | best ms/face | median | x onnxruntime (best, median)")
+    print(f"{'device':40s} | path        | dtype     | size | batch | best ms/face | median | x onnxruntime (best, median)"
+          " | dB vs onnxruntime")
     for (impl, dtype, batch), ts in times.items():
         is_ort = impl == "onnxruntime"
         diff = None if is_ort else ((torch.from_numpy(outputs[(impl, dtype, batch)]) - ref).abs().max() / ref.std()).item()
-        row = {**common, "path": impl, "dtype": dtype, "batch": batch, **_stats(ts, batch),
+        out = torch.from_numpy(outputs[(impl, dtype, batch)])
+        row = {**common, "path": impl, "dtype": dtype, "resolved_dtype": info[(impl, dtype, batch)]["resolved_dtype"],
+               "batch": batch, **_stats(ts, batch),
+               "psnr_db_vs_onnxruntime_fp32": None if is_ort else image_psnr(out, ref),
                "load_s": info[(impl, dtype, batch)]["load_s"],
                "onnxruntime_options": {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": threads,
                                        "providers": info[(impl, dtype, batch)]["providers"]} if is_ort else None,
@@ -178,7 +185,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                "speedup_vs_onnxruntime": base / (min(ts) / batch),
                "speedup_vs_onnxruntime_median": base_median / (statistics.median(ts) / batch)}
         rows.append(row)
-        print(f"{row['device'][:40]:40s} | {impl:11s} | {dtype:5s} | {size:4d} | {batch:5d} | {row['ms_per_face']:12.0f} | "
+        shown = f"auto={row['resolved_dtype']}" if dtype == "auto" else dtype
+        db = row["psnr_db_vs_onnxruntime_fp32"]
+        print(f"{row['device'][:40]:40s} | {impl:11s} | {shown:9s} | {size:4d} | {batch:5d} | {row['ms_per_face']:12.0f} | "
               f"{row['median_ms_per_face']:6.0f} | {row['speedup_vs_onnxruntime']:.2f}, "
-              f"{row['speedup_vs_onnxruntime_median']:.2f}", flush=True)
+              f"{row['speedup_vs_onnxruntime_median']:.2f} | {'-' if db is None else f'{db:.1f}'}", flush=True)
     return rows

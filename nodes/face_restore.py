@@ -162,6 +162,12 @@ class GPENFaceRestore(io.ComfyNode):
                                       tooltip="Optional model from core's 'Load Upscale Model' for the background "
                                               "(detect mode); its output is resized to exactly upscale x."),
                 *face_landmarks_inputs(),  # ComfyUI 0.33.0+: faces from core's MediaPipe Face Landmarker
+                io.Float.Input("temporal_consistency", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="For video batches (with track_faces): hold restored faces still where the "
+                                       "face holds still. Each restored face is blended with the same face in the "
+                                       "2 frames either side wherever the input did not change there, so grain "
+                                       "and skin texture stop flickering; expression changes, turns, light "
+                                       "changes and cuts are not blended (0: off; 1: strongest)."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
@@ -194,7 +200,7 @@ class GPENFaceRestore(io.ComfyNode):
                 mask: torch.Tensor | None = None, reference: torch.Tensor | None = None,
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool = True, max_gap: int = 3,
                 min_track: int = 2, regions: str = DEFAULT_REGIONS_TEXT, occlusion: str = "none", upscale: int = 1,
-                upscale_model=None, face_landmarks=None) -> io.NodeOutput:
+                upscale_model=None, face_landmarks=None, temporal_consistency: float = 0.0) -> io.NodeOutput:
         if not isinstance(gpen_model, GPENModel):
             raise InvalidInputError("gpen_model must come from a 'Load GPEN Model' node.")
         if face_mode not in FACE_MODES:
@@ -206,8 +212,11 @@ class GPENFaceRestore(io.ComfyNode):
         options = dict(template=template, detection_threshold=detection_threshold, face_selection=selection,
                        sort=sort_faces, min_face_size=min_face_size, temporal_smoothing=temporal_smoothing,
                        reference_threshold=reference_threshold, track_faces=None if track_faces else False,
-                       max_gap=max_gap, min_track=min_track)
+                       max_gap=max_gap, min_track=min_track, temporal_consistency=temporal_consistency)
         check_options(strength=strength, **options)
+        if temporal_consistency and face_mode != "detect":
+            raise InvalidInputError("temporal_consistency follows faces along their tracks (detect mode); aligned "
+                                    "crops have none: set it to 0 or face_mode to detect.")
         upscale = check_scale(upscale)
         regions_arg = _regions(regions, face_parsing)
         parse_occluders(occlusion)

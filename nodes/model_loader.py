@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..gpen import load_model
 from ..gpen.errors import InvalidInputError, MissingWeightsError
+from ..gpen.model.precision import auto_dtype_name
 from .downloads import DOWNLOAD_MARK, fetch_requested, restore_model_names, split_download_name
 from .folders import RELEASED_MODEL_FILES, RESTORE_MODELS, folders_of, restore_model_files
 from .memory import network_patcher
@@ -53,9 +54,12 @@ class GPENModel:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` becomes fp16 where ComfyUI deems fp16 safe on ``device`` (never on CPU), else fp32."""
+    """``auto``: the pack's rule (``gpen.model.precision.auto_dtype``) with ComfyUI's judgement of
+    fp16 on GPUs: fp16 where ComfyUI deems it safe on ``device``, bf16 on CPUs with native bf16
+    matrix units, else fp32."""
     if precision == "auto":
-        return "fp16" if model_management.should_use_fp16(device) else "fp32"
+        fp16_ok = model_management.should_use_fp16(device) if device.type != "cpu" else None
+        return auto_dtype_name(device, fp16_ok)
     if precision not in DTYPES:
         raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     return precision
@@ -101,8 +105,9 @@ class GPENModelLoader(io.ComfyNode):
                                        "Entries ending in [download] are released files not on disk yet: they are downloaded "
                                        "(verified) into models/facerestore_models when the node runs."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
-                               tooltip="Weights precision. auto: fp16 on a GPU where ComfyUI considers fp16 safe, "
-                                       "fp32 otherwise (always fp32 on CPU). bf16 needs a GPU that supports it."),
+                               tooltip="Weights precision. auto: fp16 on a GPU where ComfyUI considers fp16 safe; on the "
+                                       "CPU bf16 where the processor has bf16 matrix units (Intel AMX, AMD Zen 4/5), "
+                                       "else fp32. bf16 keeps the style path and the smallest layers in fp32."),
             ],
             outputs=[GPENModelType.Output(display_name="gpen_model",
                                           tooltip="The loaded GPEN network, for GPEN Face Restore.")],

@@ -109,6 +109,28 @@ def main() -> None:
     res = node.execute(after, model, "detect", 1.0)
     out["no_reference_left_mask_max"] = float(res.args[1][0, :, :512].max())
 
+    # temporal_consistency: a still, noisy clip of the astronaut; the node passes it on to the restorer,
+    # and a bad value (or one with aligned crops or without tracking) is refused before any work
+    faces_at[(512, 512)] = lm[None]
+    noise = torch.randn(4, 512, 512, 3, generator=torch.Generator().manual_seed(4))
+    clip = (img.expand(4, -1, -1, -1) + 0.03 * noise).clamp(0, 1)
+    res = node.execute(clip, model, "detect", 1.0, temporal_consistency=1.0)
+    direct = restorer_with_stand_in_detector(net).restore(clip, temporal_consistency=1.0)
+    plain = node.execute(clip, model, "detect", 1.0)
+    out["consistency"] = {"equal": bool(torch.equal(res.args[0], direct.images)),
+                          "off_differs": bool(not torch.equal(res.args[0], plain.args[0])),
+                          "mask_max": float(res.args[1].max())}
+    for case, args, kwargs in (("consistency_range", "detect", dict(temporal_consistency=1.5)),
+                               ("consistency_aligned", "aligned", dict(temporal_consistency=1.0)),
+                               ("consistency_untracked", "detect", dict(temporal_consistency=1.0, track_faces=False))):
+        requested.clear()
+        try:
+            node.execute(clip, model, args, 1.0, **kwargs)
+            out[case] = "no error"
+        except Exception as exc:  # noqa: BLE001 - the message is the result
+            out[case] = f"{type(exc).__name__}: {exc}"
+        out[case + "_requested"] = list(requested)
+
     # face_landmarks: offered only where the host has core's MediaPipe face nodes; faces from a payload
     # restore exactly as the same faces given to the core; a payload of another image size is refused
     optional = node.INPUT_TYPES().get("optional", {})
@@ -133,6 +155,25 @@ def main() -> None:
                 out[case] = "no error"
             except Exception as exc:  # noqa: BLE001 - the message is the result
                 out[case] = f"{type(exc).__name__}: {exc}"
+    # precision "auto" on processors described by fake /proc/cpuinfo files (gpen/model/precision.py's rule)
+    import tempfile
+
+    from gpen_pack_under_test.gpen import cpuinfo
+
+    saved = cpuinfo.CPUINFO_PATH
+    out["auto_precision"] = {}
+    for cpu, text in {"intel_amx": "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512_bf16 amx_bf16\n",
+                      "intel_no_amx": "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512_bf16\n",
+                      "amd_zen4": "vendor_id\t: AuthenticAMD\nflags\t\t: avx512f avx512_bf16\n",
+                      "amd_zen3": "vendor_id\t: AuthenticAMD\nflags\t\t: avx2\n"}.items():
+        with tempfile.NamedTemporaryFile("w", suffix="cpuinfo", delete=False) as f:
+            f.write(text)
+        cpuinfo.CPUINFO_PATH = f.name
+        cpuinfo.cpu_facts.cache_clear()
+        out["auto_precision"][cpu] = loader_mod.resolve_precision("auto", torch.device("cpu"))
+        Path(f.name).unlink()
+    cpuinfo.CPUINFO_PATH = saved
+    cpuinfo.cpu_facts.cache_clear()
     print(json.dumps(out))
 
 

@@ -84,7 +84,7 @@ def test_pack_loads_and_nodes_are_registered(host):
     for name in ("template", "detector", "detection_threshold", "face_selection", "face_indices", "sort_faces",
                  "min_face_size", "face_parsing", "color_correction", "temporal_smoothing", "face_batch_size",
                  "reference_threshold", "track_faces", "max_gap", "min_track", "regions", "occlusion", "upscale",
-                 "upscale_model"):
+                 "upscale_model", "temporal_consistency"):
         assert name in optional, name
     assert optional["track_faces"][1]["default"] is True and optional["max_gap"][1]["default"] == 3
     assert optional["min_track"][1]["default"] == 2

@@ -63,11 +63,11 @@ def test_cpu_vendor_without_proc_cpuinfo_comes_from_the_processor_string(monkeyp
 
     monkeypatch.setattr(builtins, "open", no_file)
     monkeypatch.setattr(platform, "processor", lambda: "AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD")
-    assert cpuinfo.cpu_vendor.__wrapped__() == "AuthenticAMD"
+    assert cpuinfo.cpu_facts.__wrapped__().vendor == "AuthenticAMD"
     monkeypatch.setattr(platform, "processor", lambda: "Intel64 Family 6 Model 143 Stepping 8, GenuineIntel")
-    assert cpuinfo.cpu_vendor.__wrapped__() == "GenuineIntel"
+    assert cpuinfo.cpu_facts.__wrapped__().vendor == "GenuineIntel"
     monkeypatch.setattr(platform, "processor", lambda: "")
-    assert cpuinfo.cpu_vendor.__wrapped__() == ""
+    assert cpuinfo.cpu_facts.__wrapped__().vendor == ""
 
 
 @pytest.mark.parametrize("size, chunk, expected", [(512, 1, 10), (2048, 1, 1), (1024, 1, 2), (2048, 8, 8)])

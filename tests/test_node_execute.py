@@ -52,6 +52,14 @@ def test_reference_input_restores_only_the_swapped_face(results):
     assert results["no_reference_left_mask_max"] > 0.99  # without it both faces are restored
 
 
+def test_temporal_consistency_reaches_the_restorer_and_bad_values_are_refused_first(results):
+    got = results["consistency"]
+    assert got["equal"] and got["off_differs"] and got["mask_max"] > 0.99
+    for case in ("consistency_range", "consistency_aligned", "consistency_untracked"):
+        assert results[case].startswith("InvalidInputError") and "temporal_consistency" in results[case], case
+        assert results[case + "_requested"] == []  # nothing freed, loaded or detected
+
+
 def test_face_landmarks_input_only_where_the_host_has_the_type(results, request):
     version = request.node.callspec.params["results"]
     offered = results["face_landmarks_type"]
@@ -65,3 +73,9 @@ def test_face_landmarks_input_only_where_the_host_has_the_type(results, request)
     assert "1328x568" not in results["landmarks_wrong_size"] and "512x512 images" in results["landmarks_wrong_size"]
     assert "512x256" in results["landmarks_wrong_size"]
     assert results["landmarks_aligned"].startswith("InvalidInputError") and "face_mode" in results["landmarks_aligned"]
+
+
+def test_precision_auto_follows_the_packs_rule_on_the_cpu(results):
+    """The node's ``precision: auto`` is gpen.model.precision's rule (fake /proc/cpuinfo in the harness)."""
+    assert results["auto_precision"] == {"intel_amx": "bf16", "intel_no_amx": "fp32", "amd_zen4": "bf16",
+                                         "amd_zen3": "fp32"}

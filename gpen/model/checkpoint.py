@@ -16,6 +16,7 @@ import torch
 from ..errors import ModelLoadError
 from .files import identify_other_architecture, unwrap_state_dict
 from .network import GPEN, GPENConfig, blur_kernel
+from .precision import auto_dtype, cast
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,11 @@ DTYPES = {
 }
 
 
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """Accept a torch dtype or a name such as ``"fp16"``, ``"bf16"``, ``"float32"``."""
+def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str = "cpu") -> torch.dtype:
+    """Accept a torch dtype or a name such as ``"fp16"``, ``"bf16"``, ``"float32"``, or ``"auto"``:
+    what :func:`gpen.model.precision.auto_dtype` picks for ``device``."""
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        return auto_dtype(device)
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"unsupported dtype {dtype}; use float32, float16 or bfloat16")
@@ -35,7 +39,7 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     try:
         return DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of fp32, fp16, bf16") from None
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of auto, fp32, fp16, bf16") from None
 
 
 def infer_config(state: Mapping[str, torch.Tensor], name: str = "state dict") -> GPENConfig:
@@ -113,14 +117,14 @@ def check_tensors(state: dict[str, torch.Tensor], net: GPEN, name: str) -> dict[
 def build_network(raw: Mapping[str, Any], name: str = "state dict", device: torch.device | str = "cpu",
                   dtype: torch.dtype | str = torch.float32) -> GPEN:
     """A ready GPEN network (eval mode, no gradients) from a state dict or a container holding one."""
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype, device)
     state = unwrap_state_dict(raw, name)
     config = infer_config(state, name)
     with torch.device("meta"):
         net = GPEN(config)
     state = check_tensors(state, net, name)
     net.load_state_dict(state, strict=True, assign=True)
-    net = net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    net = cast(net.to(device=device).eval().requires_grad_(False), dtype)
     log.info("loaded %s: GPEN %dpx (style_dim %d, n_mlp %d, channel_multiplier %g, narrow %g) on %s as %s",
              name, config.size, config.style_dim, config.n_mlp, config.channel_multiplier, config.narrow,
              device, str(dtype).removeprefix("torch."))

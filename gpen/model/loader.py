@@ -52,8 +52,12 @@ def load_model(source: PathLike | Mapping[str, Any], device: torch.device | str 
     A ``.onnx`` file gives the same network when its weights can be mapped onto it, else an
     :class:`gpen.model.onnx_runtime.OnnxGPEN` that runs the graph with onnxruntime (``size``,
     ``device``, ``dtype`` and the call are the same; ``config`` is None).
+    ``dtype``: a torch dtype or a name (``"fp32"``, ``"fp16"``, ``"bf16"``), or ``"auto"``
+    (:func:`gpen.model.precision.auto_dtype`: float16 on CUDA/MPS, bfloat16 on CPUs with native
+    bfloat16 matrix units, float32 elsewhere). A bfloat16 network keeps its style path and its
+    smallest layers in float32 (:mod:`gpen.model.precision`).
     """
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype, device)
     if isinstance(source, Mapping):
         return build_network(source, "state dict", device, dtype)
     path = Path(source)

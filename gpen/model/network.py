@@ -227,6 +227,19 @@ class ModulatedConv2d(CachingModule):
         return out, finished
 
 
+def cast_activation(x: torch.Tensor, dtype: torch.dtype, ws: Session | None, keep: bool = False) -> torch.Tensor:
+    """``x`` in ``dtype``: ``x`` itself, or a copy; with ``ws`` the copy is a workspace buffer and
+    ``x`` (a workspace buffer too) is handed back unless ``keep``."""
+    if x.dtype == dtype:
+        return x
+    if ws is None:
+        return x.to(dtype)
+    out = ws.take(x.shape, torch.empty((), dtype=dtype, device=x.device)).copy_(x)
+    if not keep:
+        ws.give(x)
+    return out
+
+
 GEMM_TRANSPOSED_MAX_SIDE = 32  # on the CPU, transposed convolutions as one matrix product up to this input side
 BANDED_UPSAMPLE = True  # above it, transposed convolution and blur in row bands (tests switch it off)
 FOLD_DEMODULATION = True  # per-image weights on the CPU carry the demodulation too (tests switch it off)
@@ -316,6 +329,7 @@ class ToRGB(nn.Module):
                 torch.baddbmm(self.bias.to(x.dtype).view(1, 3, 1), weight, pixels.transpose(1, 2), out=out)
             rgb = out.view(b, 3, h, wd)
         if skip is not None:
+            skip = cast_activation(skip, rgb.dtype, ws)
             if ws is None:
                 rgb = rgb + self.upsample(skip)
             else:
@@ -351,16 +365,19 @@ class Generator(nn.Module):
         """``latent`` (B, style_dim) before the mapping network; ``features`` from 4x4 upwards.
 
         With ``ws`` every activation (and each feature, once used) goes back to the workspace as
-        soon as it is dead; the returned RGB is then a workspace buffer too.
+        soon as it is dead; the returned RGB is then a workspace buffer too. Each layer computes in
+        its weights' dtype (a bfloat16 network keeps its small layers in float32,
+        ``gpen.model.precision``): activations are cast where it changes.
         """
         w = self.style(latent)  # one style for every layer
-        const = self.input(latent.shape[0]).to(features[0].dtype).contiguous(memory_format=torch.channels_last)
-        out = self.conv1(const, w, features[0], ws=ws)
+        const = self.input(latent.shape[0]).to(self.conv1.conv.weight.dtype)
+        out = self.conv1(const.contiguous(memory_format=torch.channels_last), w, features[0], ws=ws)
         skip = self.to_rgb1(out, w, ws=ws)
         for j, to_rgb in enumerate(self.to_rgbs):
             feat = features[j + 1]
             # Each activation buffer is read by its RGB skip first, then scaled in place.
             for conv in (self.convs[2 * j], self.convs[2 * j + 1]):
+                out = cast_activation(out, conv.conv.weight.dtype, ws)
                 done, out = out, conv(out, w, feat, x_is_scratch=True, ws=ws)
                 if ws is not None:
                     ws.give(done)
@@ -429,8 +446,9 @@ class GPEN(KeepsBuffers, nn.Module):
             x = ws.take(x.shape, x).copy_(x)
         features = []
         for i, stage in enumerate(self._encoder):
+            x = cast_activation(x, stage[0][-2].weight.dtype, ws, keep=i > 0)  # features[-1] stays as it is
             done, x = x, stage[0](x, ws)
-            if ws is not None and i == 0:
+            if ws is not None and (i == 0 or done is not features[-1]):
                 ws.give(done)
             features.append(x)
         latent = self.final_linear(x.flatten(1))

@@ -34,6 +34,7 @@ import torch
 
 from ..errors import ModelLoadError
 from .checkpoint import build_network, resolve_dtype
+from .precision import cast
 from .files import PathLike, check_file, identify_other_architecture
 from .network import GPEN
 from .onnx_graph import (GPEN_KEY, GraphSignature, MappingRefused, import_onnx, import_onnxruntime, read_onnx_graph,
@@ -173,7 +174,7 @@ def load_onnx_model(path: PathLike, device: torch.device | str = "cpu", dtype: t
     Raises ``ModelLoadError`` for missing dependencies, corrupt files and graphs that are not GPEN.
     """
     path = check_file(path)
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype, device)
     device = torch.device(device)
     found = _inspect(path, device, fast_path)
     sig = found.signature
@@ -183,7 +184,7 @@ def load_onnx_model(path: PathLike, device: torch.device | str = "cpu", dtype: t
                  "the graph to %.1e of the output's spread; running in PyTorch on %s as %s", path.name, sig.size,
                  m.by_name, f" under the prefix {m.prefix!r}" if m.prefix else "", m.by_position, found.error,
                  device, str(dtype).removeprefix("torch."))
-        return found.net.to(dtype=dtype)
+        return cast(found.net, dtype)
     if found.evidence is None:
         if not allow_unverified:
             raise ModelLoadError(

@@ -24,6 +24,7 @@ import torch
 from .. import compat
 from .aligned import restore_aligned
 from .batching import restore_in_chunks
+from .consistency import RADIUS, TrackFilter, low_pass
 from ..errors import InvalidInputError
 from ..faces.align import (
     estimate_similarity,
@@ -267,7 +268,8 @@ class FaceRestorer(HelperNetworks):
                 detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
                 restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 check_interrupt: Callable[[], None] | None = None, regions=None, occlusion=None, upscale: int = 1,
-                upscaler: Upscaler | None = None, range_only: bool = False) -> RestoreResult:
+                upscaler: Upscaler | None = None, temporal_consistency: float = 0.0,
+                range_only: bool = False) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
@@ -302,6 +304,13 @@ class FaceRestorer(HelperNetworks):
         resized to exactly ``upscale`` x), and each face, warped from the original image, is pasted
         at the output resolution (the bit-identity below then holds against the larger background).
 
+        ``temporal_consistency`` 0..1 (tracked video batches): each restored crop is blended with
+        the restored crops of its track in the frames around it where the aligned input did not
+        change (:mod:`gpen.pipeline.consistency`), so texture holds still where the face does; 0
+        (default) is off. With a ``restore_range``, the faces of up to
+        :data:`~gpen.pipeline.consistency.RADIUS` context frames each side are restored too (not
+        pasted), so that segments give what one run gives.
+
         Options are checked before detection starts. The input is never modified; pixels outside
         every face mask come back bit-identical; an empty batch or one without faces passes through.
         """
@@ -309,7 +318,8 @@ class FaceRestorer(HelperNetworks):
         check_options(template=template, strength=strength, keep_crops=keep_crops, face_selection=face_selection,
                       sort=sort, detection_threshold=detection_threshold, min_face_size=min_face_size,
                       temporal_smoothing=temporal_smoothing, reference_threshold=reference_threshold,
-                      track_faces=track_faces, max_gap=max_gap, min_track=min_track)
+                      track_faces=track_faces, max_gap=max_gap, min_track=min_track,
+                      temporal_consistency=temporal_consistency)
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
         first, stop = check_restore_range(restore_range, b)
@@ -353,20 +363,24 @@ class FaceRestorer(HelperNetworks):
             chosen, numbers = select_tracks(found, tracks.ids, selection=face_selection, sort=sort,
                                             min_face_size=min_face_size, mask=mask)
             faces = self.align_faces(found, chosen, template, numbers, tracks.interpolated)
-        faces = [f for f in faces if first <= f.image_index < stop]  # context frames are not restored
+        consistency = float(temporal_consistency) if tracks is not None else 0.0
+        reach = RADIUS if consistency > 0 else 0  # context frames whose faces the filter needs restored
+        faces = [f for f in faces if first - reach <= f.image_index < stop + reach]  # others: context, kept as is
         unchanged = 0
         if reference is not None and faces:
             changed = self.reference_differences(images, reference, faces, frames_per_chunk) > reference_threshold
-            unchanged = int((~changed).sum())
+            unchanged = int(sum(not c for f, c in zip(faces, changed) if first <= f.image_index < stop))
             faces = [f for f, c in zip(faces, changed) if c]
+        restored_faces = faces
+        faces = [f for f in faces if first <= f.image_index < stop]
 
         out_images, out_masks, crops = self._restore_frames(
-            images, faces, frames_per_chunk, strength=float(strength), mask=mask, parsing=parsing,
+            images, restored_faces, frames_per_chunk, strength=float(strength), mask=mask, parsing=parsing,
             color_correction=color_correction, chunk_size=chunk_size, detector_dirs=detector_dirs,
             allow_download=allow_download, keep_crops=keep_crops, check_interrupt=check_interrupt,
             progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress,
             regions=regions, occlusion=occlusion, upscale=upscale, upscaler=upscaler,
-            frames=(first, stop) if range_only else (0, b))
+            consistency=consistency, paste_range=(first, stop), range_only=range_only)
         if halves and not faces:
             progress(1, 1)
         counts = np.bincount(np.array([f.image_index for f in faces], dtype=np.int64), minlength=b).tolist()
@@ -379,16 +393,21 @@ class FaceRestorer(HelperNetworks):
                         mask: torch.Tensor | None, parsing: bool, color_correction: bool, chunk_size: int | None,
                         detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
-                        upscale: int = 1, upscaler: Upscaler | None = None, frames: tuple[int, int] | None = None
+                        upscale: int = 1, upscaler: Upscaler | None = None, consistency: float = 0.0,
+                        paste_range: tuple[int, int] | None = None, range_only: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop, restore and paste ``faces`` step by step (:func:`gpen.pipeline.memory.frame_steps`: at most
         ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
         RestoreResult. Faces are pasted straight into the output inside their boxes: without ``upscale``
         the only full-size tensors are the output images and masks; with it, one step's background.
-        ``frames`` (lo, hi): the output holds these frames only (every face lies in them).
+        ``consistency`` > 0: the restored crops go through the track filter
+        (:class:`gpen.pipeline.consistency.TrackFilter`) first, each face pasted once the faces
+        ``RADIUS`` frames after it are restored; only faces inside ``paste_range`` are pasted.
+        ``range_only``: the output holds the frames of ``paste_range`` only.
         """
         b, h, w, c = images.shape
-        lo, hi = frames if frames is not None else (0, b)
+        first, stop_all = paste_range if paste_range is not None else (0, b)
+        lo, hi = (first, stop_all) if range_only else (0, b)  # the frames the output holds
         resized = upscale != 1 or upscaler is not None
         oh, ow = h * upscale, w * upscale
         out_images = torch.empty((hi - lo, oh, ow, c), dtype=images.dtype, device=images.device) if resized \
@@ -409,15 +428,10 @@ class FaceRestorer(HelperNetworks):
                                                              upscaler).to(images.device)
             written = max(written, upto)
 
-        steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
-                            default_faces_per_chunk(self.size, net_chunk))
-        for start, stop, first, last in steps:
-            sel = faces[first:last]
-            frames = images[start:stop].to(dev)  # a view when the work device is the images' device
-            aligned = self.crop_faces(frames, sel, start)
-            restored = self.run_network(aligned, net_chunk, progress, check_interrupt, done, len(faces),
-                                        out=None if keep_aligned else aligned)
-            done += len(sel)
+        def finish(sel: Sequence[Face], start: int, stop: int, frames: torch.Tensor, aligned: torch.Tensor,
+                   restored: torch.Tensor) -> None:
+            """Masks, colour, paste and kept crops of the restored faces ``sel`` of frames start .. stop - 1."""
+            nonlocal written
             face_masks = self.face_masks(restored, parsing, detector_dirs, allow_download, aligned=aligned,
                                          regions=regions, occlusion=occlusion)
             if color_correction:
@@ -439,11 +453,33 @@ class FaceRestorer(HelperNetworks):
                              start, restored, aligned, face_masks, strength, user_mask, scale=upscale)
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
-            del frames, background, aligned, restored, face_masks, user_mask
+
+        track_filter = TrackFilter(consistency) if consistency > 0 else None
+        steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
+                            default_faces_per_chunk(self.size, net_chunk))
+        for start, stop, i0, i1 in steps:
+            sel = faces[i0:i1]
+            frames = images[start:stop].to(dev)  # a view when the work device is the images' device
+            aligned = self.crop_faces(frames, sel, start)
+            low = low_pass(aligned) if track_filter is not None else None  # before the network may overwrite it
+            restored = self.run_network(aligned, net_chunk, progress, check_interrupt, done, len(faces),
+                                        out=None if keep_aligned else aligned)
+            done += len(sel)
+            if track_filter is None:
+                finish(sel, start, stop, frames, aligned, restored)
+            else:
+                track_filter.add(sel, restored, low, aligned if keep_aligned else restored)
+                # every face of frames before `complete` is restored; a face's neighbours reach RADIUS frames on
+                complete = faces[i1].image_index if i1 < len(faces) else float("inf")
+                ready = track_filter.take(complete - RADIUS, lambda f: first <= f.image_index < stop_all)
+                if ready is not None:  # faces of context frames only served as neighbours
+                    s0, s1 = ready[0][0].image_index, ready[0][-1].image_index + 1
+                    finish(ready[0], s0, s1, images[s0:s1].to(dev), ready[1], ready[2])
+            del frames, aligned, restored
         if resized:
             backgrounds(hi)
         if mask is not None:  # the user's mask also bounds the blend mask, frame by frame
-            for i in sorted({f.image_index for f in faces}):
+            for i in sorted({f.image_index for f in faces if first <= f.image_index < stop_all}):
                 m = mask[0 if mask.shape[0] == 1 else i].to(out_masks.device, torch.float32)
                 out_masks[i - lo].mul_((resize_masks(m[None], (oh, ow))[0] if resized else m).clamp(0, 1))
         crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)

@@ -52,7 +52,7 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
         aligned=args.aligned, frames_per_segment=args.frames_per_segment, overlap=args.overlap, video=video,
         reference=args.reference, reference_threshold=args.reference_threshold, image_sequence=args.track_faces,
         max_gap=args.max_gap, min_track=args.min_track, regions=args.regions, occlusion=args.occlusion,
-        upscale=args.upscale).check()
+        upscale=args.upscale, temporal_consistency=args.temporal_consistency).check()
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip them)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     r.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="network precision (auto: fp16 on GPUs, fp32 on CPU)")
+                   help="network precision (auto: fp16 on GPUs; on the CPU bf16 where the processor has bf16 "
+                        "matrix units (Intel AMX, AMD Zen 4/5), else fp32)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     r.add_argument("--strength", type=float, default=1.0, help="mix of restored (1) and original (0) face")
     r.add_argument("--template", default="gpen", choices=TEMPLATES, help="alignment template")
@@ -234,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--color-correction", action="store_true", help="match the source face's colours")
     r.add_argument("--temporal-smoothing", type=float, default=0.0,
                    help="video: smooth face landmarks over frames, 0..1 (default 0)")
+    r.add_argument("--temporal-consistency", type=float, default=0.0,
+                   help="video: hold restored faces still where the face holds still, 0..1 (blends each restored "
+                   "face with the same face in the 2 frames either side where the input did not change; default 0, "
+                   "off)")
     r.add_argument("--reference", help="the picture before a face swap (or a folder holding one of the same name "
                    "per input): only faces that differ from it are restored")
     r.add_argument("--reference-threshold", type=float, default=REFERENCE_THRESHOLD,

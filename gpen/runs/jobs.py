@@ -28,6 +28,8 @@ from ..faces.parsing import parse_regions
 from ..faces.reference import REFERENCE_THRESHOLD
 from ..pipeline.frames import MAX_SCALE
 from .imageio import encode_image, is_video, read_image, to_uint8
+from ..model.precision import auto_dtype_name
+from ..pipeline.consistency import RADIUS
 from ..pipeline.options import check_options
 from .segments import (DEFAULT_OVERLAP, Segment, default_frames_per_segment, plan_segments, restore_segment,
                        window_landmarks)
@@ -48,10 +50,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def pick_dtype(name: str, device: torch.device) -> str:
-    """``auto``: fp16 on GPUs, fp32 on CPU; any other name as given."""
+    """``auto``: :func:`gpen.model.precision.auto_dtype` (fp16 on GPUs, bf16 on CPUs with native
+    bf16 matrix units, fp32 elsewhere); any other name as given."""
     if name != "auto":
         return name
-    return "fp16" if device.type in ("cuda", "mps") else "fp32"
+    return auto_dtype_name(device)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class RestoreOptions:
     regions: str | None = None
     occlusion: str | None = None
     upscale: int = 1
+    temporal_consistency: float = 0.0
     restore: dict = field(default_factory=dict)
 
     def check(self) -> RestoreOptions:
@@ -129,7 +133,11 @@ class RestoreOptions:
         check_options(template=self.template, strength=self.strength, face_selection=self.face_selection,
                       sort=self.sort, detection_threshold=self.detection_threshold, min_face_size=self.min_face_size,
                       temporal_smoothing=self.temporal_smoothing, reference_threshold=self.reference_threshold,
-                      track_faces=self.track_faces, max_gap=self.max_gap, min_track=self.min_track)
+                      track_faces=self.track_faces, max_gap=self.max_gap, min_track=self.min_track,
+                      temporal_consistency=self.temporal_consistency)
+        if self.temporal_consistency and self.aligned:
+            raise InvalidInputError("--temporal-consistency follows faces along their tracks; --aligned frames have "
+                                    "none: leave one of the two out.")
         if self.regions is not None:
             if not self.parsing:
                 raise InvalidInputError("--regions chooses face-parsing classes: add --parsing.")
@@ -154,12 +162,14 @@ class RestoreOptions:
                     reference_threshold=self.reference_threshold,
                     track_faces=True if self.image_sequence else self.track_faces, max_gap=self.max_gap,
                     min_track=self.min_track, regions=self.regions, occlusion=self.occlusion, upscale=self.upscale,
-                    **self.restore)
+                    temporal_consistency=self.temporal_consistency, **self.restore)
 
     def context_frames(self) -> int:
         """Context frames each side of a segment (enough to bridge a tracking gap of ``max_gap``
-        frames); none in aligned mode, where frames are independent."""
-        return 0 if self.aligned else max(self.overlap, self.max_gap + 1)
+        frames, and with ``temporal_consistency`` the filter's reach plus the landmark smoothing's);
+        none in aligned mode, where frames are independent."""
+        reach = RADIUS + 2 if self.temporal_consistency else 0
+        return 0 if self.aligned else max(self.overlap, self.max_gap + 1, reach)
 
     def segments(self, frames: int, height: int, width: int) -> list[Segment]:
         """The segments of a clip of ``frames`` frames of ``height`` x ``width`` (as read): by default as
