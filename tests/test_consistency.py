@@ -179,3 +179,18 @@ def test_the_command_line_in_segments_gives_the_files_of_one_run(astro, tmp_path
     changes = {k: np.mean([np.abs(v[t] - v[t - 1])[60:110, 100:150].mean() for t in range(1, 7)])
                for k, v in outs.items()}
     assert changes["16", "1"] < changes["16", "0"] / 2  # and the option took effect
+
+
+def test_the_filter_never_crosses_a_shot_border(astro):
+    from types import SimpleNamespace
+
+    from gpen.pipeline.consistency import TrackFilter, low_pass
+
+    picture, _ = astro
+    crop = picture[0, 60:316, 100:356].permute(2, 0, 1)[None].expand(6, -1, -1, -1)  # the same face: gates open
+    restored = torch.rand(6, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    faces = [SimpleNamespace(track=0, image_index=t) for t in range(6)]
+    for shots, frames in (([(0, 3), (3, 6)], range(0, 3)), (None, range(0, 5))):
+        filt = TrackFilter(1.0, shots)
+        filt.add(faces, restored, low_pass(crop), restored)
+        torch.testing.assert_close(filt.filtered((0, 2), restored[2]), restored[list(frames)].mean(0))

@@ -33,6 +33,7 @@ context frames to give the same result as one run (see :mod:`gpen.runs.segments`
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
 import torch
@@ -105,13 +106,13 @@ class TrackFilter:
     (:func:`low_pass`, taken before the network may overwrite the input) and what else is to be
     handed back with them (the aligned input crops); :meth:`take` hands back, filtered, the faces
     whose neighbours up to ``RADIUS`` frames later are in. Crops no longer needed are dropped, so
-    memory stays bounded on long batches. ``shots``: per frame a shot number; the chain never
-    crosses from one shot to another.
+    memory stays bounded on long batches. ``shots``: the batch's shots as frame ranges (start,
+    stop) (:func:`gpen.faces.shots.find_shots`); the chain never crosses from one to the next.
     """
 
-    def __init__(self, consistency: float, shots: Sequence[int] | None = None) -> None:
+    def __init__(self, consistency: float, shots: Sequence[tuple[int, int]] | None = None) -> None:
         self.consistency = float(consistency)
-        self.shots = shots
+        self._starts = sorted(int(a) for a, _ in shots) if shots is not None else []
         self._restored: dict[tuple[int, int], torch.Tensor] = {}
         self._inputs: dict[tuple[int, int], torch.Tensor] = {}
         self._gates: dict[tuple[int, int], torch.Tensor] = {}  # (track, frame): the gate to frame + 1
@@ -151,7 +152,7 @@ class TrackFilter:
     def _linked(self, track: int, frame: int, other: int) -> bool:
         if (track, other) not in self._restored:
             return False
-        return self.shots is None or self.shots[frame] == self.shots[other]
+        return bisect_right(self._starts, frame) == bisect_right(self._starts, other)  # the same shot
 
     def filtered(self, key: tuple[int, int] | None, crop: torch.Tensor) -> torch.Tensor:
         """The filtered crop of the face ``key`` (its own restored crop ``crop`` when it has no track)."""

@@ -394,7 +394,7 @@ class FaceRestorer(HelperNetworks):
                         detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
                         upscale: int = 1, upscaler: Upscaler | None = None, consistency: float = 0.0,
-                        paste_range: tuple[int, int] | None = None, range_only: bool = False
+                        paste_range: tuple[int, int] | None = None, shots=None, range_only: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop, restore and paste ``faces`` step by step (:func:`gpen.pipeline.memory.frame_steps`: at most
         ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
@@ -402,8 +402,9 @@ class FaceRestorer(HelperNetworks):
         the only full-size tensors are the output images and masks; with it, one step's background.
         ``consistency`` > 0: the restored crops go through the track filter
         (:class:`gpen.pipeline.consistency.TrackFilter`) first, each face pasted once the faces
-        ``RADIUS`` frames after it are restored; only faces inside ``paste_range`` are pasted.
-        ``range_only``: the output holds the frames of ``paste_range`` only.
+        ``RADIUS`` frames after it are restored, never across ``shots`` (frame ranges); only faces
+        inside ``paste_range`` are pasted. ``range_only``: the output holds the frames of
+        ``paste_range`` only.
         """
         b, h, w, c = images.shape
         first, stop_all = paste_range if paste_range is not None else (0, b)
@@ -454,7 +455,7 @@ class FaceRestorer(HelperNetworks):
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
 
-        track_filter = TrackFilter(consistency) if consistency > 0 else None
+        track_filter = TrackFilter(consistency, shots) if consistency > 0 else None
         steps = frame_steps([f.image_index for f in faces], frames_per_chunk,
                             default_faces_per_chunk(self.size, net_chunk))
         for start, stop, i0, i1 in steps:
