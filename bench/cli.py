@@ -14,6 +14,8 @@
     python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
     python -m bench temporal                                   # flicker and lag of temporal_consistency
+    python -m bench shots                                     # cut scores: real motion vs cuts (shot boundaries)
+    python -m bench gaps                                      # filled faces: there vs gone (gap filling)
 
 Each prints a table and, with ``--json``, writes its rows. Timing is :func:`bench.common.measure`.
 """
@@ -26,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (cuda_trace, detection_memory, device_check, layers, matmul, network, onnx_bench, pipeline, precision,
-                   ray_bench, reference_threshold, segment_memory, temporal)
+from bench import (cuda_trace, detection_memory, device_check, gaps, layers, matmul, network, onnx_bench, pipeline,
+                   precision, ray_bench, reference_threshold, segment_memory, shots, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     segment_memory.add_parser(sub)
     ray_bench.add_parser(sub)
     temporal.add_parser(sub)
+    shots.add_parser(sub)
+    gaps.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -82,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = reference_threshold.run(args)
     elif args.cmd == "cuda-trace":
         rows = cuda_trace.run(args)
+    elif args.cmd == "gaps":
+        rows = gaps.run(args)
+    elif args.cmd == "shots":
+        rows = shots.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
     elif args.cmd == "segment-memory":

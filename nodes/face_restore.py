@@ -132,11 +132,15 @@ class GPENFaceRestore(io.ComfyNode):
                                        "sits between JPEG noise (at most 0.0115) and face swaps (0.046 and "
                                        "more), measured on real faces."),
                 io.Boolean.Input("track_faces", default=True, optional=True,
-                                 tooltip="For batches of 3 or more frames: follow each face from frame to "
-                                         "frame, so face_indices and 'largest' pick the same person in every "
-                                         "frame, faces the detector misses for up to max_gap frames are "
-                                         "restored at interpolated places, and detections seen in fewer "
-                                         "than min_track frames are ignored as false."),
+                                 tooltip="For batches of 3 or more frames (on: automatic, off: every picture "
+                                         "on its own). The batch is first split into shots where the picture "
+                                         "cuts (unrelated pictures are one-frame shots, restored exactly as "
+                                         "found). Inside a shot each face is followed from frame to frame, so "
+                                         "face_indices and 'largest' pick the same person in every frame; a "
+                                         "face the detector misses for up to max_gap frames is restored at "
+                                         "interpolated places only where the frame shows it; a face seen in "
+                                         "fewer than min_track frames is dropped only at a detector score "
+                                         "below 0.9; given landmarks are never dropped."),
                 io.Int.Input("max_gap", default=3, min=0, max=64, step=1, optional=True,
                              tooltip="With track_faces: a face missing from up to this many frames in a row "
                                      "keeps its track and is restored there at landmarks interpolated from "

@@ -39,3 +39,35 @@ class GridParserNet(torch.nn.Module):
 def interior(rows: slice, cols: slice, margin: int) -> tuple[slice, slice]:
     """The part of a cell ``margin`` pixels away from its sides."""
     return slice(rows.start + margin, rows.stop - margin), slice(cols.start + margin, cols.stop - margin)
+
+
+class ScriptedDetector:
+    """A detector backend stand-in (for :class:`gpen.faces.detect.FaceDetector`) that reports, frame
+    by frame, the faces a script lists: ``faces[t]`` = a list of (landmarks (5, 2), score) for the
+    t-th frame it is shown (wrapping round for every further batch). Boxes are drawn around the
+    landmarks in the proportions of a RetinaFace box (from half an eye distance beside the eyes to
+    half below the mouth); faces below the detection threshold are not reported, as by a detector."""
+
+    def __init__(self, faces):
+        self.faces = faces
+        self.seen = 0
+
+    def __call__(self, images, threshold):
+        import numpy as np
+
+        from gpen.faces.detect import Detections
+
+        out = []
+        for _ in range(images.shape[0]):
+            listed = [(np.asarray(lm, np.float32), float(s)) for lm, s in self.faces[self.seen % len(self.faces)]
+                      if s >= threshold]
+            self.seen += 1
+            if not listed:
+                out.append(Detections.empty())
+                continue
+            lms = np.stack([lm for lm, _ in listed])
+            eye = np.linalg.norm(lms[:, 1] - lms[:, 0], axis=-1)[:, None]
+            lo, hi = lms.min(axis=1), lms.max(axis=1)
+            boxes = np.concatenate([lo - eye * [0.6, 1.0], hi + eye * [0.6, 0.5]], axis=1).astype(np.float32)
+            out.append(Detections.from_arrays(boxes, np.asarray([s for _, s in listed], np.float32), lms))
+        return out

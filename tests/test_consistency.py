@@ -194,3 +194,13 @@ def test_the_filter_never_crosses_a_shot_border(astro):
         filt = TrackFilter(1.0, shots)
         filt.add(faces, restored, low_pass(crop), restored)
         torch.testing.assert_close(filt.filtered((0, 2), restored[2]), restored[list(frames)].mean(0))
+
+
+def test_never_across_a_cut_between_shots(astro, restorer):
+    # a cut to another face at the same landmarks (bench temporal's "cut"): the shots split the batch there
+    clip, lms = step_clip("cut", *astro, frames=10, sigma=0.03)
+    whole = restorer.restore(clip, lms, temporal_consistency=1.0)
+    assert [tuple(s) for s in whole.shots] == [(0, CHANGE), (CHANGE, 10)]
+    first = restorer.restore(clip[:CHANGE], lms[:CHANGE], temporal_consistency=1.0)
+    second = restorer.restore(clip[CHANGE:], lms[CHANGE:], temporal_consistency=1.0)
+    assert torch.equal(whole.images[:CHANGE], first.images) and torch.equal(whole.images[CHANGE:], second.images)

@@ -165,19 +165,26 @@ def test_a_missed_face_is_restored_at_the_interpolated_place():
 
 
 def test_a_one_frame_false_face_is_not_restored():
+    from stand_ins import ScriptedDetector
+
     clip, lms, _ = crossing_clip()
     false_face = (LM - LM.mean(0)) * 0.6 + np.array([980.0, 120.0], np.float32)
     with_false = [lm.copy() for lm in lms]
     with_false[2] = np.concatenate([lms[2], false_face[None]])
-    r = gpen.FaceRestorer(Darken(), size=64)
-    res = r.restore(clip, with_false)
+    # the detector is sure of the two people, not of the face it sees once
+    script = [[(lm, 0.99 if k < 2 else 0.6) for k, lm in enumerate(frame)] for frame in with_false]
+    r = gpen.FaceRestorer(Darken(), size=64, detector=FaceDetector(backend=ScriptedDetector(script)))
+    res = r.restore(clip)
     assert res.faces_per_image == [2] * 6 and not any(np.allclose(f.landmarks, false_face) for f in res.faces)
     assert res.masks[2, 60:180, 920:1040].sum() == 0
     assert "1 detection(s) dropped as false" in res.info
-    assert r.restore(clip, with_false, min_track=1).faces_per_image[2] == 3
-    assert r.restore(clip, with_false, track_faces=False).faces_per_image[2] == 3
+    assert r.restore(clip, min_track=1).faces_per_image[2] == 3
+    assert r.restore(clip, track_faces=False).faces_per_image[2] == 3
     # two frames: tracking may be asked for, but nothing is dropped (min_track needs 3+ frames)
-    assert r.restore(clip[1:3], with_false[1:3], track_faces=True).faces_per_image == [2, 3]
+    r = gpen.FaceRestorer(Darken(), size=64, detector=FaceDetector(backend=ScriptedDetector(script[1:3])))
+    assert r.restore(clip[1:3], track_faces=True).faces_per_image == [2, 3]
+    # faces given as landmarks are the user's: never dropped
+    assert gpen.FaceRestorer(Darken(), size=64).restore(clip, with_false).faces_per_image[2] == 3
 
 
 def test_detected_faces_are_tracked_like_given_ones():

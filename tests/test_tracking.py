@@ -52,8 +52,13 @@ def test_boxes_only_and_landmarks_link_alike():
 
 
 def test_a_face_too_far_from_every_track_starts_a_new_one():
-    far = [np.stack([LM]), np.stack([LM + [1000.0, 0.0]])]  # a jump of ~7 face sizes in one frame
+    # a jump of ~7 face sizes in one frame, while the face that was there stays: a second person
+    far = [np.stack([LM]), np.stack([LM, LM + [1000.0, 0.0]])]
     ids = track_faces([np.stack([box(f) for f in lm]) for lm in far], landmarks=far)
+    assert [i.tolist() for i in ids] == [[0], [0, 1]]
+    # the face alone jumps as far but at three times the size: not the same face, a new track
+    big = [np.stack([LM]), np.stack([(LM - LM.mean(0)) * 3 + LM.mean(0) + [1000.0, 0.0]])]
+    ids = track_faces([np.stack([box(f) for f in lm]) for lm in big], landmarks=big)
     assert [i.tolist() for i in ids] == [[0], [1]]
 
 
@@ -61,10 +66,17 @@ def test_link_tracks_fills_gaps_and_drops_short_tracks():
     path = [LM + [20.0 * t, 6.0 * t] for t in range(6)]
     per_frame = [[p] for p in path]
     per_frame[3] = []  # the detector missed the face
-    per_frame[2].append(LM + [600.0, 300.0])  # a false face, one frame only
-    tracks = link_tracks(found_of(per_frame), max_gap=3, min_track=2)
+    per_frame[2].append(LM + [600.0, 300.0])  # a false face, one frame only, at a doubtful score
+    scores = [[0.99] * len(f) for f in per_frame]
+    scores[2][1] = 0.6
+    tracks = link_tracks(found_of(per_frame, scores), max_gap=3, min_track=2)
     assert tracks.dropped == 1 and tracks.filled == 1
     assert tracks.ids[2].tolist() == [0, -1]
+    # the same face seen once at a confident score is kept: one frame is no evidence against it
+    scores[2][1] = 0.99
+    assert link_tracks(found_of(per_frame, scores), max_gap=3, min_track=2).dropped == 0
+    scores[2][1] = 0.6
+    assert link_tracks(found_of(per_frame, scores), max_gap=3, min_track=2, min_score=0).dropped == 0
     boxes, scores, lms = tracks.found[3]
     assert tracks.interpolated[3].tolist() == [True] and tracks.ids[3].tolist() == [0]
     np.testing.assert_allclose(lms[0], path[3], atol=1e-4)  # linear motion: interpolation is exact
@@ -77,7 +89,7 @@ def test_link_tracks_fills_gaps_and_drops_short_tracks():
     # the input is left alone
     found = found_of(per_frame)
     before = [f[2].copy() for f in found]
-    link_tracks(found)
+    link_tracks(found, min_score=1.1)
     assert all(np.array_equal(f[2], b) for f, b in zip(found, before))
 
 

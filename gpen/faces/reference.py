@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .align import estimate_similarity, template_points, warp_affine
+from .align import estimate_similarity, inside_image, template_points, warp_affine
 from .selection import FACE_BOX_IN_CROP
 
 REFERENCE_THRESHOLD = 0.025
@@ -40,7 +40,9 @@ def reference_differences(images: torch.Tensor, reference: torch.Tensor, landmar
 
     ``images``, ``reference``: (B, H, W, 3) RGB float 0..1 (views are fine; the reference may be
     an expanded single frame); ``landmarks`` (N, 5, 2) of the faces and ``frame_of`` (N,) their
-    image index. Frames move to ``device`` ``frames_per_chunk`` at a time.
+    image index. Frames move to ``device`` ``frames_per_chunk`` at a time. The mean is over the
+    part of the face region inside the frame (a face half out of the frame is compared by its
+    visible half, not diluted by the padding beyond the border); 0 for a face wholly outside.
     """
     out = np.zeros(len(landmarks), dtype=np.float64)
     if not len(landmarks):
@@ -60,6 +62,8 @@ def reference_differences(images: torch.Tensor, reference: torch.Tensor, landmar
         mats = fwd[torch.from_numpy(sel)].to(device)
         crops = [warp_affine(x[start:stop].to(device).permute(0, 3, 1, 2).float(), mats, idx, REFERENCE_CROP)
                  for x in (images, reference)]
-        diff = (crops[0] - crops[1])[:, :, rows, cols].abs().mean(dim=(1, 2, 3))
-        out[sel] = diff.double().cpu().numpy()
+        inside = inside_image(fwd[torch.from_numpy(sel)].numpy(), tuple(images.shape[1:3]),
+                              REFERENCE_CROP)[:, rows, cols].to(device)
+        diff = ((crops[0] - crops[1])[:, :, rows, cols].abs().mean(dim=1) * inside).sum(dim=(1, 2))
+        out[sel] = (diff / inside.sum(dim=(1, 2)).clamp_min(1)).double().cpu().numpy()
     return out

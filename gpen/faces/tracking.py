@@ -10,24 +10,25 @@ of at least ``iou_threshold``. Pairs are taken nearest first (greedy), one face 
 frame. Two people who walk past each other keep their tracks because each track follows its own
 motion; a track survives up to ``max_gap`` frames in which its face was not found.
 
-:func:`link_tracks` builds on it for the restorer: tracks with fewer detections than
-``min_track`` are dropped as false detections, and a face missing from up to ``max_gap``
-frames inside its track gets landmarks and box interpolated linearly from the neighbouring
-frames, so it is restored there too. Everything here is tiny (a few numbers per face): plain
+:func:`link_tracks` builds on it for the restorer, inside each shot of the batch
+(:mod:`gpen.faces.shots`): tracks with fewer detections than ``min_track`` and a low detector
+score are dropped as false detections, and a face missing from up to ``max_gap`` frames inside
+its track gets landmarks and box interpolated linearly from the neighbouring frames, so it can
+be restored there too (where the frame shows it: :func:`gpen.faces.gaps.check_filled`). Everything here is tiny (a few numbers per face): plain
 float64 numpy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from .selection import Found
 
-__all__ = ["Tracks", "box_iou", "link_tracks", "track_faces"]
+__all__ = ["FALSE_DETECTION_SCORE", "Tracks", "box_iou", "link_tracks", "track_faces"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -57,7 +58,8 @@ def _points(boxes: np.ndarray, landmarks: np.ndarray | None, t: int) -> np.ndarr
 
 
 def track_faces(boxes: Sequence[np.ndarray], iou_threshold: float = 0.3, max_gap: int = 2, *,
-                landmarks: Sequence[np.ndarray] | None = None, max_distance: float = 3.0) -> list[np.ndarray]:
+                landmarks: Sequence[np.ndarray] | None = None, max_distance: float = 3.0,
+                shots: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
     """Link faces across frames: per frame an int array (K_i,) of track ids (0, 1, ... in order of creation).
 
     ``boxes``: per frame (K_i, 4) boxes x0, y0, x1, y1; ``landmarks``: optionally per frame
@@ -65,7 +67,9 @@ def track_faces(boxes: Sequence[np.ndarray], iou_threshold: float = 0.3, max_gap
     corners. A face continues the track whose motion-predicted position is nearest (see the
     module docstring) when the distance is at most ``max_distance`` face sizes or the predicted
     box overlaps by IoU >= ``iou_threshold``, and the track was seen at most ``max_gap`` frames
-    before. Unmatched faces start new tracks.
+    before. Faces left over are then paired when that is unambiguous (:func:`_pair_leftovers`: a
+    fast face, e.g. in a quick pan, jumps further than ``max_distance``); the rest start new tracks.
+    ``shots``: frame ranges (:func:`gpen.faces.shots.find_shots`); no track crosses from one to the next.
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise InvalidInputError(f"iou_threshold must lie in (0, 1], got {iou_threshold!r}.")
@@ -77,7 +81,10 @@ def track_faces(boxes: Sequence[np.ndarray], iou_threshold: float = 0.3, max_gap
         raise InvalidInputError(f"got landmarks for {len(landmarks)} frames but boxes for {len(boxes)}.")
     seen: list[list[tuple[int, np.ndarray, np.ndarray]]] = []  # per track its last two (t, box, points)
     ids_per_frame = []
+    starts = {int(a) for a, _ in shots} if shots is not None else set()
     for t, bx in enumerate(boxes):
+        if t in starts:  # a new shot: no earlier track goes on
+            seen = [[(-10 ** 9, o[-1][1], o[-1][2])] for o in seen]
         bx = np.asarray(bx, dtype=np.float64).reshape(-1, 4)
         pts = _points(bx, None if landmarks is None else landmarks[t], t)
         ids = np.full(len(bx), -1, dtype=np.int64)
@@ -96,6 +103,8 @@ def track_faces(boxes: Sequence[np.ndarray], iou_threshold: float = 0.3, max_gap
                     continue
                 ids[di] = alive[ti]
                 taken[ti] = True
+            _pair_leftovers(ids, [k for k, tk in zip(alive, taken) if not tk and seen[k][-1][0] == t - 1],
+                            seen, bx, pts, t)
         for di in range(len(bx)):
             if ids[di] < 0:
                 ids[di] = len(seen)
@@ -103,6 +112,26 @@ def track_faces(boxes: Sequence[np.ndarray], iou_threshold: float = 0.3, max_gap
             seen[ids[di]] = (seen[ids[di]] + [(t, bx[di], pts[di])])[-2:]
         ids_per_frame.append(ids)
     return ids_per_frame
+
+
+FAST_SIZE_RATIO = 1.5  # a fast face paired by _pair_leftovers keeps its size within this factor
+
+
+def _pair_leftovers(ids: np.ndarray, tracks: list[int], seen: list, bx: np.ndarray, pts: np.ndarray, t: int) -> None:
+    """Pair the faces of frame ``t`` no track claimed with the ``tracks`` seen on frame ``t - 1`` that
+    found no face, where the pairing is unambiguous: as many such faces as such tracks (everyone
+    moved, as in a pan), each pair the other's nearest to its motion prediction, of about the same
+    size (within :data:`FAST_SIZE_RATIO`). Writes the track ids into ``ids``."""
+    free = np.flatnonzero(ids < 0)
+    if not len(tracks) or len(tracks) != len(free):
+        return
+    pred_pts, _, scale = _predict([seen[k] for k in tracks], t)
+    dist = np.linalg.norm(pred_pts[:, None] - pts[free][None], axis=-1).mean(-1)
+    size = np.sqrt(np.clip((bx[free, 2] - bx[free, 0]) * (bx[free, 3] - bx[free, 1]), 1.0, None))
+    for ti, k in enumerate(tracks):
+        di = int(np.argmin(dist[ti]))
+        if int(np.argmin(dist[:, di])) == ti and max(size[di], scale[ti]) <= FAST_SIZE_RATIO * min(size[di], scale[ti]):
+            ids[free[di]] = k
 
 
 def _predict(tracks: list[list[tuple[int, np.ndarray, np.ndarray]]], t: int
@@ -122,44 +151,73 @@ def _predict(tracks: list[list[tuple[int, np.ndarray, np.ndarray]]], t: int
     return np.stack(pts), np.stack(boxes), np.asarray(scale)
 
 
+FALSE_DETECTION_SCORE = 0.9
+"""A face the detector found in fewer than ``min_track`` frames of a shot is dropped as a false
+detection only when its best score is below this. Every real face of the shared test pictures
+(29 Solvay faces, the astronaut; MTCNN, ``tests/fixtures/geometry/landmarks.json``) scores 0.963
+or more, so a confident face seen once (0.99) is always restored; one seen once at 0.6 is not."""
+MIN_SHOT_TO_DROP = 3  # shorter shots (and single pictures) keep every face as found
+
+
 @dataclass
 class Tracks:
     """Faces of a batch with their tracks (see :func:`link_tracks`).
 
     ``found``: per frame (boxes (K, 4), scores (K,), landmarks (K, 5, 2)): the detected faces in
     their original order, then the interpolated ones. ``ids``: per frame the track id of every
-    face (-1: dropped as a false detection). ``interpolated``: per frame, True for the faces
-    filled in between detections. ``dropped``: how many detected faces were dropped.
+    face (-1: a detection dropped as false, or a filled face found not to be there, see
+    :func:`gpen.faces.gaps.check_filled`). ``interpolated``: per frame, True for the faces filled in
+    between detections. ``dropped``: how many detected faces were dropped. ``shots``: the frame
+    ranges (start, stop) the tracks were linked in; no track crosses from one to the next.
     """
 
     found: list[Found]
     ids: list[np.ndarray]
     interpolated: list[np.ndarray]
     dropped: int = 0
+    shots: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def filled(self) -> int:
-        """How many faces were interpolated into frames where their track was not detected."""
-        return int(sum(int(f.sum()) for f in self.interpolated))
+        """How many faces were interpolated into frames where their track was not detected (and kept)."""
+        return int(sum(int((f & (i >= 0)).sum()) for f, i in zip(self.interpolated, self.ids)))
+
+    def shot_report(self, shot: tuple[int, int]) -> dict[str, int]:
+        """What happened in frames ``shot`` (start, stop): tracks linked, faces filled, filled faces
+        rejected (no face at that place) and detections dropped as false."""
+        a, z = shot
+        ids = self.ids[a:z]
+        interp = self.interpolated[a:z]
+        return {"tracks": len({int(t) for i in ids for t in i.tolist() if t >= 0}),
+                "filled": int(sum(int((f & (i >= 0)).sum()) for f, i in zip(interp, ids))),
+                "unfilled": int(sum(int((f & (i < 0)).sum()) for f, i in zip(interp, ids))),
+                "dropped": int(sum(int((~f & (i < 0)).sum()) for f, i in zip(interp, ids)))}
 
 
 def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2, iou_threshold: float = 0.3,
-                max_distance: float = 3.0) -> Tracks:
-    """Track the faces of a frame batch, drop short tracks and fill short gaps (see the module docstring).
+                max_distance: float = 3.0, shots: Sequence[tuple[int, int]] | None = None,
+                min_score: float = FALSE_DETECTION_SCORE) -> Tracks:
+    """Track the faces of a frame batch, drop doubtful short tracks and fill short gaps (see the module docstring).
 
     ``found``: per frame (boxes, scores, landmarks (K, 5, 2)) from the detector or from given
-    landmarks. Faces are linked with :func:`track_faces` (landmarks and boxes, tracks surviving
-    ``max_gap`` missing frames); tracks detected in fewer than ``min_track`` frames get id -1;
-    every gap of up to ``max_gap`` frames inside a kept track is filled with landmarks and boxes
-    interpolated linearly between the detections on either side (score: the lower of the two).
-    The input is not modified.
+    landmarks. Faces are linked with :func:`track_faces` inside each of ``shots`` (frame ranges;
+    None: the batch is one shot), tracks surviving ``max_gap`` missing frames. In shots of
+    :data:`MIN_SHOT_TO_DROP` or more frames a track detected in fewer than ``min_track`` frames gets
+    id -1 (a false detection) unless its best score reaches ``min_score``
+    (:data:`FALSE_DETECTION_SCORE`; 0 keeps every face). Every gap of up to ``max_gap`` frames
+    inside a kept track is filled with landmarks and boxes interpolated linearly between the
+    detections on either side (score: the lower of the two). The input is not modified.
     """
     if isinstance(min_track, bool) or not isinstance(min_track, (int, np.integer)) or min_track < 1:
         raise InvalidInputError(f"min_track must be a whole number of frames >= 1, got {min_track!r}.")
     found = [(np.asarray(b, np.float32).reshape(-1, 4), np.asarray(s, np.float32).reshape(-1),
               np.asarray(lm, np.float32).reshape(-1, 5, 2)) for b, s, lm in found]
+    shots = [(0, len(found))] if shots is None else [(int(a), int(z)) for a, z in shots]
     ids = track_faces([f[0] for f in found], iou_threshold, max_gap, landmarks=[f[2] for f in found],
-                      max_distance=max_distance)
+                      max_distance=max_distance, shots=shots)
+    shot_length = np.zeros(len(found), dtype=np.int64)
+    for a, z in shots:
+        shot_length[a:z] = z - a
     members: dict[int, list[tuple[int, int]]] = {}
     for t, frame_ids in enumerate(ids):
         for k, tid in enumerate(frame_ids.tolist()):
@@ -167,7 +225,8 @@ def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2,
     dropped = 0
     extra: list[list[tuple[np.ndarray, float, np.ndarray, int]]] = [[] for _ in found]
     for tid, track in members.items():
-        if len(track) < min_track:
+        best = max(float(found[t][1][k]) for t, k in track)
+        if len(track) < min_track and shot_length[track[0][0]] >= MIN_SHOT_TO_DROP and best < min_score:
             for t, k in track:
                 ids[t][k] = -1
             dropped += len(track)
@@ -188,4 +247,4 @@ def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2,
         out_found.append((boxes, scores, lms))
         out_ids.append(np.concatenate([ids[t], np.asarray([e[3] for e in new], np.int64)]))
         interpolated.append(np.arange(len(boxes)) >= len(ids[t]))
-    return Tracks(out_found, out_ids, interpolated, dropped)
+    return Tracks(out_found, out_ids, interpolated, dropped, shots)

@@ -48,8 +48,10 @@ from ..faces.selection import (
     select_faces,
     select_tracks,
 )
+from ..faces.gaps import check_filled
+from ..faces.shots import find_shots
 from ..faces.temporal import smooth_landmarks
-from ..faces.tracking import Tracks, link_tracks
+from ..faces.tracking import FALSE_DETECTION_SCORE, Tracks, link_tracks, track_faces
 from .frames import (
     Upscaler,
     check_images,
@@ -153,10 +155,14 @@ class FaceRestorer(HelperNetworks):
         return select_faces(found, selection=selection, sort=sort, min_face_size=min_face_size, mask=mask)
 
     @staticmethod
-    def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2) -> Tracks:
-        """Face tracks over a frame batch (see :func:`gpen.faces.tracking.link_tracks`): short tracks
-        dropped, gaps of up to ``max_gap`` frames filled with interpolated faces."""
-        return link_tracks(found, max_gap=max_gap, min_track=min_track)
+    def link_tracks(found: Sequence[Found], *, max_gap: int = 3, min_track: int = 2,
+                    shots: Sequence[tuple[int, int]] | None = None, min_score: float = FALSE_DETECTION_SCORE,
+                    images: torch.Tensor | None = None) -> Tracks:
+        """Face tracks over a frame batch inside each of ``shots`` (see :func:`gpen.faces.tracking.link_tracks`):
+        short tracks of a low score dropped, gaps of up to ``max_gap`` frames filled with interpolated
+        faces, kept only where ``images`` show the face there (:func:`gpen.faces.gaps.check_filled`)."""
+        tracks = link_tracks(found, max_gap=max_gap, min_track=min_track, shots=shots, min_score=min_score)
+        return tracks if images is None or not tracks.filled else check_filled(images, tracks)
 
     def align_faces(self, found: Sequence[Found], chosen: Sequence[np.ndarray], template: str = "gpen",
                     tracks: Sequence[np.ndarray] | None = None, interpolated: Sequence[np.ndarray] | None = None
@@ -347,14 +353,19 @@ class FaceRestorer(HelperNetworks):
                                 progress=(lambda d, t: progress(d, 2 * t)) if halves else None,
                                 check_interrupt=check_interrupt)
         detected = [len(f[0]) for f in found]
+        shots = find_shots(images)
         tracks = None
         if track_faces or (track_faces is None and b >= 3):
-            tracks = self.link_tracks(found, max_gap=int(max_gap), min_track=int(min_track) if b >= 3 else 1)
+            # faces the user gave are never dropped; a filled face is kept only where the frame shows it
+            tracks = self.link_tracks(found, max_gap=int(max_gap), min_track=int(min_track), shots=shots,
+                                      min_score=0.0 if landmarks is not None else FALSE_DETECTION_SCORE,
+                                      images=images)
             found = tracks.found
         if temporal_smoothing > 0 and b > 2:
+            ids = tracks.ids if tracks is not None else track_faces(
+                [f[0] for f in found], max_gap=int(max_gap), landmarks=[f[2] for f in found], shots=shots)
             smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found],
-                                        strength=float(temporal_smoothing), max_gap=int(max_gap),
-                                        tracks=None if tracks is None else tracks.ids)
+                                        strength=float(temporal_smoothing), max_gap=int(max_gap), tracks=ids)
             found = [(bx, sc, lm.astype(np.float32)) for (bx, sc, _), lm in zip(found, smoothed)]
         if tracks is None:
             chosen = select_faces(found, selection=face_selection, sort=sort, min_face_size=min_face_size, mask=mask)
@@ -380,14 +391,14 @@ class FaceRestorer(HelperNetworks):
             allow_download=allow_download, keep_crops=keep_crops, check_interrupt=check_interrupt,
             progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress,
             regions=regions, occlusion=occlusion, upscale=upscale, upscaler=upscaler,
-            consistency=consistency, paste_range=(first, stop), range_only=range_only)
+            consistency=consistency, paste_range=(first, stop), shots=shots, range_only=range_only)
         if halves and not faces:
             progress(1, 1)
         counts = np.bincount(np.array([f.image_index for f in faces], dtype=np.int64), minlength=b).tolist()
-        info = restore_summary(counts, detected, faces, tracks, unchanged) + (
+        info = restore_summary(counts, detected, faces, tracks, unchanged, shots) + (
             f"; output x{upscale}" if upscale > 1 else "")
         log.info(info)
-        return RestoreResult(out_images, out_masks, crops, faces, counts, info, upscale)
+        return RestoreResult(out_images, out_masks, crops, faces, counts, info, upscale, shots)
 
     def _restore_frames(self, images: torch.Tensor, faces: list[Face], frames_per_chunk: int, *, strength: float,
                         mask: torch.Tensor | None, parsing: bool, color_correction: bool, chunk_size: int | None,

@@ -36,7 +36,8 @@ class RestoreResult:
     aligned input crops, or empty, see ``keep_crops``), at the model size whatever the scale;
     ``faces`` one :class:`Face` per restored face, in crop order, in input-image pixels (multiply
     by ``scale`` for output pixels); ``faces_per_image`` counts; ``info`` a one-line human summary;
-    ``scale`` the output scale.
+    ``scale`` the output scale; ``shots`` the batch's shots as frame ranges (start, stop)
+    (:func:`gpen.faces.shots.find_shots`): faces are tracked, filled and smoothed inside a shot only.
     """
 
     images: torch.Tensor
@@ -46,6 +47,7 @@ class RestoreResult:
     faces_per_image: list[int] = field(default_factory=list)
     info: str = ""
     scale: int = 1
+    shots: list[tuple[int, int]] = field(default_factory=list)
 
 
 __all__ = ["Face", "RestoreResult"]

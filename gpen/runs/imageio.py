@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -192,15 +193,23 @@ def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def natural_key(path: Path) -> tuple:
+    """Sort key of a file name in natural order: runs of digits compare as numbers (``2.png`` before
+    ``10.png``, ``frame_9`` before ``frame_10``), the rest case-insensitively, ties by the exact name."""
+    parts = re.split(r"(\d+)", path.name)
+    return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts if p) + (path.name,)
+
+
 def list_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (not recursive) into image and video files, in name order per folder."""
+    """Expand files and folders (not recursive) into image and video files, per folder in natural
+    order (:func:`natural_key`: ``2.png`` before ``10.png``, the frame order of an image sequence)."""
     files: list[Path] = []
     known = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in known and f.is_file()
-                           and not f.name.startswith("."))
+            found = sorted((f for f in p.iterdir() if f.suffix.lower() in known and f.is_file()
+                            and not f.name.startswith(".")), key=natural_key)
             if not found:
                 raise InvalidInputError(f"{p}: folder holds no images or videos ({', '.join(known)}).")
             files.extend(found)
