@@ -9,6 +9,7 @@
     python -m bench device --json out/device_check.json       # one call on a lent GPU (bench/device_check.py)
     python -m bench cuda-trace                                # the CUDA forward's peak memory, traced without a GPU
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
+    python -m bench float-range                               # resamplers' overshoot of 0..1 (FLOAT_RANGE_LIMIT)
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench segment-memory                            # one video segment's peak against its model
     python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from bench import (cuda_trace, detection_memory, device_check, gaps, layers, matmul, network, onnx_bench, pipeline,
-                   precision, ray_bench, reference_threshold, segment_memory, shots, temporal)
+from bench import (cuda_trace, detection_memory, device_check, float_range, gaps, layers, matmul, network, onnx_bench,
+                   pipeline, precision, ray_bench, reference_threshold, segment_memory, shots, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     precision.add_parser(sub)
     detection_memory.add_parser(sub)
     segment_memory.add_parser(sub)
+    float_range.add_parser(sub)
     ray_bench.add_parser(sub)
     temporal.add_parser(sub)
     shots.add_parser(sub)
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = precision.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
+    elif args.cmd == "float-range":
+        rows = float_range.run(args)
     elif args.cmd == "cuda-trace":
         rows = cuda_trace.run(args)
     elif args.cmd == "gaps":

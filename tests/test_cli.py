@@ -79,14 +79,12 @@ def test_restore_writes_images_and_crops(tmp_path, capsys, caplog):
     (["restore", "/nonexistent.png", "--model", str(MODEL_512), "-o", "{tmp}/out"], "no such file"),
     (["restore", "{img}", "--model", "{tmp}/broken.pth", "-o", "{tmp}/out"], "truncated or corrupt file"),
     (["restore", "{tmp}/broken.pth", "--model", str(MODEL_512), "-o", "{tmp}/out"], "not a readable image"),
-    (["restore", "{img}", "--model", "GPEN-BFR-1024", "-o", "{tmp}/out", "--no-download"], "GPEN-BFR-1024.pth"),
     (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}/out", "--landmarks", "{tmp}/broken.pth"],
      "not a landmarks file"),
     (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}"], "would overwrite the input"),
     (["restore", "{tmp}", "--model", str(MODEL_512), "-o", "{tmp}"], "is an input folder"),
     (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}/out", "--strength", "2"], "strength must be"),
     (["restore", "{img}", "--model", str(MODEL_512), "-o", "{tmp}/out", "--select", "x"], "face selection must"),
-    (["download", "GPEN-BFR-2048", "--dir", "{tmp}/models"], "GPEN-BFR-2048.pth"),
 ])
 def test_bad_input_gives_exit_code_and_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setenv("GPEN_OFFLINE", "1")
@@ -98,6 +96,24 @@ def test_bad_input_gives_exit_code_and_one_line(tmp_path, capsys, monkeypatch, a
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
+
+
+@pytest.mark.parametrize("args, name, folder", [
+    (["restore", "{img}", "--model", "GPEN-BFR-1024", "-o", "{tmp}/out", "--no-download"], "GPEN-BFR-1024.pth",
+     "{tmp}/models/facerestore_models"),
+    (["download", "GPEN-BFR-2048", "--dir", "{tmp}/models"], "GPEN-BFR-2048.pth", "{tmp}/models"),
+])
+def test_missing_weights_say_the_folder_first_then_one_line_per_source(tmp_path, capsys, monkeypatch, args, name,
+                                                                       folder):
+    from gpen.weights.registry import REGISTRY
+
+    monkeypatch.setenv("GPEN_OFFLINE", "1")
+    monkeypatch.setenv("GPEN_MODELS_DIR", str(tmp_path / "models"))
+    cv2.imwrite(str(tmp_path / "img.png"), np.zeros((32, 32, 3), np.uint8))
+    rc = main(["-q", *[a.format(tmp=tmp_path, img=tmp_path / "img.png") for a in args]])
+    err = capsys.readouterr().err.rstrip().splitlines()
+    assert rc == 2 and err[0].startswith(f"error: {name} is missing") and folder.format(tmp=tmp_path) in err[0]
+    assert [line.strip() for line in err[1:]] == list(REGISTRY[name].urls)  # each source once, on its own line
 
 
 def test_missing_weights_message_names_file_and_folder(tmp_path, capsys, monkeypatch):

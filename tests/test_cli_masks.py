@@ -48,8 +48,9 @@ def test_bad_mask_options_are_one_line_errors(photo, capsys, monkeypatch, args, 
     monkeypatch.setenv("GPEN_MODELS_DIR", str(photo / "models"))
     rc = main(["-q", "restore", str(photo / "a.png"), "--model", str(MODEL_512), "-o", str(photo / "out"),
                "--landmarks", str(photo / "lm.json"), *args])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[0].startswith("error: ") and message in err[0]
+    assert all(line.startswith("  https://") for line in err[1:])  # a missing file: then one line per source
 
 
 def test_upscale_out_of_range_is_refused(photo, capsys):

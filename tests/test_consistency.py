@@ -204,3 +204,16 @@ def test_never_across_a_cut_between_shots(astro, restorer):
     first = restorer.restore(clip[:CHANGE], lms[:CHANGE], temporal_consistency=1.0)
     second = restorer.restore(clip[CHANGE:], lms[CHANGE:], temporal_consistency=1.0)
     assert torch.equal(whole.images[:CHANGE], first.images) and torch.equal(whole.images[CHANGE:], second.images)
+
+
+def test_frame_steps_and_upscale_leave_the_filter_as_is(astro, restorer):
+    picture, lm = astro
+    clip, lms = still_clip(picture[:, :256, 96:352], lm - np.array([96, 0], np.float32), frames=6, sigma=0.03)
+    one = restorer.restore(clip, lms, temporal_consistency=1.0)
+    steps = restorer.restore(clip, lms, temporal_consistency=1.0, frames_per_chunk=1)  # a face a step
+    assert torch.equal(one.images, steps.images) and torch.equal(one.crops, steps.crops)
+    base = restorer.restore(clip, lms, upscale=2)
+    big = restorer.restore(clip, lms, upscale=2, temporal_consistency=1.0)
+    outside = (big.masks == 0)[..., None].expand_as(big.images)
+    assert big.images.shape == (6, 512, 512, 3) and torch.equal(big.images[outside], base.images[outside])
+    assert flicker(big.images, big.masks) <= flicker(base.images, base.masks) / 3

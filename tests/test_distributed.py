@@ -158,7 +158,7 @@ def test_failed_inputs_are_retried_then_reported_by_name(cluster, tmp_path, capl
                str(lm), "--ray"])
     assert ray.is_initialized()  # not shut down: it was not started by the run
     err = capsys.readouterr().err
-    assert rc == 1 and "failed: broken.png: InvalidInputError" in err and "1 input(s) failed: broken.png" in err
+    assert rc == 2 and "error: broken.png: InvalidInputError" in err and "error: 1 input(s) failed" in err
 
 
 CRASH_MARK = (255, 0, 255)  # the top-left pixel of the picture whose restoring kills its worker

@@ -105,7 +105,17 @@ def test_outside_comfyui_defaults_to_pack_models(tmp_path, monkeypatch):
     assert paths.find_comfyui_models_root(pack) is None
     monkeypatch.delenv(paths.ENV_MODELS_DIR)
     monkeypatch.setattr(paths, "PACK_ROOT", pack)
+    (pack / "pyproject.toml").write_text("")  # a clone
     assert paths.models_dir("facerestore_models") == pack / "models" / "facerestore_models"
+
+
+def test_a_pip_installed_gpen_keeps_models_in_the_user_cache(tmp_path, monkeypatch):
+    site = tmp_path / "venv" / "lib" / "site-packages"  # PACK_ROOT of an installed gpen: no clone around it
+    site.mkdir(parents=True)
+    monkeypatch.delenv(paths.ENV_MODELS_DIR)
+    monkeypatch.setattr(paths, "PACK_ROOT", site)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert paths.models_dir("facedetection") == tmp_path / "cache" / "gpen" / "models" / "facedetection"
 
 
 def test_find_weights_searches_extra_dirs_first(tmp_path):
@@ -494,4 +504,47 @@ def test_downloads_go_to_the_callers_first_folder(tmp_path, monkeypatch):
     first, second = tmp_path / "comfy_facedetection", tmp_path / "other"
     with pytest.raises(MissingWeightsError) as info:
         dl.ensure_weights("detection_Resnet50_Final.pth", "facedetection", [first, second])
-    assert f"place it in the folder:\n  {first}" in str(info.value)
+    assert f"put the file in {first};" in str(info.value).splitlines()[0]
+
+
+# ---- ModelScope's file list as the source of a file's sha256 (issue 29) ---------------------------
+
+MS_FILE = "/api/v1/models/iic/cv_gpen_test/repo?Revision=master&FilePath=pytorch_model.pt"
+MS_LIST = "/api/v1/models/iic/cv_gpen_test/repo/files?Revision=master&Recursive=true"
+
+
+def _manifest(sha256: str, size: int) -> bytes:
+    """ModelScope's answer to the file list request: ``Data.Files[]`` with ``Path``, ``Sha256``, ``Size``."""
+    import json
+
+    files = [{"Name": "configuration.json", "Path": "configuration.json", "Type": "blob", "Size": 2,
+              "Sha256": "0" * 64, "Revision": "abc"},
+             {"Name": "pytorch_model.pt", "Path": "pytorch_model.pt", "Type": "blob", "Size": size,
+              "Sha256": sha256, "Revision": "abc"}]
+    return json.dumps({"Code": 200, "Data": {"Files": files}, "Success": True}).encode()
+
+
+@pytest.mark.parametrize("listed", ["good", "bad"])
+def test_modelscope_downloads_are_checked_against_its_file_list(server, tmp_path, listed):
+    data = os.urandom(300_000)
+    sha = hashlib.sha256(data).hexdigest() if listed == "good" else hashlib.sha256(b"other").hexdigest()
+    url = server.add(MS_FILE, data)
+    server.add(MS_LIST, _manifest(sha, len(data)))
+    spec = _spec(url, unhashed=(url,))  # no published hash: the layout check alone before
+    if listed == "good":
+        path = dl.download(spec, tmp_path, progress=False)
+        assert path.read_bytes() == data
+    else:
+        with pytest.raises(MissingWeightsError, match="the source's manifest says"):
+            dl.download(spec, tmp_path, progress=False)
+        assert not list(tmp_path.iterdir())  # nothing kept, no partial file either
+    assert server.gets(MS_LIST) == [None]  # the list was read once, at download time
+
+
+def test_list_marks_modelscope_sources_as_manifest_checked(capsys):
+    from gpen.runs.cli import main
+
+    assert main(["download", "--list"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("GPEN-BFR-1024.pth"))
+    ms = [u for u in registry.REGISTRY["GPEN-BFR-1024.pth"].urls if "modelscope.cn" in u]
+    assert ms and all(f"{u} (sha256 from the source's manifest)" in line for u in ms)

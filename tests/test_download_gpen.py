@@ -197,7 +197,9 @@ def test_list_prints_one_line_per_known_file(capsys):
         assert (f"{spec.size:,} bytes" if spec.size else "size not published") in line
         assert (spec.sha256 or "sha256 not published") in line
         assert all(u in line for u in spec.urls)
-        assert line.count("(layout-checked)") == len(spec.unhashed)
+        modelscope = [u for u in spec.unhashed if u.startswith("https://modelscope.cn/api/v1/models/")]
+        assert line.count("(sha256 from the source's manifest)") == len(modelscope)
+        assert line.count("(layout-checked)") == len(spec.unhashed) - len(modelscope)
 
 
 def test_all_downloads_every_released_pth(monkeypatch, server, seeded, capsys):
@@ -205,8 +207,10 @@ def test_all_downloads_every_released_pth(monkeypatch, server, seeded, capsys):
     for n in (512, 1024, 2048):
         _entry(monkeypatch, server.url(f"/gone/{n}.pth"), name=f"GPEN-BFR-{n}.pth", model=f"GPEN-BFR-{n}")
     assert main(["-q", "download", "--all"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(f"GPEN-BFR-{n}.pth" in e and "HTTP 404" in e for n, e in zip((512, 1024, 2048), err))
+    err = capsys.readouterr().err.strip().splitlines()  # per file: what and where, then its one source
+    assert len(err) == 6 and all(f"GPEN-BFR-{n}.pth" in e for n, e in zip((512, 1024, 2048), err[::2]))
+    assert all(e.startswith("error: ") and "put the file in" in e for e in err[::2])
+    assert all(e.startswith("  http") and "HTTP 404" in e for e in err[1::2])
     assert sorted(p.name for p in _models_dir().iterdir()) == [NAME]
     assert [p for p, _ in server.requests] == ["/hf/GPEN-BFR-256.pth", "/gone/512.pth", "/gone/1024.pth",
                                                "/gone/2048.pth"]
@@ -232,8 +236,9 @@ def test_download_from_any_url_checks_the_gpen_layout_and_sha256(server, tmp_pat
     url = server.add("/somewhere/my_gpen.pth", data)
     dest = tmp_path / "d"
     assert main(["-q", "download", "--url", url, "--sha256", "0" * 64, "--dir", str(dest)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "sha256 mismatch" in err and url in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "could not be downloaded" in err[0] and str(dest) in err[0]
+    assert err[1].strip().startswith(f"{url}: sha256 mismatch")
     assert main(["-q", "download", "--url", url, "--sha256", hashlib.sha256(data).hexdigest(), "--dir", str(dest)]) == 0
     assert (dest / "my_gpen.pth").read_bytes() == data
     not_gpen = server.add("/somewhere/other.pth", _saved({"conv_first.weight": torch.zeros(4, 3, 3, 3)}))

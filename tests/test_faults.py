@@ -58,7 +58,7 @@ def test_a_decoder_that_raises_costs_its_clip_a_try_and_the_others_are_written(t
                "--frames-per-segment", "4", "--retries", str(retries)])
     err = capsys.readouterr().err
     assert len(tries) == retries + 1
-    assert rc == 1 and "failed: bad.mp4: RuntimeError: decoder crashed" in err and "1 input(s) failed: bad.mp4" in err
+    assert rc == 2 and "bad.mp4: RuntimeError: decoder crashed" in err and "1 input(s) failed" in err
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "clip.mp4"]  # no partial clip, no hidden file
     assert stream_facts(out / "clip.mp4")["frames"] == 10
 

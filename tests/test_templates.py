@@ -25,10 +25,6 @@ def _tool():
     return module
 
 
-def test_there_are_templates():
-    assert len(TEMPLATES) >= 3
-
-
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.stem)
 def test_template_has_a_thumbnail(template):
     thumb = template.with_suffix(".jpg")

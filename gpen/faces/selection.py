@@ -9,6 +9,7 @@ boxes here too (:func:`faces_from_landmarks`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ SORT_ORDERS = ("left-to-right", "largest-first", "score")
 # The face region of a GPEN-aligned crop, in crop fractions: used to give a box to faces that
 # come with landmarks only (for sorting, size limits and reports).
 FACE_BOX_IN_CROP = np.array([[0.22, 0.2], [0.78, 0.2], [0.78, 0.86], [0.22, 0.86]])
+
+log = logging.getLogger(__name__)
 
 Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (K, 4), scores (K,), landmarks (K, 5, 2)
 
@@ -95,6 +98,25 @@ def check_landmarks(landmarks, b: int) -> list:
         got = len(landmarks) if hasattr(landmarks, "__len__") else type(landmarks).__name__
         raise InvalidInputError(f"landmarks must list one array (K, 5, 2) per image: got {got} for {b} images.")
     return list(landmarks)
+
+
+def warn_landmarks_outside(landmarks: Sequence, h: int, w: int) -> None:
+    """Log a warning for given faces whose landmark centre lies outside the (``h``, ``w``) image:
+    landmarks of another image, or in another scale, restore a face that is not there."""
+    outside = []
+    for i, lm in enumerate(landmarks):
+        pts = getattr(lm, "landmarks", lm)
+        if pts is None:
+            continue
+        pts = np.asarray(pts, dtype=np.float64).reshape(-1, 5, 2)
+        centre = pts.mean(axis=1)
+        bad = (centre[:, 0] < 0) | (centre[:, 0] > w) | (centre[:, 1] < 0) | (centre[:, 1] > h)
+        outside += [(i, k) for k in np.flatnonzero(bad)]
+    if outside:
+        i, k = outside[0]
+        log.warning("%d given face(s) lie outside the %dx%d image (first: image %d, face %d); are the landmarks "
+                    "those of another image, or in another scale? Landmarks are pixels of the image as given.",
+                    len(outside), w, h, i, k)
 
 
 def faces_from_landmarks(landmarks, b: int, size: int) -> list[Found]:
@@ -173,6 +195,19 @@ def _pick(count: int, selection: list[int]) -> list[int]:
     return list(dict.fromkeys(j % count for j in selection if -count <= j < count))
 
 
+def warn_unmatched(selection: list[int], counts: Sequence[int], what: str = "face") -> None:
+    """Log a warning for face numbers of ``selection`` that pick nothing where ``counts`` faces (or
+    tracks) are eligible: the hint says how faces are numbered."""
+    missing = [j for j in selection if not any(-n <= j < n for n in counts)]
+    if not missing or not any(counts):
+        return
+    most = max(counts)
+    span = f"{what}s 0..{most - 1} (or -{most}..-1 from the end)" if most else f"no {what}s"
+    log.warning("face selection %s picks no %s: there are %s to pick from%s; faces are numbered from 0 in sort "
+                "order", ",".join(map(str, missing)), what, span,
+                f" in {len(counts)} images" if len(counts) > 1 else "")
+
+
 def select_faces(found: Sequence[Found], *, selection="all", sort: str = "left-to-right",
                  min_face_size: float = 0, mask: torch.Tensor | None = None) -> list[np.ndarray]:
     """Indices of the faces to restore per image, in restore order, each image on its own.
@@ -184,7 +219,8 @@ def select_faces(found: Sequence[Found], *, selection="all", sort: str = "left-t
     """
     check_sort(sort)
     selection = parse_selection(selection)
-    chosen = []
+    chosen: list[np.ndarray] = []
+    counts: list[int] = []
     for (boxes, scores, _), ok in zip(found, eligible_faces(found, min_face_size=min_face_size, mask=mask)):
         keep = sort_faces(boxes, scores, np.flatnonzero(ok), sort)
         if len(keep) and selection == "largest":
@@ -192,6 +228,9 @@ def select_faces(found: Sequence[Found], *, selection="all", sort: str = "left-t
         elif len(keep) and isinstance(selection, list):
             keep = keep[_pick(len(keep), selection)]
         chosen.append(keep)
+        counts.append(int(ok.sum()))
+    if isinstance(selection, list):
+        warn_unmatched(selection, counts)
     return chosen
 
 
@@ -238,6 +277,7 @@ def select_tracks(found: Sequence[Found], tracks: Sequence[np.ndarray], *, selec
         rank = {int(np.argmax(area_sum / np.maximum(seen, 1))): 0} if len(numbers) else {}
     else:
         rank = {n: r for r, n in enumerate(_pick(len(numbers), selection))} if numbers else {}
+        warn_unmatched(selection, [len(numbers)], "tracked face")
     chosen, chosen_numbers = [], []
     for ids, ok in zip(tracks, eligible):
         idx = [int(k) for k in np.flatnonzero(ok) if numbers[int(ids[k])] in rank]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import InvalidInputError, ModelLoadError
 from .files import identify_other_architecture, unwrap_state_dict
 from .network import GPEN, GPENConfig, blur_kernel
 from .precision import auto_dtype, cast
@@ -34,12 +34,35 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str = "cpu") 
         return auto_dtype(device)
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"unsupported dtype {dtype}; use float32, float16 or bfloat16")
+            raise InvalidInputError(f"unsupported dtype {dtype}; use float32, float16 or bfloat16.")
         return dtype
     try:
         return DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of auto, fp32, fp16, bf16") from None
+        raise InvalidInputError(f"unsupported dtype {dtype!r}; use one of auto, fp32, fp16, bf16.") from None
+
+
+DEVICE_HINT = "use cpu, cuda, cuda:N or mps (auto on the command line)"
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch device that exists on this machine, else ``InvalidInputError`` saying which to use."""
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device))
+    except (RuntimeError, ValueError, TypeError):
+        raise InvalidInputError(f"unknown device {device!r}: {DEVICE_HINT}.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"device {device!r}: torch sees no CUDA GPU here (no GPU, no driver, or a "
+                                    f"CPU-only torch build); use cpu (or auto).")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA GPU(s), "
+                                    f"numbered from 0.")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InvalidInputError(f"device {device!r}: Apple's MPS is not available here; use cpu (or auto).")
+    return dev  # other types torch knows (xpu, DirectML's privateuseone, ...) as they are
 
 
 def infer_config(state: Mapping[str, torch.Tensor], name: str = "state dict") -> GPENConfig:

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat import is_compiling
+from ..errors import InvalidInputError
 from . import cpu_matmul, cuda_graphs, plain_path, winograd
 from .config import GPENConfig, default_channels
 from .derived import DERIVED_CACHE, CachingModule, drop_derived
@@ -429,6 +430,11 @@ class GPEN(KeepsBuffers, nn.Module):
             log.warning("GPEN in float16 on the CPU is slow: CPUs without native half-precision arithmetic "
                         "emulate it (a 512 px face took 24 s against 0.7 s in float32 on a 2-core AMD EPYC); "
                         "use fp32, or bf16, on the CPU")
+        s = self.size
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InvalidInputError(f"GPEN-{s} takes face crops (batch, 3, {s}, {s}) in -1..1, got {got}: align "
+                                    f"the faces to {s} px (gpen.FaceRestorer does).")
         with torch.inference_mode():
             x = x.to(device=self.device, dtype=self.dtype)
             if self._compiled is not None:

@@ -33,15 +33,22 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
                                 f"got {tuple(images.shape)}.")
     if not images.is_floating_point():
         raise InvalidInputError(f"{name} must be float 0..1, got {images.dtype}.")
-    check_finite(images, name)
+    check_finite(images, name, max_value=FLOAT_RANGE_LIMIT)
+
+
+FLOAT_RANGE_LIMIT = 2.0
+"""Float pixels above this are taken for 0..255 values. Resampling 0..1 images rings past 1.0 by
+less: at most 1.45 measured (a one-pixel checkerboard upscaled 4x with OpenCV's Lanczos-4; real
+photographs up to 1.12), ``bench/results/float_range_overshoot.json`` (``python -m bench float-range``)."""
 
 
 _FINITE_CHECK_ELEMENTS = 1 << 24  # values checked per step: a 16 MiB temporary at most, whatever the batch
 
 
-def check_finite(images: torch.Tensor, name: str = "images") -> None:
-    """Refuse NaN/inf pixels, checking a few frames (or rows of one huge frame) at a time: checking
-    a long video batch allocates next to nothing (the whole batch at once took 4x its size)."""
+def check_finite(images: torch.Tensor, name: str = "images", max_value: float | None = None) -> None:
+    """Refuse NaN/inf pixels (and, with ``max_value``, values above it: 0..255 given as float),
+    checking a few frames (or rows of one huge frame) at a time: checking a long video batch
+    allocates next to nothing (the whole batch at once took 4x its size)."""
     if not images.numel():
         return
     b, h = images.shape[:2]
@@ -53,6 +60,9 @@ def check_finite(images: torch.Tensor, name: str = "images") -> None:
     for piece in pieces:
         if not all_finite(piece):
             raise InvalidInputError(f"{name} contain NaN or infinite values; fix the node or file that produced them.")
+        if max_value is not None and float(piece.amax()) > max_value:
+            raise InvalidInputError(f"{name} hold values up to {float(images.amax()):g}: they look like 0..255; give "
+                                    f"float 0..1 (divide by 255).")
 
 
 def all_finite(t: torch.Tensor) -> bool:

@@ -42,7 +42,8 @@ def check_options(*, template: str = "gpen", strength: float = 1.0, keep_crops: 
                   face_selection="all", sort: str = "left-to-right", detection_threshold: float = 0.5,
                   min_face_size: float = 0, temporal_smoothing: float = 0.0,
                   reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None,
-                  max_gap: int = 3, min_track: int = 2, temporal_consistency: float = 0.0) -> None:
+                  max_gap: int = 3, min_track: int = 2, chunk_size: int | None = None,
+                  temporal_consistency: float = 0.0) -> None:
     """Check the options of :meth:`gpen.FaceRestorer.restore` (same names and meanings)."""
     if template not in TEMPLATES:
         raise InvalidInputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}.")
@@ -59,6 +60,8 @@ def check_options(*, template: str = "gpen", strength: float = 1.0, keep_crops: 
         raise InvalidInputError(f"track_faces must be True, False or None (automatic), got {track_faces!r}.")
     check_number("max_gap", max_gap, 0, whole=True)
     check_number("min_track", min_track, 1, whole=True)
+    if chunk_size is not None:
+        check_number("chunk_size (faces per network call)", chunk_size, 1, whole=True)
     check_number("temporal_consistency", temporal_consistency, 0.0, 1.0)
     if temporal_consistency and track_faces is False:
         raise InvalidInputError("temporal_consistency blends each face with the same face in the frames around it, "

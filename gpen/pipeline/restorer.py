@@ -43,6 +43,7 @@ from ..faces.reference import REFERENCE_THRESHOLD, reference_differences
 from ..faces.selection import (
     Found,
     check_landmarks,
+    warn_landmarks_outside,
     empty_faces,
     faces_from_landmarks,
     select_faces,
@@ -271,11 +272,10 @@ class FaceRestorer(HelperNetworks):
                 temporal_smoothing: float = 0.0, reference: torch.Tensor | None = None,
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None, max_gap: int = 3,
                 min_track: int = 2, chunk_size: int | None = None, frames_per_chunk: int | None = None,
-                detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
+                detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored", range_only: bool = False,
                 restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 check_interrupt: Callable[[], None] | None = None, regions=None, occlusion=None, upscale: int = 1,
-                upscaler: Upscaler | None = None, temporal_consistency: float = 0.0,
-                range_only: bool = False) -> RestoreResult:
+                upscaler: Upscaler | None = None, temporal_consistency: float = 0.0) -> RestoreResult:
         """Restore the faces of ``images`` (B, H, W, C) float 0..1 (C = 3 RGB, 4 RGBA, 1 grey).
 
         Faces come from ``landmarks`` (per image an array (K, 5, 2): left eye, right eye, nose tip,
@@ -296,10 +296,8 @@ class FaceRestorer(HelperNetworks):
         face swap: only faces differing from it by more than ``reference_threshold``
         (:meth:`reference_differences`) are restored. ``progress(done, total)``: detection is the
         first half of the total, restoration the second (given landmarks: faces only).
-        ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are
-        context (they inform temporal smoothing and face tracks) and come back unchanged; with
-        ``range_only`` the result's images and masks hold frames start .. stop - 1 only (a video
-        segment's output then takes no memory for its context frames).
+        ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are context (for
+        smoothing and tracks) and come back unchanged, or with ``range_only`` are left out of the result.
 
         ``regions`` (with ``parsing``): the parsing regions taken from the restored face, a list or
         comma string of :data:`gpen.faces.parsing.REGIONS` (None: the default face parts); the
@@ -324,14 +322,14 @@ class FaceRestorer(HelperNetworks):
         check_options(template=template, strength=strength, keep_crops=keep_crops, face_selection=face_selection,
                       sort=sort, detection_threshold=detection_threshold, min_face_size=min_face_size,
                       temporal_smoothing=temporal_smoothing, reference_threshold=reference_threshold,
-                      track_faces=track_faces, max_gap=max_gap, min_track=min_track,
+                      track_faces=track_faces, max_gap=max_gap, min_track=min_track, chunk_size=chunk_size,
                       temporal_consistency=temporal_consistency)
         b, h, w, c = images.shape
         mask = prepare_mask(mask, b, h, w)
         first, stop = check_restore_range(restore_range, b)
         check_reference(reference, b, h, w)
         if landmarks is not None:
-            check_landmarks(landmarks, b)
+            warn_landmarks_outside(check_landmarks(landmarks, b), h, w)
         upscale = check_scale(upscale)
         if regions is not None and not parsing:
             raise InvalidInputError("regions choose face-parsing classes: turn face parsing on (parsing=True, "
@@ -414,8 +412,7 @@ class FaceRestorer(HelperNetworks):
         ``consistency`` > 0: the restored crops go through the track filter
         (:class:`gpen.pipeline.consistency.TrackFilter`) first, each face pasted once the faces
         ``RADIUS`` frames after it are restored, never across ``shots`` (frame ranges); only faces
-        inside ``paste_range`` are pasted. ``range_only``: the output holds the frames of
-        ``paste_range`` only.
+        inside ``paste_range`` are pasted; with ``range_only`` the output holds only those frames.
         """
         b, h, w, c = images.shape
         first, stop_all = paste_range if paste_range is not None else (0, b)
@@ -425,8 +422,7 @@ class FaceRestorer(HelperNetworks):
         out_images = torch.empty((hi - lo, oh, ow, c), dtype=images.dtype, device=images.device) if resized \
             else images[lo:hi].clone()
         out_masks = torch.zeros((hi - lo, oh, ow), dtype=torch.float32, device=images.device)
-        kept = []
-        dev = self.work_device(images)
+        kept, dev = [], self.work_device(images)
         net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
         # the aligned crops are needed after the network for these; else the network restores them in place
         keep_aligned = strength < 1 or color_correction or keep_crops == "aligned" or bool(occlusion)
@@ -436,8 +432,7 @@ class FaceRestorer(HelperNetworks):
             nonlocal written
             for s0 in range(written, upto, frames_per_chunk):
                 s1 = min(upto, s0 + frames_per_chunk)
-                out_images[s0 - lo:s1 - lo] = upscale_images(images[s0:s1].to(dev), upscale,
-                                                             upscaler).to(images.device)
+                out_images[s0 - lo:s1 - lo] = upscale_images(images[s0:s1].to(dev), upscale, upscaler).to(images.device)
             written = max(written, upto)
 
         def finish(sel: Sequence[Face], start: int, stop: int, frames: torch.Tensor, aligned: torch.Tensor,

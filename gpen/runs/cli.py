@@ -72,12 +72,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
     videos = sum(1 for p in report.written if is_video(p))
     log.info("%d image(s), %d video(s) (%d frames), %d face(s) restored into %s; %d skipped (output exists)",
              len(report.written) - videos, videos, report.frames, report.faces, args.output, len(report.skipped))
-    if report.failed:
-        for name, why in report.failed.items():
-            print(f"failed: {name}: {' '.join(why.split())}", file=sys.stderr)
-        print(f"error: {len(report.failed)} input(s) failed: {', '.join(report.failed)}", file=sys.stderr)
-        return 1
-    return 0
+    for name, why in report.failed.items():
+        print_error(f"{name}: {why}")
+    if report.failed and len(report.failed) + len(report.written) + len(report.skipped) > 1:
+        print_error(f"{len(report.failed)} input(s) failed (named above); the others were restored or skipped.")
+    return 2 if report.failed else 0
+
+
+def print_error(message: str) -> None:
+    """``error: <first line>`` on stderr, each further line of ``message`` indented below it."""
+    lines = [" ".join(line.split()) for line in str(message).splitlines()]
+    lines = [line for line in lines if line] or ["(no message)"]
+    print(f"error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
 
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -98,6 +106,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..weights.models import resolve_model
     from ..pipeline.restorer import FaceRestorer
 
+    if not DEMO_IMAGE.is_file():
+        raise InvalidInputError(f"the demo photo ({DEMO_IMAGE.name}) ships with a clone of the repository, not with "
+                                f"the installed package: run gpen demo in a clone, or gpen restore your own pictures.")
     device = pick_device(args.device)
     dtype = pick_dtype("auto", device)
     suffix = ""
@@ -136,10 +147,18 @@ def _bar(total: int, unit: str, quiet: bool):
 
 
 def format_known_file(spec) -> str:
-    """One ``--list`` line: name, size, sha256, URLs (those the size/sha256 do not describe are marked)."""
+    """One ``--list`` line: name, size, sha256, URLs (those the size/sha256 do not describe are marked: checked
+    against the sha256 their source's manifest gives at download time, or by layout alone)."""
     size = f"{spec.size:,} bytes" if spec.size is not None else "size not published"
     sha = spec.sha256 or "sha256 not published"
-    urls = " ".join(u if spec.hashed(u) else f"{u} (layout-checked)" for u in spec.urls)
+    from ..weights.registry import manifest_for
+
+    def checked(u: str) -> str:
+        if spec.hashed(u):
+            return u
+        return f"{u} (sha256 from the source's manifest)" if manifest_for(u) else f"{u} (layout-checked)"
+
+    urls = " ".join(checked(u) for u in spec.urls)
     return f"{spec.name}  {size}  {sha}  {urls}"
 
 
@@ -171,7 +190,7 @@ def cmd_download(args: argparse.Namespace) -> int:
             log.info("saved %s", download_file(spec, args.dir, progress=not args.quiet))
         except GPENError as e:
             failed += 1
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            print_error(str(e))
     return 2 if failed else 0
 
 
@@ -190,11 +209,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpen", description="GPEN blind face restoration.")
-    p.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    p = argparse.ArgumentParser(prog="gpen", description="GPEN blind face restoration (also: python -m gpen).")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print errors (also after the command)")
     sub = p.add_subparsers(dest="command", required=True)
+    quiet = argparse.ArgumentParser(add_help=False)  # -q after the command too; SUPPRESS keeps one given before
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only print errors")
 
-    r = sub.add_parser("restore", help="restore the faces in images and videos", description="Restore the faces "
+    r = sub.add_parser("restore", parents=[quiet], help="restore the faces in images and videos",
+                       description="Restore the faces "
                        "in images and videos; writes one output per input into the output folder (images as "
                        "<stem>.png, videos in their container) and skips outputs that exist.")
     r.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
@@ -217,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each aligned input crop of images as <stem>_faceNN_crop.png")
     r.add_argument("--detector", default="retinaface_resnet50", choices=tuple(RETINAFACE_MODELS))
     r.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
-    r.add_argument("--select", default="all", help="faces to restore: all, largest, or indices like 0,2")
+    r.add_argument("--select", default="all", help="faces to restore: all, largest, or indices like 0,2 "
+                   "(0 = the first in --sort order; negative ones count from the end)")
     r.add_argument("--sort", default="left-to-right", choices=SORT_ORDERS,
                    help="face order for --select indices (score: ties keep the input order)")
     r.add_argument("--min-face-size", type=float, default=0, help="skip faces smaller than this (pixels)")
@@ -283,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "tried again before it is named as failed, here or on Ray (default: 2)")
     r.set_defaults(func=cmd_restore)
 
-    d = sub.add_parser("download", help="download GPEN weights (verified, resumable)",
+    d = sub.add_parser("download", parents=[quiet], help="download GPEN weights (verified, resumable)",
                        description="Download released GPEN weights, verified (size and sha256 where published, "
                        "the released tensor layout) and resumable. GPEN_MIRROR=URL tries URL/<file> first.")
     d.add_argument("names", nargs="*", help="model names (GPEN-BFR-256, -512, -1024, -2048) or file names from "
@@ -298,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", help="destination folder (default: the file's models folder)")
     d.set_defaults(func=cmd_download)
 
-    m = sub.add_parser("demo", help="restore the bundled sample photo (GPEN-BFR-512 by default)")
+    m = sub.add_parser("demo", parents=[quiet], help="restore the bundled sample photo (GPEN-BFR-512 by default)")
     m.add_argument("-o", "--output", default="output/demo", help="output folder (default: output/demo)")
     m.add_argument("--model", default="GPEN-BFR-512", choices=("GPEN-BFR-256", "GPEN-BFR-512", "GPEN-BFR-1024",
                    "GPEN-BFR-2048"), help="released model to use (found in or downloaded to the models folder)")
@@ -306,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-download", action="store_true", help="never download weights")
     m.set_defaults(func=cmd_demo)
 
-    i = sub.add_parser("info", help="show the configuration inferred from a weights file")
+    i = sub.add_parser("info", parents=[quiet], help="show the configuration inferred from a weights file")
     i.add_argument("model")
     i.set_defaults(func=cmd_info)
     return p
@@ -341,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         with cleanup_on_sigterm():
             return args.func(args)
     except GPENError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print_error(str(e))
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -65,7 +65,11 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise InvalidInputError(f"{path}: cannot read the file ({e.strerror or e}).") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    check_image_header(path)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        raise InvalidInputError(f"{path}: OpenCV cannot decode it ({' '.join(str(e).split())[-160:]}).") from None
     if img is None:
         raise InvalidInputError(f"{path}: not a readable image (expected {', '.join(IMAGE_SUFFIXES)}).")
     if img.dtype == np.uint8:
@@ -87,6 +91,34 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"{path}: the image contains NaN or infinite values.")
     return torch.from_numpy(arr), bits
+
+
+def opencv_pixel_limit() -> int:
+    """The most pixels OpenCV decodes in one image (``OPENCV_IO_MAX_IMAGE_PIXELS``, default 2^30)."""
+    try:
+        return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "")) or 1 << 30
+    except ValueError:
+        return 1 << 30
+
+
+def check_image_header(path: str | os.PathLike) -> None:
+    """Raise ``InvalidInputError`` when the file's header claims more pixels than OpenCV decodes (a
+    damaged file, or a decompression bomb); reads the header only. Unreadable headers pass (the
+    decoder says what is wrong with them)."""
+    from PIL import Image
+
+    limit, pil_limit = opencv_pixel_limit(), Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # the size is what we want to know: no bomb check while reading it
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - not an image PIL knows: OpenCV decides below
+        return
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    if w * h > limit:
+        raise InvalidInputError(f"{path}: its header says {w}x{h} pixels, more than OpenCV decodes ({limit:,}); "
+                                f"a damaged file? (OPENCV_IO_MAX_IMAGE_PIXELS raises the limit)")
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

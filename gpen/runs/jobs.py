@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..model.checkpoint import resolve_device, resolve_dtype
 from ..faces.occlusion import parse_occluders
 from ..faces.parsing import parse_regions
 from ..faces.reference import REFERENCE_THRESHOLD
@@ -39,9 +40,10 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA, else MPS, else CPU; any other name as given."""
+    """``auto``: CUDA, else MPS, else CPU; any other name as given, when this machine has it
+    (else ``InvalidInputError`` saying what to use)."""
     if name != "auto":
-        return torch.device(name)
+        return resolve_device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -53,6 +55,7 @@ def pick_dtype(name: str, device: torch.device) -> str:
     """``auto``: :func:`gpen.model.precision.auto_dtype` (fp16 on GPUs, bf16 on CPUs with native
     bf16 matrix units, fp32 elsewhere); any other name as given."""
     if name != "auto":
+        resolve_dtype(name)
         return name
     return auto_dtype_name(device)
 
@@ -151,6 +154,9 @@ class RestoreOptions:
             raise InvalidInputError(f"frames per segment must be >= 1, got {self.frames_per_segment}.")
         if self.overlap < 0:
             raise InvalidInputError(f"overlap must be >= 0 frames, got {self.overlap}.")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise InvalidInputError(f"chunk size (faces per network call) must be >= 1, got {self.chunk_size}; "
+                                    f"leave it out to have it chosen from the device's memory.")
         return self
 
     def restore_kwargs(self) -> dict:
@@ -353,17 +359,20 @@ class ImageOutput:
     info: str
 
 
-def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.ndarray | None = None) -> ImageOutput:
-    """Restore one image file into encoded output files (not written yet)."""
+def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.ndarray | None = None,
+                  progress=None) -> ImageOutput:
+    """Restore one image file into encoded output files (not written yet); ``progress(done, total)``
+    as :meth:`gpen.pipeline.restorer.FaceRestorer.restore` reports it."""
     image, bits = read_image(item.source)
     if options.aligned:
         result = restorer.restore_aligned(image[None], strength=options.strength, chunk_size=options.chunk_size,
-                                          upscale=options.upscale, keep_crops="none")
+                                          upscale=options.upscale, keep_crops="none", progress=progress)
         return ImageOutput([(item.output.name, encode_image(result.images[0], bits))], 1, result.info)
     ref = reference_for(item, options.reference)
     result = restorer.restore(image[None], None if landmarks is None else [landmarks], strength=options.strength,
                               chunk_size=options.chunk_size, keep_crops="aligned" if options.save_crops else "none",
-                              reference=None if ref is None else read_image(ref)[0][None], **options.restore_kwargs())
+                              reference=None if ref is None else read_image(ref)[0][None], progress=progress,
+                              **options.restore_kwargs())
     files = [(item.crop_path(k).name, encode_image(result.crops[k])) for k in range(result.crops.shape[0])]
     files.append((item.output.name, encode_image(result.images[0], bits)))
     return ImageOutput(files, len(result.faces), result.info)

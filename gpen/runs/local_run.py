@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import contextmanager
 
-from ..errors import GPENError
+from ..errors import GPENError, MissingDependencyError, MissingWeightsError
+
 from .imageio import write_file_atomic
 from .jobs import (Item, RestoreOptions, RunReport, TaskTiming, lookup_landmarks, pending, restore_image,
                    restore_sequence_segment, restore_window, video_reference, worker_name)
@@ -65,21 +67,6 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     return frames, faces
 
 
-def _restore_item(restorer, item: Item, options: RestoreOptions, image_landmarks: dict | None,
-                  video_landmarks: dict | None, report: RunReport, quiet: bool) -> int:
-    """Restore one input into its output file(s); returns the faces restored."""
-    if item.kind == "video":
-        frames, faces = restore_video(restorer, item, options, lookup_landmarks(video_landmarks, item), quiet)
-        report.frames += frames
-        log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
-        return faces
-    out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item))
-    for name, data in out.files:
-        write_file_atomic(item.output.with_name(name), data)
-    log.info("%s: %s", item.name, out.info)
-    return out.faces
-
-
 def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
     """The segments of an image sequence (``--track-faces``), sized by its first image."""
     from .imageio import read_image
@@ -93,12 +80,11 @@ def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
 def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_landmarks: dict | None = None,
               video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False,
               retries: int = 0) -> RunReport:
-    """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`.
-
-    A :class:`gpen.errors.GPENError` (a bad input or setting) stops the run: it is raised. Any other
-    error while restoring an input (a decoder or a device that fails) is a failed try of that input:
-    it is tried ``retries`` times more, then named in ``report.failed`` while the other inputs go on.
-    """
+    """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`. Every input is tried:
+    one that fails is named in ``report.failed`` with the reason, and the run goes on; a helper
+    network's weights or a package that is missing ends the run (raised: no input could be restored).
+    An input whose restoring crashes (an error that is not a pack error: a decoder or a device that
+    fails) is tried ``retries`` more times before it is named."""
     from tqdm import tqdm
 
     report = RunReport()
@@ -106,12 +92,6 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
     report.skipped = [it.output for it in done]
     if done:
         log.info("skipping %d input(s) whose output exists (--overwrite redoes them)", len(done))
-    if options.reference is not None and not options.image_sequence:  # every clip's reference, before any work
-        from .video import probe
-
-        for item in todo:
-            if item.kind == "video":
-                video_reference(item, options, probe(item.source))
     images = [it for it in todo if it.kind == "image"]
     bar = tqdm(total=len(images), desc="restoring", unit="image", disable=quiet or len(images) < 2, file=sys.stderr)
     try:
@@ -123,36 +103,96 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
                 if all(it.output.exists() and not overwrite for it in sequence[seg.start:seg.stop]):
                     continue
                 started, clock = time.time(), time.perf_counter()
-                out = restore_sequence_segment(restorer, sequence, seg, options, image_landmarks)
-                for name, data in out.files:
-                    write_file_atomic(sequence[0].output.with_name(name), data)
                 name = f"{sequence[0].name}[{seg.start}:{seg.stop}]"  # named as a video segment is
+                try:
+                    out = restore_sequence_segment(restorer, sequence, seg, options, image_landmarks)
+                    for file_name, data in out.files:
+                        write_file_atomic(sequence[0].output.with_name(file_name), data)
+                except (MissingWeightsError, MissingDependencyError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - named in the report; the other segments go on
+                    report.failed[name] = failure(e)
+                    continue
                 report.timings.append(TaskTiming(name, worker, started, time.perf_counter() - clock))
                 report.written.extend(it.output for it in sequence[seg.start:seg.stop])
                 report.faces += out.faces
                 bar.update(seg.stop - seg.start)
         for item in todo:
             for attempt in range(retries + 1):
-                started, clock = time.time(), time.perf_counter()
+                started = time.time()
                 try:
-                    faces = _restore_item(restorer, item, options, image_landmarks, video_landmarks, report, quiet)
-                except GPENError:
-                    raise  # the input or a setting is wrong: one clear message (a retry would not help)
-                except Exception as e:  # noqa: BLE001 - a crash (decoder, device): a failed try of this input
-                    why = f"{type(e).__name__}: {e}"
-                    report.timings.append(TaskTiming(item.name, worker, started, time.perf_counter() - clock))
-                    if attempt < retries:
-                        log.warning("%s: %s; trying again (attempt %d of %d)", item.name, why, attempt + 2, retries + 1)
+                    faces, seconds = _restore_item(restorer, item, options, image_landmarks, video_landmarks, report,
+                                                   quiet or len(images) > 1, quiet)
+                except (MissingWeightsError, MissingDependencyError):
+                    raise  # not about this input: every other one would fail the same way (and retry the download)
+                except Exception as e:  # noqa: BLE001 - named in the report; the other inputs go on
+                    if not isinstance(e, GPENError) and attempt < retries:  # a crash: maybe not the next time
+                        log.warning("%s: %s; trying again (try %d of %d)", item.name, failure(e), attempt + 2,
+                                    retries + 1)
                         continue
-                    log.error("%s: %s; giving up after %d tries", item.name, why, retries + 1)
-                    report.failed[item.name] = why
+                    report.failed[item.name] = failure(e)
+                    bar.update(item.kind == "image")
                     break
-                if item.kind == "image":
-                    bar.update(1)
-                report.timings.append(TaskTiming(item.name, worker, started, time.perf_counter() - clock))
+                bar.update(item.kind == "image")
+                report.timings.append(TaskTiming(item.name, worker, started, seconds))
                 report.written.append(item.output)
                 report.faces += faces
                 break
     finally:
         bar.close()
     return report
+
+
+def _restore_item(restorer, item: Item, options: RestoreOptions, image_landmarks: dict | None,
+                  video_landmarks: dict | None, report: RunReport, no_face_bar: bool, quiet: bool) -> tuple[int, float]:
+    """Restore one input into its output file(s); returns (faces restored, seconds of the work)."""
+    clock = time.perf_counter()
+    if item.kind == "video":
+        frames, faces = restore_video(restorer, item, options, lookup_landmarks(video_landmarks, item), quiet)
+        seconds = time.perf_counter() - clock  # decoding, restoring and encoding the clip
+        report.frames += frames
+        log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
+        return faces, seconds
+    with face_bar(item.name, no_face_bar) as progress:
+        out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item), progress=progress)
+    seconds = time.perf_counter() - clock  # as a Ray worker's: reading, restoring, encoding
+    for name, data in out.files:
+        write_file_atomic(item.output.with_name(name), data)
+    log.info("%s: %s", item.name, out.info)
+    return out.faces, seconds
+
+
+def failure(e: Exception) -> str:
+    """The reason an input failed, for the report: a pack error's message as it is, anything else
+    with its type (and its traceback in the debug log)."""
+    if isinstance(e, GPENError):
+        return str(e)
+    log.debug("unexpected error", exc_info=e)
+    return f"{type(e).__name__}: {e}"
+
+
+@contextmanager
+def face_bar(name: str, disable: bool):
+    """A progress bar over the faces of one image (tqdm on stderr, shown from the first report), as
+    ``progress(done, total)``; the restorer's own one-line summary is left to the caller meanwhile."""
+    from tqdm import tqdm
+
+    bars = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=name, unit="face", disable=disable, file=sys.stderr, leave=False))
+        bar = bars[0]
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    per_call = logging.getLogger("gpen.pipeline.restorer")  # the run logs one summary line per input
+    level = per_call.level
+    per_call.setLevel(max(level, logging.WARNING))
+    try:
+        yield progress
+    finally:
+        per_call.setLevel(level)
+        for bar in bars:
+            bar.close()

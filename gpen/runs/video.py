@@ -25,7 +25,7 @@ from .imageio import partial_path, remove_stale_parts
 
 log = logging.getLogger(__name__)
 
-INSTALL_AV = 'pip install av (or pip install "comfyui-gpen[video]")'
+INSTALL_AV = 'pip install av (or, from a clone of this repository, pip install ".[video]")'
 # output container per input suffix; the others get Matroska, which holds every codec
 KEEP_CONTAINER = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 CHROMA_SUBSAMPLED = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "nv12", "yuv420p10le", "yuv422p10le")
@@ -100,8 +100,9 @@ def _open(av, path: Path):
         raise InvalidInputError(f"{path}: not a readable video ({e}).") from None
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read the stream headers and count the video packets (no decoding)."""
+def probe(path: str | os.PathLike, count: bool = True) -> VideoInfo:
+    """Read the stream headers and count the video packets (no decoding). ``count=False`` reads the
+    headers and the first frame only (``frames`` is then what the header says, ``frame_pts`` None)."""
     av = require_av()
     path = Path(path)
     with _open(av, path) as c:
@@ -109,9 +110,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise InvalidInputError(f"{path}: holds no video stream.")
         vs = c.streams.video[0]
         pts: list[int] = []
-        missing = False
+        missing = not count
         try:
-            for packet in c.demux(vs):
+            for packet in c.demux(vs) if count else ():
                 if packet.size == 0:
                     continue
                 if packet.pts is None:
@@ -120,12 +121,15 @@ def probe(path: str | os.PathLike) -> VideoInfo:
                     pts.append(int(packet.pts))
         except av.error.FFmpegError as e:
             raise InvalidInputError(f"{path}: cannot read the video ({e}).") from None
-        n = len(pts)
-        if missing:  # count the packets again, every one of them
+        n = len(pts) if count else int(vs.frames or 1)
+        if missing and count:  # count the packets again, every one of them
             c.seek(0)
             n = sum(1 for p in c.demux(vs) if p.size)
         if n == 0:
             raise InvalidInputError(f"{path}: the video stream holds no frames.")
+        if vs.frames and vs.frames > n:
+            log.warning("%s: its header lists %d frames but the file holds %d (cut short, or an incomplete "
+                        "download?): restoring those %d", path.name, vs.frames, n, n)
         fps = Fraction(vs.average_rate or vs.guessed_rate or 25)
         tb = Fraction(vs.time_base or Fraction(1, 90000))
         if vs.duration:
@@ -290,7 +294,15 @@ class VideoWriter:
         found = next((a for a in self._audio if a[0].index == packet.stream.index), None)
         if found is None:
             return
-        _, out, remux = found
+        try:
+            self._mux_audio(packet, *found[1:])
+        except (self.av.error.FFmpegError, ValueError) as e:
+            src = found[0].codec_context.name
+            raise InvalidInputError(f"{self.path.name}: the {src} audio of {self.source.path.name} cannot go into the "
+                                    f"{self._out.format.name} output ({e}); convert its audio first, e.g. ffmpeg -i "
+                                    f"{self.source.path.name} -c:v copy -c:a aac fixed.mkv") from None
+
+    def _mux_audio(self, packet, out, remux: bool) -> None:
         if not remux:
             for frame in packet.decode():  # the empty packet at the end flushes the decoder
                 for p in out.encode(frame):
@@ -319,6 +331,9 @@ class VideoWriter:
                                     f"{frames.dtype} {frames.shape}.")
         try:
             self._write(frames, pts)
+        except InvalidInputError:
+            self.abort()
+            raise
         except (av.error.FFmpegError, ValueError) as e:
             self.abort()
             raise self._error(e) from None
@@ -343,6 +358,18 @@ class VideoWriter:
             self._mux_audio_until(float(packet.dts * packet.time_base))
         self._out.mux(packet)
 
+    def check(self) -> None:
+        """Flush the encoder and copy the first second of audio: what the codec, its options and the
+        container refuse shows here (:func:`check_output`)."""
+        try:
+            for packet in self._video.encode(None):
+                self._mux_video(packet)
+            self._mux_audio_until(1.0)
+        except InvalidInputError:
+            raise
+        except (self.av.error.FFmpegError, ValueError) as e:
+            raise self._error(e) from None
+
     def close(self) -> Path:
         """Flush the encoder, copy the rest of the audio, and move the file into place."""
         try:
@@ -352,6 +379,9 @@ class VideoWriter:
             self._out.close()
             self._in.close()
             os.replace(self._tmp, self.path)
+        except InvalidInputError:
+            self.abort()
+            raise
         except self.av.error.FFmpegError as e:
             self.abort()
             raise self._error(e) from None
@@ -378,3 +408,23 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def check_output(info: VideoInfo, path: str | os.PathLike, settings: VideoSettings | None = None,
+                 scale: int = 1) -> None:
+    """Encode one black frame and the first second of audio as :class:`VideoWriter` would write
+    ``path``, into a scratch file that is removed at once: a codec, pixel format, option, container
+    or audio stream that cannot be written raises ``InvalidInputError`` here, before any frame is
+    restored."""
+    path = Path(path)
+    scratch = path.with_name(f".{path.stem}.check{path.suffix}")
+    try:
+        writer = VideoWriter(scratch, info, settings, scale)
+        try:
+            h, w = (scale * n for n in info.upright_size)
+            writer.write(np.zeros((1, h, w, 3), np.uint8), [info.frame_pts[0] if info.frame_pts else 0])
+            writer.check()
+        finally:
+            writer.abort()
+    except InvalidInputError as e:  # named by the output it is about, not by the scratch file
+        raise InvalidInputError(str(e).replace(str(scratch), str(path)).replace(scratch.name, path.name)) from None

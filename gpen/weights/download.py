@@ -12,8 +12,8 @@ behind by a failure:
   says so;
 - an HTTP error (404, 403, ...) or a host that cannot be reached moves on to the next URL.
 
-When every URL fails, :class:`~gpen.errors.MissingWeightsError` names the file, every URL and the
-folder to put the file in by hand. Connections time out after 10 s, so no network fails fast.
+When every URL fails, :class:`~gpen.errors.MissingWeightsError` names the file and the folder to
+put it in by hand on its first line, then each URL (and why it failed) on a line of its own. Connections time out after 10 s, so no network fails fast.
 
 One file is downloaded by one process at a time: a lock file (in ``<temp>/comfyui-gpen-locks/``,
 via the ``filelock`` package torch depends on) serialises concurrent downloads of the same file
@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ..errors import MissingWeightsError
 from .paths import find_weights, models_dir, search_dirs
-from .registry import REGISTRY, WeightsFile, known_file
+from .registry import REGISTRY, WeightsFile, known_file, manifest_for
 
 logger = logging.getLogger(__name__)
 
@@ -229,13 +229,49 @@ def _fetch(url: str, part: Path, spec: WeightsFile, progress: bool, callback: Pr
                                MAX_RESUMES)
 
 
-def _verify(path: Path, spec: WeightsFile, url: str | None, validate: Validator | None) -> None:
-    """Raise ``_Rejected`` unless ``path`` has the size/sha256 known for ``url`` and passes ``validate``.
+MANIFEST_MAX_BYTES = 8 << 20
+
+
+def manifest_hash(url: str) -> tuple[str, int | None] | None:
+    """(sha256, size) of the file ``url`` serves, from its source's manifest (ModelScope's file list,
+    :func:`gpen.weights.registry.manifest_for`); None when the URL has no manifest or it names no hash.
+    ``_Unusable`` when the manifest cannot be read."""
+    import json
+
+    found = manifest_for(url)
+    if found is None:
+        return None
+    manifest_url, file_path = found
+    try:
+        with _open(manifest_url, 0) as resp:
+            data = json.loads(resp.read(MANIFEST_MAX_BYTES))
+        files = data["Data"]["Files"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Unusable(f"cannot read the source's file list {manifest_url} ({exc})") from exc
+    for entry in files if isinstance(files, list) else []:
+        if isinstance(entry, dict) and entry.get("Path", entry.get("Name")) == file_path and entry.get("Sha256"):
+            size = entry.get("Size")
+            return str(entry["Sha256"]).lower(), int(size) if isinstance(size, int) and size > 0 else None
+    return None
+
+
+def _verify(path: Path, spec: WeightsFile, url: str | None, validate: Validator | None,
+            manifest: tuple[str, int | None] | None = None) -> None:
+    """Raise ``_Rejected`` unless ``path`` has the size/sha256 known for ``url`` (or the source's
+    ``manifest`` (sha256, size)) and passes ``validate``.
 
     ``url=None`` (a file already on disk, source unknown): size/sha256 are required only when every
     source of the file is hashed.
     """
     hashed = spec.hashed(url) if url is not None else not spec.unhashed
+    if manifest is not None and not hashed:
+        sha, size = manifest
+        got = path.stat().st_size
+        if size is not None and got != size:
+            raise _Rejected(f"wrong size: {got} bytes, the source's manifest says {size}")
+        digest = sha256_of(path)
+        if digest != sha:
+            raise _Rejected(f"sha256 mismatch: got {digest}, the source's manifest says {sha}")
     if hashed:
         size = path.stat().st_size
         if spec.size is not None and size != spec.size:
@@ -253,13 +289,11 @@ def _verify(path: Path, spec: WeightsFile, url: str | None, validate: Validator 
             raise _Rejected("the downloaded file failed validation")
 
 
-def _missing_message(spec: WeightsFile, dest_dir: Path, detail: str, urls: Iterable[str] | None = None) -> str:
-    listed = "\n".join(f"  {u}" for u in (urls if urls is not None else candidate_urls(spec)))
-    return (
-        f"Weights file {spec.name} is missing and {detail}\n"
-        f"Download it by hand from:\n{listed}\n"
-        f"and place it in the folder:\n  {dest_dir}"
-    )
+def _missing_message(spec: WeightsFile, dest_dir: Path, detail: str, sources: Iterable[str]) -> str:
+    """The first line says what is missing and the folder to put it in; then one line per source
+    (a URL to download it by hand from, with why it failed where it was tried)."""
+    listed = "\n".join(f"  {u}" for u in sources)
+    return f"{spec.name} {detail}: put the file in {dest_dir}; its sources:\n{listed}"
 
 
 class _Exclusive:
@@ -312,6 +346,12 @@ def _try_url(url: str, target: Path, spec: WeightsFile, progress: bool, validate
              callback: ProgressCallback | None) -> None:
     """Download ``spec`` from ``url`` into place (raises ``_Unusable``/``_Interrupted``/``_Rejected``)."""
     part = part_path(target, url)
+    manifest = None
+    if not spec.hashed(url):
+        try:
+            manifest = manifest_hash(url)
+        except _Unusable as exc:  # the file list is down, the file may not be: its layout is still checked
+            logger.warning("%s: %s; checking the file by its layout only", spec.name, exc)
     for fresh_retry in (False, True):
         try:
             resumed = _fetch(url, part, spec, progress, callback)
@@ -319,7 +359,7 @@ def _try_url(url: str, target: Path, spec: WeightsFile, progress: bool, validate
             discard(part)  # the URL no longer serves this file: its partial file is of no use
             raise
         try:
-            _verify(part, spec, url, validate)
+            _verify(part, spec, url, validate, manifest)
         except _Rejected as exc:
             discard(part)
             if resumed and not fresh_retry:  # the bytes before the cut may be from an older file
@@ -353,12 +393,14 @@ def download(
     target = dest / spec.name
     urls = candidate_urls(spec)
     if offline():
-        raise MissingWeightsError(_missing_message(spec, dest, f"downloads are disabled ({ENV_OFFLINE} is set).", urls))
+        raise MissingWeightsError(_missing_message(spec, dest, f"is missing and downloads are disabled ({ENV_OFFLINE} "
+                                                   f"is set)", urls))
     try:
         dest.mkdir(parents=True, exist_ok=True)
         lock = _Exclusive(target)
     except OSError as exc:
-        raise MissingWeightsError(_missing_message(spec, dest, f"its folder cannot be created ({exc}).", urls)) from exc
+        raise MissingWeightsError(_missing_message(spec, dest, f"cannot be downloaded: its folder cannot be created "
+                                                   f"({exc})", urls)) from exc
     with lock:
         if target.is_file() and not force:
             try:
@@ -370,24 +412,24 @@ def download(
                                "one replaces it)", target, exc)
         callback = progress_callback or (_reporter(spec) if _reporter is not None else None)
         failures: list[str] = []
+        logger.info("downloading %s into %s", spec.name, dest)
         for url in urls:
-            logger.info("downloading %s from %s to %s", spec.name, url, target)
+            logger.debug("downloading %s from %s to %s", spec.name, url, target)
             try:
                 _try_url(url, target, spec, progress, validate, callback)
             except _Interrupted as exc:
                 kept = part_path(target, url)
                 note = f"; kept the partial file {kept.name} to resume from next time" if kept.exists() else ""
-                failures.append(f"  {url}: {exc}{note}")
+                failures.append(f"{url}: {exc}{note}")
             except (_Unusable, _Rejected) as exc:
-                failures.append(f"  {url}: {exc}")
+                failures.append(f"{url}: {exc}")
             else:
                 for leftover in target.parent.glob(f"{glob_escape(target.name)}.*.part"):
                     discard(leftover)
                 logger.info("saved %s", target)
                 return target
-            logger.warning("download of %s from %s failed: %s", spec.name, url, failures[-1].split(": ", 1)[1])
-        detail = "could not be downloaded:\n" + "\n".join(failures)
-        raise MissingWeightsError(_missing_message(spec, dest, detail, urls))
+            logger.debug("download of %s failed: %s", spec.name, failures[-1])
+        raise MissingWeightsError(_missing_message(spec, dest, "could not be downloaded", failures))
 
 
 def glob_escape(name: str) -> str:
@@ -419,19 +461,19 @@ def ensure_weights(
         return found
     # downloads land in the caller's first folder (e.g. the one ComfyUI is configured with)
     dest = Path(dest_dir) if dest_dir is not None else (Path(extra[0]) if extra else models_dir(kind))
-    searched = "\n".join(f"  {d}" for d in search_dirs(kind, extra))
+    searched = ", ".join(str(d) for d in search_dirs(kind, extra))
     spec = name if isinstance(name, WeightsFile) else REGISTRY.get(name)
     if spec is None:
-        raise MissingWeightsError(
-            f"Weights file {file_name} was not found. Searched:\n{searched}\nPlace the file in:\n  {dest}"
-        )
+        raise MissingWeightsError(f"Weights file {file_name} was not found (searched {searched}): put the file in {dest}.")
     if not allow_download or offline():
         why = "downloads are disabled" + (f" ({ENV_OFFLINE} is set)" if offline() else "")
-        raise MissingWeightsError(_missing_message(spec, dest, f"was not found ({why}). Searched:\n{searched}"))
+        raise MissingWeightsError(_missing_message(spec, dest, f"is missing ({why}; searched {searched})",
+                                                   candidate_urls(spec)))
     try:
         return download(spec, dest, progress=progress, validate=validate, progress_callback=progress_callback)
     except MissingWeightsError as exc:
-        raise MissingWeightsError(f"{exc}\n(Searched before downloading:\n{searched})") from exc
+        first, _, rest = str(exc).partition("\n")
+        raise MissingWeightsError(f"{first} (searched {searched} first)\n{rest}".rstrip()) from exc
 
 
 __all__ = ["candidate_urls", "discard", "download", "ensure_weights", "lock_path", "offline", "part_path",

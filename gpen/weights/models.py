@@ -18,31 +18,16 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .download import ProgressCallback, Validator, download, ensure_weights
+from .download import ProgressCallback, Validator, download
 from .registry import REGISTRY, RESTORE, WeightsFile, gpen_files
 from ..errors import InvalidInputError, ModelLoadError
-from ..model.checkpoint import build_network, infer_config
-from ..model.files import WEIGHT_SUFFIXES, unwrap_state_dict
-from ..model.layouts import RELEASED_MODELS, released_layout
-from ..model.loader import read_weights_file
+from ..model.checkpoint import build_network
+from ..model.files import WEIGHT_SUFFIXES
+from ..model.layouts import RELEASED_MODELS
+from ..model.loader import check_released_file, read_weights_file, resolve_released
 
 KIND = RESTORE
 DOWNLOADABLE_SUFFIXES = (*WEIGHT_SUFFIXES, ".onnx")
-
-
-def check_released_file(path: Path, name: str, suffix: str | None = None) -> None:
-    """Raise ``ModelLoadError`` unless ``path`` holds exactly the released layout of model ``name``.
-
-    ``suffix`` gives the file format when the name of ``path`` does not (a ``.part`` download).
-    """
-    state = unwrap_state_dict(read_weights_file(path, suffix=suffix), path.name)
-    infer_config(state, path.name)  # recognisable as GPEN at all (clear message otherwise)
-    want = released_layout(name)["shapes"]
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if got != want:
-        diff = sorted(set(want) ^ set(got)) or sorted(k for k in want if got[k] != want[k])
-        raise ModelLoadError(f"{path.name}: does not have the layout of the released {name} "
-                             f"({len(diff)} tensors differ, e.g. {diff[0]!r}).")
 
 
 def check_gpen_file(path: Path, suffix: str | None = None) -> None:
@@ -62,12 +47,6 @@ def validator_for(spec: WeightsFile) -> Validator | None:
         return None
     suffix = Path(spec.name).suffix
     return lambda p: check_released_file(p, spec.model, suffix=suffix)
-
-
-def model_file_name(name: str) -> str | None:
-    """``GPEN-BFR-512`` / ``GPEN-BFR-512.pth`` -> ``GPEN-BFR-512.pth``; None for other names."""
-    stem = name.removesuffix(".pth")
-    return f"{stem}.pth" if stem in RELEASED_MODELS else None
 
 
 def files_for(name: str, onnx: bool = False) -> WeightsFile:
@@ -93,12 +72,8 @@ def resolve_model(name_or_path: str | os.PathLike, extra_dirs: Iterable[str | os
                   allow_download: bool = True, progress: bool = True,
                   progress_callback: ProgressCallback | None = None) -> Path:
     """A model file: an existing path as is, or a released model name found or downloaded."""
-    path = Path(name_or_path)
-    if path.exists() or path.suffix.lower() not in ("", ".pth") or model_file_name(str(name_or_path)) is None:
-        return path
-    spec = REGISTRY[model_file_name(str(name_or_path))]
-    return ensure_weights(spec, KIND, extra_dirs, allow_download=allow_download, progress=progress,
-                          validate=validator_for(spec), progress_callback=progress_callback)
+    return resolve_released(name_or_path, extra_dirs, allow_download=allow_download, progress=progress,
+                            progress_callback=progress_callback)
 
 
 def download_file(spec: WeightsFile, dest_dir: str | os.PathLike | None = None, progress: bool = True,

@@ -15,7 +15,9 @@ The default folder of a kind is resolved in this order:
 1. ``$GPEN_MODELS_DIR/<kind>`` when the environment variable is set (a ComfyUI-style ``models/``
    root holding those subfolders);
 2. ``<ComfyUI>/models/<kind>`` when this pack sits in ``<ComfyUI>/custom_nodes/<pack>/``;
-3. ``<pack root>/models/<kind>`` otherwise.
+3. ``<pack root>/models/<kind>`` in a clone of the repository (or a copy of the pack);
+4. ``<user cache>/gpen/models/<kind>`` for a ``pip``-installed ``gpen`` (``$XDG_CACHE_HOME``,
+   ``%LOCALAPPDATA%`` on Windows, else ``~/.cache``).
 
 The ComfyUI node adapters pass ComfyUI's own registered folders
 (``folder_paths.get_folder_paths(kind)``) as ``extra_dirs``; those are searched first.
@@ -75,7 +77,18 @@ def models_root() -> Path:
     comfy = find_comfyui_models_root(PACK_ROOT)
     if comfy is not None:
         return comfy
-    return PACK_ROOT / "models"
+    if (PACK_ROOT / "pyproject.toml").is_file() or (PACK_ROOT / "nodes").is_dir():  # a clone, or the pack
+        return PACK_ROOT / "models"
+    return user_cache_dir() / "gpen" / "models"  # installed with pip: PACK_ROOT is site-packages
+
+
+def user_cache_dir() -> Path:
+    """The user's cache folder: ``$XDG_CACHE_HOME``, ``%LOCALAPPDATA%`` on Windows, else ``~/.cache``."""
+    for var in ("XDG_CACHE_HOME", "LOCALAPPDATA"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            return Path(value).expanduser()
+    return Path.home() / ".cache"
 
 
 def models_dir(kind: str) -> Path:

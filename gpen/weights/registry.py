@@ -17,7 +17,8 @@ back). ModelScope's ``pytorch_model.pt`` files are plain state dicts of the same
 ``FullGenerator(size, 512, 8, channel_multiplier=2, narrow=1)`` with ``strict=True``) but no byte
 size or hash of them is published, so a file from ModelScope (or from the OSS links, whose bytes
 nobody recorded) is accepted on its exact released tensor layout: those URLs are listed in
-``unhashed``.
+``unhashed``. ModelScope's file list carries a ``Sha256`` per file: a ModelScope download is checked
+against it, read at download time (:func:`manifest_for`), besides its layout.
 
 ``.onnx`` entries: the GPEN exports ReActor ships (Hugging Face dataset ``Gourieff/ReActor``,
 ``models/facerestore_models/``) and the ones FaceFusion ships (``facefusion/models-3.0.0`` on
@@ -38,6 +39,8 @@ Set ``GPEN_MIRROR`` to a base URL to try ``$GPEN_MIRROR/<file name>`` before eve
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
@@ -75,6 +78,25 @@ class WeightsFile:
     def is_onnx(self) -> bool:
         """True for an ``.onnx`` graph (checked by size and sha256; its layout is read when loaded)."""
         return self.name.lower().endswith(".onnx")
+
+
+_MS_FILE_URL = re.compile(r"(?P<base>https?://[^?#]+/api/v1/models/[^/?#]+/[^/?#]+)/repo\?(?P<query>[^#]*)")
+
+
+def manifest_for(url: str) -> tuple[str, str] | None:
+    """(manifest URL, file path) for a ModelScope file download URL (``.../api/v1/models/<org>/<id>/repo?
+    Revision=R&FilePath=P``): the repository's file list (``.../repo/files?Revision=R&Recursive=true``)
+    records a ``Sha256`` and ``Size`` for each file (``Data.Files[].Path``), read at download time.
+    None for other URLs."""
+    match = _MS_FILE_URL.fullmatch(url)
+    if match is None:
+        return None
+    query = urllib.parse.parse_qs(match.group("query"))
+    path = query.get("FilePath", [None])[0]
+    if not path:
+        return None
+    revision = query.get("Revision", ["master"])[0]
+    return f"{match.group('base')}/repo/files?Revision={revision}&Recursive=true", path
 
 
 RESTORE = "facerestore_models"
