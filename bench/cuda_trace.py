@@ -72,12 +72,23 @@ class Tracer(TorchDispatchMode):
 
 
 def fake_network(config, dtype: torch.dtype):
-    """A GPEN of ``config`` whose weights are fake CUDA tensors of ``dtype`` (call under a FakeTensorMode)."""
+    """A GPEN of ``config`` whose weights are fake CUDA tensors (call under a FakeTensorMode) with the
+    dtypes ``gpen.load_model(..., dtype=dtype)`` gives: for bfloat16 the mixed network of
+    :func:`gpen.model.precision.cast` (its float32 parameters and buffers)."""
+    from gpen.model import precision
     from gpen.model.network import GPEN
 
     with torch.device("cuda"):
         net = GPEN(config).eval()
-    state = {k: torch.empty(v.shape, device="cuda", dtype=dtype) for k, v in net.state_dict().items()}
+    params = dict(net.named_parameters())
+    mixed = dtype == torch.bfloat16 and precision.MIXED_BFLOAT16
+
+    def dtype_of(key: str) -> torch.dtype:
+        if mixed and (key not in params or precision.keeps_float32(key, config.size)):
+            return torch.float32
+        return dtype
+
+    state = {k: torch.empty(v.shape, device="cuda", dtype=dtype_of(k)) for k, v in net.state_dict().items()}
     net.load_state_dict(state, assign=True)
     return net
 

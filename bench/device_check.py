@@ -1,22 +1,29 @@
 """One call on a GPU machine: correctness, precision, speed and memory of the network there.
 
-    python -m bench device --json $OUT/device_check.json              # on a lent GPU (about 5 minutes)
+    python -m bench device --json $OUT/device_check.json              # on a lent GPU (about 6 minutes; budget 8)
     python -m bench device --device cpu --smoke                       # the same steps, small, anywhere
 
-Steps (each is reported; a failing step does not stop the others, and steps that would start after
-``--budget-s`` seconds are skipped, so the call ends inside its lease):
+Steps (each is reported, and the JSON written after every step; a failing step does not stop the
+others; a step whose estimated time (:data:`ESTIMATE_S`) would end past ``--budget-s`` is skipped,
+and the speed step stops early enough to leave every later step its estimate):
 
 1. ``parity``: the official-output fixtures (tests/fixtures/reference) on this device in float32,
    with TF32 off and with the device's default convolution settings;
 2. ``precision``: float16 / bfloat16 against float32 on seeded full-width weights, as the PSNR of
-   the 0..1 images (the issue asks >= 40 dB for float16);
-3. ``speed``: faces/s, ms/face and peak memory per size, dtype and batch; batch ``auto`` is what
+   the 0..1 images (the issue asks >= 40 dB for float16), on real faces (the pack's group photo,
+   aligned);
+3. ``speed``: faces/s, ms/face and peak memory per size, dtype and batch, cuDNN autotune off (as in
+   ComfyUI without ``--fast autotune``) and on (restored afterwards), and for a few small batches as a
+   replayed CUDA graph (``GPEN.enable_cuda_graphs``); batch ``auto`` is what
    :meth:`gpen.FaceRestorer.default_chunk_size` picks, timed through ``run_network`` as users run it;
-4. ``small_card``: with all but ``--card-gib`` GiB of device memory taken by a ballast tensor,
-   2048 px faces restore with the automatic chunk size (no out-of-memory error reaches the user);
-5. ``memory``: measured peak memory per face against the model in ``gpen.pipeline.memory.face_memory_bytes``;
+4. ``small_card``: with all but ``--card-gib`` GiB (7.0: an 8 GB card) of device memory taken by a
+   ballast tensor, 2048 px faces restore with the automatic chunk size; ``ok`` only when no
+   out-of-memory error reached the user and the back-off never had to halve the chunk;
+5. ``memory``: measured peak memory at batch 1, 2, 4 (first call: derived weights included) against
+   the model that chooses the batch (``gpen.pipeline.memory.network_memory_bytes``, from fake-tensor traces);
 6. ``pipeline``: ``python -m bench pipeline`` here: a 1920x1080 frame with 4 faces, network alone vs
-   alignment + network + paste-back + RetinaFace-R50 detection (needs facexlib);
+   alignment + network + paste-back + RetinaFace-R50 detection (without facexlib the detection is
+   not timed, with the reason in the row, and the other timings are kept);
 7. ``profile``: the most expensive kernels of one 2048 px fp16 batch (written beside the JSON);
 8. ``upsample``: the upsampling convolution + blur as run now vs one fused 6x6 transposed
    convolution, at the high-resolution layers' shapes;
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import sys
 import time
@@ -50,8 +58,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("device", help="one-call correctness/precision/speed/memory check on a GPU")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="small sizes and few repeats (to try the script)")
-    p.add_argument("--budget-s", type=float, default=330.0, help="skip steps that would start after this")
-    p.add_argument("--card-gib", type=float, default=7.5, help="memory left free in the small-card step")
+    p.add_argument("--budget-s", type=float, default=480.0,
+                   help="seconds for all steps: a step that would end past it is skipped, and the speed step "
+                        "stops early to leave the later steps their estimated time (ESTIMATE_S)")
+    p.add_argument("--card-gib", type=float, default=7.0, help="memory left free in the small-card step (an 8 GB card)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile at 2048 px fp16")
     p.add_argument("--official", help="checkout of the official GPEN code, timed side by side")
     p.add_argument("--json", help="write all results to this JSON file")
@@ -91,6 +101,24 @@ def tf32(enabled: bool | None):
 def net_for(size: int, device: torch.device, dtype: str, seed: int = 0):
     """Our network at ``size`` with seeded weights of the released layout."""
     return build("ours", size, device, resolve_dtype(dtype), None, seed=seed)
+
+
+def real_faces(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """The first ``n`` faces of the group photo that ships with the pack (assets/solvay_conference_1927.png),
+    aligned to the GPEN template with ``gpen.faces.align`` from the landmarks in the test fixtures; -1..1."""
+    import cv2
+
+    from gpen.faces.align import estimate_similarity, template_points, warp_affine
+
+    bgr = cv2.imread(str(REPO / "assets" / "solvay_conference_1927.png"), cv2.IMREAD_COLOR)
+    image = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)[None].float().div(255)
+    marks = json.loads((REPO / "tests" / "fixtures" / "geometry" / "landmarks.json").read_text())
+    found = marks["images"]["solvay_conference_1927.png"]["faces"]
+    template = template_points("gpen", size)
+    matrices = torch.stack([torch.as_tensor(estimate_similarity(np.asarray(f["landmarks5"]), template), dtype=torch.float32)
+                            for f in (found * n)[:n]])
+    crops = warp_affine(image.to(device), matrices.to(device), None, size)
+    return crops * 2 - 1
 
 
 def faces(n: int, size: int, device: torch.device, seed: int = 1) -> torch.Tensor:
@@ -135,7 +163,7 @@ def step_parity(device: torch.device, smoke: bool) -> list[dict]:
 def step_precision(device: torch.device, smoke: bool) -> list[dict]:
     rows = []
     for size in ([256] if smoke else [512, 2048]):
-        x = faces(1 if smoke else 2, size, device)
+        x = real_faces(1 if smoke else 2, size, device)  # real faces: their statistics, not noise's
         with tf32(False):  # the reference in true float32
             ref = net_for(size, device, "fp32", seed=5)(x)
         for dt in ("fp16", "bf16"):
@@ -148,42 +176,77 @@ def step_precision(device: torch.device, smoke: bool) -> list[dict]:
     return rows
 
 
-def step_speed(device: torch.device, smoke: bool, clock: Clock) -> list[dict]:
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool):
+    """``torch.backends.cudnn.benchmark`` set for the block and restored after it (it would otherwise
+    leak into later steps: autotuned algorithms take larger workspaces)."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+SPEED_PLAN = [(512, "fp16", [1, 8, "auto"]), (1024, "fp16", [1, "auto"]), (2048, "fp16", [1, 4, "auto"]),
+              (2048, "bf16", ["auto"]), (512, "fp32", [1]), (2048, "fp32", ["auto"])]
+"""(size, dtype, batches) timed by the speed step, in order; cuDNN autotune off and on for each."""
+GRAPH_ROWS = {(512, "fp16", 1), (512, "fp16", 8), (2048, "fp16", 1)}
+"""Also timed as a replayed CUDA graph (``GPEN.enable_cuda_graphs``), where launches count most."""
+
+
+def step_speed(device: torch.device, smoke: bool, clock: Clock, deadline: float = math.inf) -> list[dict]:
+    """Faces/s per size, dtype and batch, cuDNN autotune off and on, eager and (CUDA) graph; rows
+    that would start after ``deadline`` (a ``time.perf_counter`` value) are recorded as skipped."""
     import gpen
 
-    torch.backends.cudnn.benchmark = True
-    plan = [(256, "fp32", [1, "auto"])] if smoke else [
-        (512, "fp32", [1]), (512, "fp16", [1, 8, "auto"]), (1024, "fp16", [1, "auto"]),
-        (2048, "fp32", [1, "auto"]), (2048, "fp16", [1, 4, 16, "auto"]), (2048, "bf16", ["auto"]),
-    ]
+    plan = [(256, "fp32", [1, "auto"])] if smoke else SPEED_PLAN
+    graph_rows = {(256, "fp32", 1)} if smoke else GRAPH_ROWS
     rows = []
     for size, dt, batches in plan:
-        net = net_for(size, device, dt)
-        restorer = gpen.FaceRestorer(net)
-        for batch in batches:
-            reset_peak(device)
-            base = torch.cuda.memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
-            if batch == "auto":  # what users get: the chunk from free memory, through run_network
-                n = restorer.default_chunk_size(device)
-                crops = (faces(n, size, device) + 1) / 2
-                seconds = clock.median(lambda: restorer.run_network(crops), repeat=3 if smoke else 5,
-                                       min_total_s=0 if smoke else 2.0)
-            else:
-                n = batch
-                x = faces(n, size, device).to(net.dtype)
-                seconds = clock.median(lambda: net(x), repeat=3 if smoke else 5, min_total_s=0 if smoke else 1.0)
-            peak = peak_mib(device)
-            rows.append({"size": size, "dtype": dt, "batch": batch, "faces": n, "faces_per_s": n / seconds,
-                         "ms_per_face": seconds / n * 1e3, "peak_mib": peak,
-                         "peak_minus_weights_mib": None if peak is None else peak - base})
-            crops = x = None
         net = restorer = None
+        for batch in batches:
+            modes = [("eager", False), ("eager", True)] + ([("graph", True)] if (size, dt, batch) in graph_rows else [])
+            for mode, autotune in modes:
+                row = {"size": size, "dtype": dt, "batch": batch, "mode": mode, "cudnn_autotune": autotune}
+                if time.perf_counter() > deadline:
+                    rows.append(dict(row, skipped="budget: time left for the later steps"))
+                    continue
+                if mode == "graph" and device.type != "cuda":
+                    rows.append(dict(row, skipped="CUDA graphs need CUDA"))
+                    continue
+                if net is None:  # built for the first row that runs
+                    net = net_for(size, device, dt)
+                    restorer = gpen.FaceRestorer(net)
+                with cudnn_autotune(autotune):
+                    rows.append(dict(row, **_time_batch(net, restorer, size, batch, device, clock, smoke, mode)))
+                net.enable_cuda_graphs(False)
     return rows
+
+
+def _time_batch(net, restorer, size: int, batch, device: torch.device, clock: Clock, smoke: bool, mode: str) -> dict:
+    reset_peak(device)
+    base = torch.cuda.memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+    repeat, min_total = (3, 0.0) if smoke else (5, 1.0)
+    if batch == "auto":  # what users get: the chunk from free memory, through run_network
+        n = restorer.default_chunk_size(device)
+        crops = (faces(n, size, device) + 1) / 2
+        seconds = clock.median(lambda: restorer.run_network(crops), repeat=repeat, min_total_s=min_total)
+    else:
+        n = batch
+        x = faces(n, size, device).to(net.dtype)
+        if mode == "graph":
+            net.enable_cuda_graphs()
+            net(x)  # the capture
+        seconds = clock.median(lambda: net(x), repeat=repeat, min_total_s=min_total)
+    peak = peak_mib(device)
+    return {"faces": n, "faces_per_s": n / seconds, "ms_per_face": seconds / n * 1e3, "peak_mib": peak,
+            "peak_minus_weights_mib": None if peak is None else peak - base}
 
 
 def step_memory(device: torch.device, smoke: bool) -> list[dict]:
     """Peak memory at batch 1, 2, 4: slope per face and intercept against the chunk-size model."""
-    from gpen.pipeline.memory import face_memory_bytes
+    from gpen.pipeline.memory import network_memory_bytes
 
     if device.type != "cuda":
         return [{"skipped": "device memory is only measured on CUDA"}]
@@ -199,13 +262,35 @@ def step_memory(device: torch.device, smoke: bool) -> list[dict]:
             torch.cuda.synchronize(device)
             peaks[n] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
             del x
-        slope = (peaks[4] - peaks[1]) / 3
-        model = face_memory_bytes(size, resolve_dtype(dt)) / 2 ** 20
-        rows.append({"size": size, "dtype": dt, "peak_mib_by_batch": peaks, "per_face_mib": slope,
-                     "first_face_mib": peaks[1], "model_per_face_mib": model,
-                     "model_covers_measured": model >= max(slope, peaks[1])})
+        model = {n: network_memory_bytes(size, resolve_dtype(dt), n) / 2 ** 20 for n in peaks}
+        rows.append({"size": size, "dtype": dt, "peak_mib_by_batch": peaks, "model_mib_by_batch": model,
+                     "per_face_mib": (peaks[4] - peaks[1]) / 3,
+                     "measured_over_model": {n: peaks[n] / model[n] for n in peaks}})
         del net
     return rows
+
+
+class BackOffWatch(logging.Handler):
+    """Collects the out-of-memory back-off's warnings (``gpen.pipeline.batching``) while entered."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    @property
+    def fired(self) -> bool:
+        return bool(self.messages)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "out of memory" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+    def __enter__(self) -> BackOffWatch:
+        logging.getLogger("gpen.pipeline.batching").addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("gpen.pipeline.batching").removeHandler(self)
 
 
 def step_small_card(device: torch.device, smoke: bool, card_gib: float) -> list[dict]:
@@ -226,9 +311,11 @@ def step_small_card(device: torch.device, smoke: bool, card_gib: float) -> list[
         crops = (faces(n, size, device) + 1) / 2
         row["chunk"] = restorer.default_chunk_size(device)
         t = time.perf_counter()
-        out = restorer.run_network(crops)
+        with BackOffWatch() as backoff:
+            out = restorer.run_network(crops)
         torch.cuda.synchronize(device)
-        row.update({"ok": bool(torch.isfinite(out).all()), "seconds": time.perf_counter() - t,
+        row.update({"ok": bool(torch.isfinite(out).all()) and not backoff.fired, "backoff": backoff.messages,
+                    "seconds": time.perf_counter() - t,
                     "peak_gib_on_card": (torch.cuda.max_memory_allocated(device) - base) / 2 ** 30})
     except torch.cuda.OutOfMemoryError as e:  # torch.OutOfMemoryError is missing from older torch
         row.update({"ok": False, "error": str(e).splitlines()[0]})
@@ -337,6 +424,14 @@ def step_official(device: torch.device, smoke: bool, clock: Clock, official: str
 
 # ---- driver -----------------------------------------------------------------------------------
 
+ESTIMATE_S = {"parity": 25, "precision": 30, "speed": 150, "small_card": 30, "memory": 25, "pipeline": 45,
+              "profile": 20, "upsample": 20, "official": 120, "compile": 150}
+"""Seconds each step is expected to take on an H100 (not yet measured there: the first lent call
+records each step's ``seconds`` in its JSON; 365 s for the default steps). A step is skipped when its
+estimate would end past ``--budget-s``; the speed step stops to leave every later step its estimate."""
+SPEED_ROW_S = 10.0
+"""The longest a speed row is expected to take (a 2048 px batch timed for at least a second, its warm-up included)."""
+
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     clock = Clock(device)
@@ -350,10 +445,11 @@ def run(args: argparse.Namespace) -> dict:
         env.update({"gpu": p.name, "total_gib": p.total_memory / 2 ** 30, "cudnn": torch.backends.cudnn.version(),
                     "conv_tf32": torch.backends.cudnn.allow_tf32, "matmul_tf32": torch.backends.cuda.matmul.allow_tf32})
     print(json.dumps(env), flush=True)
+    deadlines = {"speed": math.inf}  # set before each step: the speed step leaves the later steps their time
     steps = [
         ("parity", lambda: step_parity(device, args.smoke)),
         ("precision", lambda: step_precision(device, args.smoke)),
-        ("speed", lambda: step_speed(device, args.smoke, clock)),
+        ("speed", lambda: step_speed(device, args.smoke, clock, deadlines["speed"])),
         ("small_card", lambda: step_small_card(device, args.smoke, args.card_gib)),
         ("memory", lambda: step_memory(device, args.smoke)),
         ("pipeline", lambda: step_pipeline(device, args.smoke)),
@@ -366,11 +462,15 @@ def run(args: argparse.Namespace) -> dict:
         steps.append(("compile", lambda: step_compile(device, args.smoke, clock)))
     if getattr(args, "steps", None):
         steps = [s for s in steps if s[0] in args.steps]
-    report: dict = {"env": env, "steps": {}}
-    for name, fn in steps:
+    report: dict = {"env": env, "steps": {}, "budget_s": args.budget_s}
+    estimates = {name: 0.0 if args.smoke else ESTIMATE_S.get(name, 30.0) for name, _ in steps}
+    for i, (name, fn) in enumerate(steps):
         elapsed = time.perf_counter() - started
-        if elapsed > args.budget_s:
-            report["steps"][name] = {"status": "skipped", "reason": f"budget: {elapsed:.0f} s elapsed"}
+        later = sum(estimates[n] for n, _ in steps[i + 1:])
+        deadlines["speed"] = started + args.budget_s - later - SPEED_ROW_S
+        if elapsed + estimates[name] > args.budget_s:
+            report["steps"][name] = {"status": "skipped", "reason": f"budget: {elapsed:.0f} s elapsed, "
+                                     f"about {estimates[name]:.0f} s needed of {args.budget_s:.0f} s"}
             print(f"== {name}: skipped (budget)", flush=True)
         else:
             run_step(report, name, fn, device)
@@ -404,8 +504,9 @@ def print_summary(report: dict) -> None:
         summary = step.get("error") or step.get("reason") or ""
         rows = step.get("rows") or []
         if name == "speed":
-            summary = "; ".join(f"{r['size']} {r['dtype']} b{r['batch']}({r['faces']}): {r['faces_per_s']:.1f} f/s "
-                                f"{r['peak_mib'] or 0:.0f} MiB" for r in rows)
+            summary = "; ".join(f"{r['size']} {r['dtype']} b{r['batch']} {r['mode']}{'+at' if r['cudnn_autotune'] else ''}"
+                                + (f": skipped" if "skipped" in r else f"({r['faces']}): {r['faces_per_s']:.1f} f/s "
+                                   f"{r['peak_mib'] or 0:.0f} MiB") for r in rows)
         elif name == "precision":
             summary = "; ".join(f"{r['size']} {r['dtype']}: {r['psnr_db_vs_fp32']:.1f} dB" for r in rows)
         elif name == "parity":

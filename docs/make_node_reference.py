@@ -43,6 +43,18 @@ def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|")
 
 
+def _shown(infos: dict[str, dict], node: str, name: str) -> str:
+    """``advanced`` where a host marks the input so (its frontend folds it away until the user shows
+    advanced inputs; the newest host that has the input decides), else ``yes``."""
+    for version in reversed(list(infos)):
+        spec = infos[version][node]["input"]
+        for group in ("required", "optional"):
+            if name in spec.get(group, {}):
+                s = spec[group][name]
+                return "advanced" if len(s) > 1 and s[1].get("advanced") else "yes"
+    return "yes"
+
+
 def render(infos: dict[str, dict]) -> str:
     """Markdown tables of every input (type, default, optional, tooltip) and output of our nodes, from
     ``infos`` (ComfyUI version -> its ``/object_info``, oldest first)."""
@@ -50,19 +62,22 @@ def render(infos: dict[str, dict]) -> str:
     info = infos[versions[0]]
     lines = [f"Generated from the live `/object_info` of ComfyUI {' and '.join(versions)} by "
              "`docs/make_node_reference.py`;",
-             "the host tests check every input and default below against the running servers.", ""]
+             "the host tests check every input and default below against the running servers.",
+             f"Shown: `advanced` inputs are folded away in ComfyUI {versions[-1]}'s Nodes 2.0 view until the user "
+             "clicks \"Show advanced inputs\";",
+             "where a host has no advanced inputs, every input is shown.", ""]
     for node in NODES:
         spec = info[node]
         lines += [f"### {spec['display_name']} (`{node}`)", "",
                   f"Category: `{spec['category']}`. {spec['description']}", "",
-                  "| Input | Type | Default | Optional | Tooltip |", "|---|---|---|---|---|"]
+                  "| Input | Type | Default | Optional | Shown | Tooltip |", "|---|---|---|---|---|---|"]
         for group in ("required", "optional"):
             for name in spec["input_order"].get(group, []):
                 s = spec["input"][group][name]
                 opts = s[1] if len(s) > 1 else {}
                 default = f"`{_fmt(opts['default'])}`" if "default" in opts else "—"
                 lines.append(f"| `{name}` | {_type_of(s)} | {default} | {'yes' if group == 'optional' else 'no'} "
-                             f"| {_cell(opts.get('tooltip'))} |")
+                             f"| {_shown(infos, node, name)} | {_cell(opts.get('tooltip'))} |")
         seen = {n for g in ("required", "optional") for n in spec["input_order"].get(g, [])}
         for version in versions[1:]:  # inputs only newer hosts offer
             newer = infos[version][node]
@@ -75,7 +90,8 @@ def render(infos: dict[str, dict]) -> str:
                     opts = s[1] if len(s) > 1 else {}
                     default = f"`{_fmt(opts['default'])}`" if "default" in opts else "—"
                     lines.append(f"| `{name}` | {_type_of(s)} | {default} | {'yes' if group == 'optional' else 'no'} "
-                                 f"(ComfyUI {version}+ only) | {_cell(opts.get('tooltip'))} |")
+                                 f"(ComfyUI {version}+ only) | {_shown(infos, node, name)} "
+                                 f"| {_cell(opts.get('tooltip'))} |")
         lines += ["", "| Output | Type | Tooltip |", "|---|---|---|"]
         for name, kind, tip in zip(spec["output_name"], spec["output"], spec["output_tooltips"]):
             lines.append(f"| `{name}` | {kind} | {_cell(tip)} |")

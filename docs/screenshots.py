@@ -6,6 +6,7 @@ and with ``GPEN_UPDATE_SCREENSHOTS=1`` it keeps what it photographed:
 
 - ``docs/screenshot_workflow.png``: the single-image example workflow as a user sees it;
 - ``docs/screenshot_compare.png``: the restore node after a run, with its before/after view;
+- ``docs/screenshot_node_folded.png``: the restore node in the Nodes 2.0 view, advanced inputs folded;
 - ``example_workflows/<name>.jpg``: each template's thumbnail for the template browser.
 
 No real GPEN weights exist on the build machine: the run uses a *seeded random* GPEN-BFR-256

@@ -18,7 +18,7 @@ from comfy import model_management
 from comfy_api.latest import io
 
 from ..gpen import FaceRestorer
-from ..gpen.faces.detect import RETINAFACE_MODELS, detection_memory_bytes
+from ..gpen.faces.detect import RETINAFACE_MODELS
 from ..gpen.faces.mesh import faces_from_landmarks
 from ..gpen.faces.networks import NetworkCache
 from ..gpen.errors import InvalidInputError
@@ -28,15 +28,15 @@ from ..gpen.faces.parsing import DEFAULT_REGIONS, REGIONS, parse_regions
 from ..gpen.faces.reference import REFERENCE_THRESHOLD
 from ..gpen.faces.selection import SORT_ORDERS, parse_indices
 from ..gpen.pipeline.frames import MAX_SCALE, check_scale
-from ..gpen.pipeline.memory import default_frames_per_chunk, face_memory_bytes
+from ..gpen.pipeline.memory import plan_memory
 from ..gpen.pipeline.options import check_options
-from ..gpen.pipeline.restorer import DETECT_FRAMES
 from . import memory
 from .folders import DETECTION_MODELS, folders_of
 from .landmarks import face_landmarks_inputs
 from .model_loader import GPENModel, GPENModelType
 from .outputs import output_wanted, used_in_running_prompt
 from .preview import ui_payload
+from .schema import ADVANCED
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ DETECTORS = tuple(RETINAFACE_MODELS)
 SELECTIONS = ("all", "largest", "by index")
 DEFAULT_REGIONS_TEXT = ",".join(DEFAULT_REGIONS)
 
-# Faces per network pass for which ComfyUI is asked to make room when the batch size is automatic.
-_FACES_TO_MAKE_ROOM_FOR = 4
 CROPS_OUTPUT = 2  # index of the face_crops output
 
 # The face detectors and the parser, shared by every restore node whatever its GPEN model (they hold
@@ -78,16 +76,16 @@ class GPENFaceRestore(io.ComfyNode):
                 io.Combo.Input("face_mode", options=list(FACE_MODES), default="detect",
                                tooltip="detect: find and align faces in the image. aligned: each frame is "
                                        "already an aligned face crop; it is resized to the model size, "
-                                       "restored and resized back."),
+                                       "restored and resized back.", **ADVANCED),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Mix of restored and original face: 1 = fully restored, 0 = unchanged."),
                 io.Combo.Input("template", options=list(TEMPLATES), default="gpen", optional=True,
                                tooltip="Alignment template (detect mode). gpen: the one GPEN was trained "
-                                       "with; ffhq: the FFHQ template GFPGAN/CodeFormer/ReActor use."),
+                                       "with; ffhq: the FFHQ template GFPGAN/CodeFormer/ReActor use.", **ADVANCED),
                 io.Combo.Input("detector", options=list(DETECTORS), default="retinaface_resnet50", optional=True,
                                tooltip="Face detector (detect mode). Weights come from models/facedetection "
                                        "(detection_Resnet50_Final.pth or detection_mobilenet0.25_Final.pth, "
-                                       "downloaded on first use when possible)."),
+                                       "downloaded on first use when possible).", **ADVANCED),
                 io.Float.Input("detection_threshold", default=0.5, min=0.05, max=0.99, step=0.01, optional=True,
                                tooltip="Minimum detector confidence for a face (detect mode)."),
                 io.Combo.Input("face_selection", options=list(SELECTIONS), default="all", optional=True,
@@ -100,9 +98,10 @@ class GPENFaceRestore(io.ComfyNode):
                                         "first appears."),
                 io.Combo.Input("sort_faces", options=list(SORT_ORDERS), default="left-to-right", optional=True,
                                tooltip="Order in which faces are numbered for face_indices: by position, by "
-                                       "size, or by detector confidence (score)."),
+                                       "size, or by detector confidence (score).", **ADVANCED),
                 io.Int.Input("min_face_size", default=0, min=0, max=4096, step=1, optional=True,
-                             tooltip="Ignore faces whose box is smaller than this many pixels (0: keep all)."),
+                             tooltip="Ignore faces whose box is smaller than this many pixels (0: keep all).",
+                             **ADVANCED),
                 io.Boolean.Input("face_parsing", default=False, optional=True,
                                  tooltip="Blend along the face outline found by a face-parsing network "
                                          "(parsing_parsenet.pth in models/facedetection) instead of a "
@@ -111,11 +110,11 @@ class GPENFaceRestore(io.ComfyNode):
                                  tooltip="Match the colours of each restored face to the original face."),
                 io.Float.Input("temporal_smoothing", default=0.0, min=0.0, max=0.95, step=0.05, optional=True,
                                tooltip="For video batches: smooth face positions over frames to stop jitter "
-                                       "(0: off; higher: steadier but slower to follow motion)."),
+                                       "(0: off; higher: steadier but slower to follow motion).", **ADVANCED),
                 io.Int.Input("face_batch_size", default=0, min=0, max=256, step=1, optional=True,
                              tooltip="Faces per network pass (0: automatic: from free GPU memory, or on the CPU "
                                      "the measured best for the model size and processor). Halved automatically when "
-                                     "the GPU runs out of memory."),
+                                     "the GPU runs out of memory.", **ADVANCED),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Only faces inside this mask are restored, and only within it "
                                       "(detect mode). One mask or one per frame; a mask of another size "
@@ -130,7 +129,7 @@ class GPENFaceRestore(io.ComfyNode):
                                tooltip="With a reference: how much a face must differ from it to count as "
                                        "swapped (mean absolute difference over the face, 0..1). The default "
                                        "sits between JPEG noise (at most 0.0115) and face swaps (0.046 and "
-                                       "more), measured on real faces."),
+                                       "more), measured on real faces.", **ADVANCED),
                 io.Boolean.Input("track_faces", default=True, optional=True,
                                  tooltip="For batches of 3 or more frames (on: automatic, off: every picture "
                                          "on its own). The batch is first split into shots where the picture "
@@ -140,24 +139,24 @@ class GPENFaceRestore(io.ComfyNode):
                                          "face the detector misses for up to max_gap frames is restored at "
                                          "interpolated places only where the frame shows it; a face seen in "
                                          "fewer than min_track frames is dropped only at a detector score "
-                                         "below 0.9; given landmarks are never dropped."),
+                                         "below 0.9; given landmarks are never dropped.", **ADVANCED),
                 io.Int.Input("max_gap", default=3, min=0, max=64, step=1, optional=True,
                              tooltip="With track_faces: a face missing from up to this many frames in a row "
                                      "keeps its track and is restored there at landmarks interpolated from "
-                                     "its neighbours."),
+                                     "its neighbours.", **ADVANCED),
                 io.Int.Input("min_track", default=2, min=1, max=64, step=1, optional=True,
                              tooltip="With track_faces: faces found in fewer frames than this are dropped as "
-                                     "false detections (1: keep all)."),
+                                     "false detections (1: keep all).", **ADVANCED),
                 io.String.Input("regions", default=DEFAULT_REGIONS_TEXT, optional=True,
                                 tooltip="With face_parsing: comma-separated regions taken from the restored "
                                         f"face; the others stay original. Regions: {', '.join(REGIONS)}. "
                                         "'teeth' is the parsers' inner-mouth class, the same pixels as "
-                                        "'mouth': to keep the original teeth leave out both."),
+                                        "'mouth': to keep the original teeth leave out both.", **ADVANCED),
                 io.Combo.Input("occlusion", options=list(OCCLUSION_CHOICES), default="none", optional=True,
                                tooltip="Keep what covers a face (hands, microphones, hair) with FaceFusion's "
                                        "XSeg occluder (DeepFaceLab, GPL-3.0): xseg_1/2/3.onnx in "
                                        "models/facedetection, downloaded on first use; needs onnxruntime. "
-                                       "all: the minimum of the three (detect mode)."),
+                                       "all: the minimum of the three (detect mode).", **ADVANCED),
                 io.Int.Input("upscale", default=1, min=1, max=MAX_SCALE, step=1, optional=True,
                              tooltip="Output this many times larger. The background is resized (bicubic) or "
                                      "made by upscale_model; each face is restored from the original and "
@@ -171,7 +170,7 @@ class GPENFaceRestore(io.ComfyNode):
                                        "face holds still. Each restored face is blended with the same face in the "
                                        "2 frames either side wherever the input did not change there, so grain "
                                        "and skin texture stop flickering; expression changes, turns, light "
-                                       "changes and cuts are not blended (0: off; 1: strongest)."),
+                                       "changes and cuts are not blended (0: off; 1: strongest).", **ADVANCED),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored image batch."),
@@ -237,24 +236,14 @@ class GPENFaceRestore(io.ComfyNode):
         device = model_management.get_torch_device()
         net = gpen_model.model
         chunk = face_batch_size if face_batch_size > 0 else None
-        per_face = face_memory_bytes(gpen_model.size, gpen_model.dtype)
-        out_h, out_w = image.shape[1] * upscale, image.shape[2] * upscale
-        frames_on_device = min(image.shape[0], default_frames_per_chunk(out_h, out_w))
-        restoring = (per_face * (chunk or _FACES_TO_MAKE_ROOM_FOR)
-                     + frames_on_device * image[0].nelement() * upscale ** 2 * 4 * 4)  # frames + working copies
-        detector_weights = detecting = 0
-        # the detector (not run for given face_landmarks) stays loaded; its working memory comes before restoration's
-        if face_mode == "detect" and given is None:
-            frames = min(image.shape[0], DETECT_FRAMES)
-            detector_weights = detection_memory_bytes(detector, image.shape[1], image.shape[2], 0)
-            detecting = detection_memory_bytes(detector, image.shape[1], image.shape[2], frames) \
-                - detector_weights + frames * image[0].nelement() * 4
-        work = detector_weights + max(restoring, detecting)
+        plan = plan_memory(image.shape[0], image.shape[1], image.shape[2], channels=image.shape[3],
+                           size=gpen_model.size, dtype=gpen_model.dtype, faces_per_call=chunk, upscale=upscale,
+                           detector=detector if face_mode == "detect" and given is None else None)
         if gpen_model.patcher is not None:  # room for GPEN, the detector and the frames before anything runs
-            memory.load(gpen_model.patcher, work)
+            memory.load(gpen_model.patcher, plan.work)
         else:  # a graph onnxruntime runs (or a network without a patcher): ComfyUI can only make room
             weights = model_management.module_size(net) if isinstance(net, torch.nn.Module) else 0
-            model_management.free_memory(weights + work, device)
+            model_management.free_memory(weights + plan.work, device)
         pbar = comfy.utils.ProgressBar(max(1, image.shape[0]))
         hooks = dict(progress=lambda done, total: pbar.update_absolute(done, total),
                      check_interrupt=model_management.throw_exception_if_processing_interrupted)

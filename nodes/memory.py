@@ -23,9 +23,8 @@ import comfy.model_patcher
 import torch
 from comfy import model_management
 
-from ..gpen.faces.detect import detection_memory_bytes
 from ..gpen.faces.parsing import parser_memory_bytes
-from ..gpen.pipeline.memory import face_memory_bytes
+from ..gpen.pipeline.memory import plan_memory
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +94,14 @@ def host_is_oom() -> Callable[[BaseException], bool] | None:
 
 
 def work_memory(role: str, network, inputs: torch.Tensor, size: int, dtype: torch.dtype | None) -> int:
-    """Estimated working memory (bytes, weights excluded) of running ``role``'s ``network`` on ``inputs``."""
-    if role == "restorer":
-        return face_memory_bytes(size, dtype) * int(inputs.shape[0])
-    if role == "detector":  # (B, H, W, C) frames, through the core's detection memory model
-        b, h, w = inputs.shape[:3]
+    """Estimated working memory (bytes, weights excluded) of running ``role``'s ``network`` on ``inputs``:
+    the core's memory plan for that part (:func:`gpen.pipeline.memory.plan_memory`)."""
+    if role == "restorer":  # (N, 3, S, S) crops: one network call
+        return plan_memory(0, 0, 0, size=size, dtype=dtype, faces_per_call=int(inputs.shape[0])).network
+    if role == "detector":  # (B, H, W, C) frames: one detector call
+        b, h, w, c = inputs.shape
         model = getattr(network, "model", "retinaface_resnet50")
-        return detection_memory_bytes(model, h, w, b) - detection_memory_bytes(model, h, w, 0)
+        return plan_memory(b, h, w, channels=c, size=size, dtype=dtype, detector=model).detecting
     return parser_memory_bytes(inputs.shape[0])  # parser, occluder
 
 

@@ -24,6 +24,12 @@ window.__gpen = {
     }
   },
 
+  clickButton(pattern) {
+    const b = this.buttonByText(pattern);
+    if (b) b.click();
+    return !!b;
+  },
+
   buttonByText(pattern) {
     return Array.from(document.querySelectorAll("button")).find((b) => this.visible(b) && pattern.test(b.innerText.trim()));
   },
@@ -84,6 +90,39 @@ window.__gpen = {
                   min: w.options?.min ?? null, max: w.options?.max ?? null};
         }),
     }));
+  },
+
+  // Labels of the widget rows the first node of `type` shows in the Nodes 2.0 view (1.49's Vue
+  // nodes, where the frontend folds advanced inputs away), our before/after view left out.
+  shownWidgetRows(type) {
+    const node = this.node(type);
+    const el = node && document.querySelector(`[data-node-id="${node.id}"]`);
+    if (!el) return null;
+    return Array.from(el.querySelectorAll(".lg-node-widget"))
+      .filter((w) => this.visible(w) && !w.querySelector(".gpen-compare"))
+      .map((w) => w.innerText.trim().split("\n")[0]);
+  },
+
+  // Names of the widgets the classic canvas draws on the first node of `type` (our before/after
+  // view left out).
+  drawnWidgets(type) {
+    const node = this.node(type);
+    if (!node) return null;
+    return (node.widgets || [])
+      .filter((w) => w.serialize !== false && !w.hidden)
+      .filter((w) => (typeof node.isWidgetVisible === "function" ? node.isWidgetVisible(w) : true))
+      .map((w) => w.name);
+  },
+
+  // Where the first node of `type` is on the page (CSS pixels, a small margin around it), in the
+  // Nodes 2.0 view.
+  nodeRect(type, margin = 8) {
+    const node = this.node(type);
+    const el = node && document.querySelector(`[data-node-id="${node.id}"]`);
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    return {x: Math.max(0, r.x - margin), y: Math.max(0, r.y - margin), width: r.width + 2 * margin,
+            height: r.height + 2 * margin};
   },
 
   node(type) {

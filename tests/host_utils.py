@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import site
 import socket
@@ -81,6 +82,12 @@ class Host:
 
     def __str__(self) -> str:
         return f"ComfyUI {self.version}"
+
+    def folds_advanced_inputs(self) -> bool:
+        """Whether this host's ``comfy_api`` inputs take ``advanced`` (read from its own source):
+        its frontend then folds those widgets away until the user shows them."""
+        source = (self.comfy_dir / "comfy_api" / "latest" / "_io.py").read_text()
+        return bool(re.search(r"^class Input\(_IO_V3\):.*?def __init__\([^)]*\badvanced\b", source, flags=re.S | re.M))
 
 
 def _test_site_packages() -> list[str]:

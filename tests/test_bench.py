@@ -21,8 +21,8 @@ def test_device_check_smoke_on_cpu(tmp_path):
     from bench import device_check
 
     out = tmp_path / "device_check.json"
-    args = argparse.Namespace(device="cpu", smoke=True, budget_s=600.0, card_gib=7.5, compile=False,
-                              official=None, json=str(out))
+    args = argparse.Namespace(device="cpu", smoke=True, budget_s=3600.0, card_gib=7.0, compile=False,
+                              official=None, json=str(out), steps=None)
     device_check.run(args)
     report = json.loads(out.read_text())
     steps = report["steps"]
@@ -30,13 +30,18 @@ def test_device_check_smoke_on_cpu(tmp_path):
     assert all(s["status"] == "ok" for s in steps.values()), {k: s.get("error") for k, s in steps.items()}
     assert all(r["ok"] for r in steps["parity"]["rows"])
     assert all(r["finite"] and r["psnr_db_vs_fp32"] >= 35 for r in steps["precision"]["rows"])
-    speed = {r["batch"]: r for r in steps["speed"]["rows"]}
+    rows = steps["speed"]["rows"]
+    speed = {(r["batch"], r["mode"], r["cudnn_autotune"]): r for r in rows}
     from gpen.pipeline.memory import default_chunk_size
 
-    assert speed["auto"]["faces"] == default_chunk_size(torch.device("cpu"), 256)  # the CPU's measured batch
-    assert all(r["faces_per_s"] > 0 for r in speed.values())
+    assert speed[("auto", "eager", True)]["faces"] == default_chunk_size(torch.device("cpu"), 256)  # the CPU's batch
+    assert {k for k, r in speed.items() if "skipped" not in r} == {(b, "eager", a) for b in (1, "auto") for a in (0, 1)}
+    assert speed[(1, "graph", True)]["skipped"] == "CUDA graphs need CUDA"
+    assert all(r["faces_per_s"] > 0 for r in rows if "skipped" not in r)
+    assert torch.backends.cudnn.benchmark is False  # the autotuned rows leave the setting as they found it
     pipeline = steps["pipeline"]["rows"][0]
-    assert pipeline["ratio_to_network"] >= 1.0 and pipeline["detection_s"] > 0
+    assert pipeline["ratio_to_network"] >= 1.0
+    assert pipeline["detection_s"] > 0 or "facexlib" in pipeline["detection_skipped"]
     assert (tmp_path / "device_profile.txt").read_text().count("\n") > 5
     # the fused upsampling variant it times computes the same as the network's upsampling
     assert all(r["max_rel_diff"] < 1e-5 for r in steps["upsample"]["rows"])
@@ -46,11 +51,27 @@ def test_device_check_skips_steps_past_its_budget(tmp_path):
     from bench import device_check
 
     out = tmp_path / "device_check.json"
-    args = argparse.Namespace(device="cpu", smoke=True, budget_s=-1.0, card_gib=7.5, compile=False,
-                              official=None, json=str(out))
+    args = argparse.Namespace(device="cpu", smoke=True, budget_s=-1.0, card_gib=7.0, compile=False,
+                              official=None, json=str(out), steps=None)
     device_check.run(args)
     steps = json.loads(out.read_text())["steps"]
     assert {s["status"] for s in steps.values()} == {"skipped"}
+
+
+def test_device_check_speed_step_leaves_the_later_steps_their_time(tmp_path, monkeypatch):
+    """A budget that only fits the later steps' estimates: the speed step records its rows as skipped
+    (no row started past its deadline) and every later step still runs."""
+    from bench import device_check
+
+    monkeypatch.setattr(device_check, "ESTIMATE_S", {n: 1.0 for n in device_check.ESTIMATE_S} | {"upsample": 100.0})
+    out = tmp_path / "device_check.json"
+    args = argparse.Namespace(device="cpu", smoke=False, budget_s=105.0, card_gib=7.0, compile=False,
+                              official=None, json=str(out), steps=["speed", "upsample"])
+    monkeypatch.setattr(device_check, "step_upsample", lambda *a: [{"ran": True}])
+    device_check.run(args)
+    steps = json.loads(out.read_text())["steps"]
+    assert steps["speed"]["status"] == "ok" and all("skipped" in r for r in steps["speed"]["rows"])
+    assert steps["upsample"]["rows"] == [{"ran": True}]
 
 
 def test_ray_bench_separates_start_up_first_image_and_steady_rate():

@@ -41,6 +41,7 @@ VIDEO = "gpen_video_frames"
 NEWEST = H.HOST_VERSIONS[-1]
 UPDATE = os.environ.get("GPEN_UPDATE_SCREENSHOTS", "") == "1"
 THUMBNAIL_SIZE = (640, 480)
+MAX_SHOWN_WIDGETS = 7  # the restore node's widgets shown before its advanced inputs are unfolded (issue 26)
 DOWNLOADABLE_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
 """Where the 1.49 frontend offers a Download button for a missing model (others: listed, no button)."""
 SHOT_AREA = {"x": 70, "y": 92, "width": 1200, "height": 900}
@@ -164,6 +165,13 @@ def test_template_loads_in_the_real_frontend(loading_page, comfy_server, shots, 
     declared = _declared_models(workflow)
     problems = _widget_problems(nodes, comfy_server.object_info, declared)
     assert not problems, "\n".join(problems)
+    for saved in workflow["nodes"]:  # our nodes come back with the values the template saved, in order;
+        if saved["type"].startswith("GPEN"):  # widgets added since it was saved hold their defaults
+            loaded = [w["value"] for w in next(n for n in nodes if str(n["id"]) == str(saved["id"]))["widgets"]]
+            n = len(saved["widgets_values"])
+            assert loaded[:n] == saved["widgets_values"], saved["type"]
+            added = H.widget_inputs(comfy_server.object_info[saved["type"]])[n:]
+            assert loaded[n:] == [spec[1]["default"] for _, spec in added], saved["type"]
     for node in nodes:  # links keep working where core nodes gained outputs (GetVideoComponents in 0.33.0)
         spec = comfy_server.object_info.get(node["type"])
         if spec is not None and node["outputs"]:
@@ -183,6 +191,36 @@ def test_template_loads_in_the_real_frontend(loading_page, comfy_server, shots, 
 
     shot = _framed_screenshot(page, shots / f"{template.stem}_{_tag(comfy_server)}.png")
     _keep(_thumbnail(shot), template.with_suffix(".jpg"), comfy_server)
+
+
+def test_restore_node_folds_its_advanced_inputs(page, comfy_server, shots):
+    """ComfyUI 0.33.0's Nodes 2.0 view shows the restore node's few everyday widgets and folds the
+    rest behind "Show advanced inputs"; 1.35 (ComfyUI 0.8.0) has no advanced inputs and draws all."""
+    workflow = json.loads((H.REPO / "example_workflows" / f"{SINGLE_IMAGE}.json").read_text())
+    widgets = [name for name, _ in H.widget_inputs(comfy_server.object_info["GPENFaceRestore"])]
+    if not comfy_server.host.folds_advanced_inputs():
+        _load(page, workflow)
+        assert page.js("window.__gpen.drawnWidgets('GPENFaceRestore')") == widgets
+        return
+    page.js("app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true).then(() => true)")
+    try:
+        _load(page, workflow)
+        page.js("window.__gpen.closeDialogs()")
+        rows = page.wait_for("window.__gpen.shownWidgetRows('GPENFaceRestore')", timeout=30,
+                             what="the restore node in the Nodes 2.0 view")
+        page.js("window.__gpen.tidy()")
+        rect = page.js("window.__gpen.nodeRect('GPENFaceRestore')")
+        folded = page.screenshot(shots / f"restore_node_folded_{_tag(comfy_server)}.png", clip=rect)
+        _keep(folded, H.REPO / "docs" / "screenshot_node_folded.png", comfy_server)
+        assert 0 < len(rows) <= MAX_SHOWN_WIDGETS, rows
+        assert set(rows) < set(widgets), rows
+        assert page.js("window.__gpen.clickButton(/^show advanced inputs$/i)")
+        time.sleep(1.0)
+        unfolded = page.js("window.__gpen.shownWidgetRows('GPENFaceRestore')")
+        page.screenshot(shots / f"restore_node_unfolded_{_tag(comfy_server)}.png")
+        assert sorted(unfolded) == sorted(widgets), unfolded
+    finally:  # the setting is stored on the server: the other tests see the classic canvas
+        page.js("app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false).then(() => true)")
 
 
 def _model_present(server, name: str, workflow: dict) -> bool:

@@ -248,6 +248,33 @@ def test_wrong_file_type_is_a_node_error(host):
     assert bogus.name in err["exception_message"] and "Traceback" not in err["exception_message"]
 
 
+MAX_SHOWN_WIDGETS = 7
+"""What the restore node may show before its advanced inputs are unfolded (issue 26)."""
+SAVED_WIDGET_ORDER = ("face_mode", "strength", "template", "detector", "detection_threshold", "face_selection",
+                      "face_indices", "sort_faces", "min_face_size", "face_parsing", "color_correction",
+                      "temporal_smoothing", "face_batch_size", "reference_threshold", "track_faces", "max_gap",
+                      "min_track", "regions", "occlusion", "upscale")
+"""The restore node's widgets in the order saved workflows hold their values (``widgets_values``):
+new inputs go after them."""
+
+
+def test_restore_node_shows_few_widgets_and_folds_the_rest(host):
+    spec = host.object_info["GPENFaceRestore"]
+    widgets = H.widget_inputs(spec)
+    assert tuple(name for name, _ in widgets)[:len(SAVED_WIDGET_ORDER)] == SAVED_WIDGET_ORDER
+    inputs = {**spec["input"]["required"], **spec["input"].get("optional", {})}
+    assert all(opts.get("tooltip") for _, opts in inputs.values())
+    shown = [name for name, (_, opts) in widgets if not opts.get("advanced")]
+    if host.host.folds_advanced_inputs():
+        assert len(shown) <= MAX_SHOWN_WIDGETS, shown
+        # the README tells users which ones they see
+        nodes_section = (H.REPO / "README.md").read_text().split("## Nodes", 1)[1].split("\n## ", 1)[0]
+        assert all(f"`{name}`" in nodes_section for name in shown), shown
+    else:  # ComfyUI 0.8.0 has no advanced inputs: the schema loads there and shows everything
+        assert len(shown) == len(widgets)
+        assert not any("advanced" in opts for _, opts in inputs.values())
+
+
 def _check_workflow(workflow: dict, info: dict, name: str) -> list[str]:
     problems = []
     nodes = {n["id"]: n for n in workflow["nodes"]}
@@ -267,7 +294,9 @@ def _check_workflow(workflow: dict, info: dict, name: str) -> list[str]:
         outputs = spec["output"]
         values = node.get("widgets_values", [])
         if t in OUR_NODES or t in THIRD_PARTY_NODES:
-            if len(values) != len(widgets):
+            # a workflow saved before inputs were appended holds fewer values: the rest take their defaults
+            saved_before = t in OUR_NODES and len(values) >= len(SAVED_WIDGET_ORDER)
+            if len(values) > len(widgets) or (len(values) < len(widgets) and not saved_before):
                 problems.append(f"{where}: widgets_values {values} do not match widgets {widget_names}")
             for (wname, wspec), value in zip(widgets, values):
                 if wname == "model_name":  # the user's file: any name with a supported extension
@@ -323,9 +352,13 @@ def test_example_workflows_match_the_nodes(host):
 
 
 def test_node_reference_lists_every_input_with_its_default(host):
-    doc = (H.REPO / "docs" / "nodes.md").read_text()
+    text = (H.REPO / "docs" / "nodes.md").read_text()
     for node in OUR_NODES:
         spec = host.object_info[node]
+        # the node's own input table: from its heading to its output table
+        heading = re.search(rf"^### .*\(`{node}`\)$", text, flags=re.M)
+        assert heading, f"docs/nodes.md has no section for {node}"
+        doc = text[heading.end():].split("| Output |", 1)[0]
         for group in ("required", "optional"):
             for name, (kind, opts) in spec["input"].get(group, {}).items():
                 row = re.search(rf"^\| `{re.escape(name)}` \|.*$", doc, flags=re.M)
@@ -333,3 +366,19 @@ def test_node_reference_lists_every_input_with_its_default(host):
                 if "default" in opts:
                     default = json.dumps(opts["default"]) if not isinstance(opts["default"], str) else opts["default"]
                     assert f"`{default}`" in row.group(0), f"docs/nodes.md: {node}.{name} default {default} missing"
+                if host.host.folds_advanced_inputs():
+                    shown = "advanced" if opts.get("advanced") else "yes"
+                    cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.group(0))]
+                    assert cells[5] == shown, f"docs/nodes.md: {node}.{name} Shown should be {shown}, is {cells[5]}"
+
+
+def test_help_pages_name_every_input_and_what_is_advanced(host):
+    for node in OUR_NODES:
+        page = (H.REPO / "js" / "docs" / f"{node}.md").read_text()
+        spec = host.object_info[node]
+        inputs = {**spec["input"]["required"], **spec["input"].get("optional", {})}
+        assert [n for n in inputs if f"**{n}**" not in page] == [], f"js/docs/{node}.md misses inputs"
+        if host.host.folds_advanced_inputs() and any(opts.get("advanced") for _, opts in inputs.values()):
+            advanced_part = page.split("### Advanced", 1)[1].split("\n## ", 1)[0]
+            wrong = [n for n, (_, opts) in inputs.items() if (f"**{n}**" in advanced_part) != bool(opts.get("advanced"))]
+            assert wrong == [], f"js/docs/{node}.md: under or missing from '### Advanced': {wrong}"

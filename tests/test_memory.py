@@ -103,3 +103,74 @@ def test_cpu_vendor_without_proc_cpuinfo_comes_from_the_processor_string(monkeyp
 @pytest.mark.parametrize("size, chunk, expected", [(512, 1, 10), (2048, 1, 1), (1024, 1, 2), (2048, 8, 8)])
 def test_faces_per_step(size, chunk, expected):
     assert memory.default_faces_per_chunk(size, chunk) == expected
+
+
+# The memory plan of a restore run (what the restore node asks ComfyUI to make room for)
+
+HD = (1080, 1920)
+
+
+def test_plan_parts_follow_the_per_part_models():
+    from gpen.faces.detect import detection_memory_bytes
+
+    plan = memory.plan_memory(3, *HD, size=512, faces_per_call=2, detector="retinaface_resnet50")
+    assert plan.network == memory.network_memory_bytes(512, None, 2)
+    assert plan.detector_weights == detection_memory_bytes("retinaface_resnet50", *HD, 0) > 0
+    frames = 3 * HD[0] * HD[1] * 3 * 4  # the three float32 frames the detector sees
+    assert plan.detecting == detection_memory_bytes("retinaface_resnet50", *HD, 3) - plan.detector_weights + frames
+    assert plan.frames >= frames and plan.upscale == 0
+    assert plan.work == plan.detector_weights + max(plan.network + plan.frames, plan.detecting)
+    half = memory.plan_memory(3, *HD, size=512, dtype=torch.float16, faces_per_call=2)
+    assert half.network == memory.network_memory_bytes(512, torch.float16, 2) < plan.network
+    auto = memory.plan_memory(3, *HD, size=512)  # automatic batch: room for a few faces
+    assert auto.network == memory.network_memory_bytes(512, None, memory.FACES_TO_PLAN_FOR)
+
+
+def test_plan_network_part_matches_the_traced_peaks():
+    """The network part against the peaks traced on fake CUDA tensors (every released size, 16 bits
+    and float32, batches 1, 2 and 4; ``bench/results/cuda_trace_memory.json``): within 10%."""
+    import json
+
+    from conftest import REPO
+
+    rows = json.loads((REPO / "bench" / "results" / "cuda_trace_memory.json").read_text())["rows"]
+    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    assert len(rows) >= 8
+    for r in rows:
+        plan = memory.plan_memory(1, 512, 512, size=r["size"], dtype=dtypes[r["dtype"]], faces_per_call=r["batch"])
+        assert abs(plan.network / r["peak_bytes"] - 1) <= 0.10, r
+
+
+@pytest.mark.parametrize("detector", ["retinaface_resnet50", "retinaface_mobile0.25"])
+def test_plan_grows_with_frames_up_to_one_step(detector):
+    plans = [memory.plan_memory(n, *HD, size=512, detector=detector) for n in (1, 2, 4, 8, 15, 16, 64, 1000)]
+    for a, b in zip(plans, plans[1:]):
+        assert a.frames <= b.frames and a.detecting <= b.detecting and a.work <= b.work
+    assert plans[0].frames < plans[4].frames
+    # a long batch goes through in steps: 1000 frames need what one step and one detector call need
+    assert plans[-1] == plans[-2] == memory.plan_memory(16, *HD, size=512, detector=detector)
+    assert plans[-1].frames == memory.default_frames_per_chunk(*HD) * HD[0] * HD[1] * 3 * 4 * memory.FRAME_COPIES
+
+
+def test_plan_grows_with_upscale_and_stays_within_one_step():
+    one = [memory.plan_memory(1, *HD, size=1024, upscale=u) for u in (1, 2, 3, 4)]
+    assert one[0].upscale == 0
+    for a, b in zip(one, one[1:]):
+        assert a.upscale < b.upscale and a.restoring < b.restoring and a.network == b.network
+    assert one[1].frames + one[1].upscale == 4 * one[0].frames  # twice the side: four times the pixels
+    # many frames: the output size shortens the step (about 32 MPixel, at least one frame), so the
+    # frames part stays bounded
+    for u in (1, 2, 3, 4):
+        many = memory.plan_memory(200, *HD, size=1024, upscale=u)
+        step_pixels = max(32e6, HD[0] * u * HD[1] * u)
+        assert 0 < many.frames + many.upscale <= step_pixels * 3 * 4 * memory.FRAME_COPIES
+
+
+def test_plan_has_no_detector_part_when_faces_are_given():
+    given = memory.plan_memory(8, *HD, size=512, upscale=2, detector=None)  # landmarks given, or aligned crops
+    detected = memory.plan_memory(8, *HD, size=512, upscale=2, detector="retinaface_resnet50")
+    assert given.detector_weights == given.detecting == 0
+    assert (given.network, given.frames, given.upscale) == (detected.network, detected.frames, detected.upscale)
+    assert given.work == given.restoring < detected.work
+    empty = memory.plan_memory(0, *HD, size=512, detector="retinaface_resnet50")
+    assert empty.detector_weights == empty.detecting == empty.frames == 0

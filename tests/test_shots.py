@@ -125,6 +125,20 @@ def test_cut_scores_separate_the_measured_motion_from_cuts():
     assert find_shots([a, a, a[:, :300]]) == [(0, 2), (2, 3)] and find_shots(torch.zeros(0, 8, 8, 3)) == []
 
 
+def test_landmark_smoothing_stops_at_a_cut():
+    portrait = (astronaut()[0].numpy() * 255).round().astype(np.uint8)
+    frames, given = [], []
+    for t in range(6):  # the same place for 3 frames, a cut, another person 20 px away for 3 frames
+        frame = portrait.copy() if t < 3 else picture("coffee", 512, 512)
+        given.append((LM if t < 3 else paste_face(frame, 140, 60))[None])
+        frames.append(frame)
+    r = gpen.FaceRestorer(Darken(), size=64)
+    for track in (None, False):  # with tracks, and with smoothing's own linking
+        res = r.restore(batch(frames), given, temporal_smoothing=1.0, track_faces=track)
+        for f in res.faces:  # still faces inside each shot: smoothing leaves them where they are
+            np.testing.assert_allclose(f.landmarks, given[f.image_index][0], atol=1e-3)
+
+
 # ---- filled faces only where the face is --------------------------------------------------------
 
 def test_a_face_leaving_at_the_border_is_not_painted_there():

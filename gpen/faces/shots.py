@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["CUT_THRESHOLD", "cut_scores", "find_shots", "shot_of_frames"]
+__all__ = ["CUT_THRESHOLD", "cut_parts", "cut_scores", "find_shots"]
 
 THUMB = 32  # thumbnail side for the structural comparison (the histograms use 2 x THUMB)
 MAX_SHIFT = 11  # thumbnail pixels (a third of the frame) the structural comparison follows a pan
@@ -38,9 +38,10 @@ Frames = torch.Tensor | Sequence[torch.Tensor]
 
 
 def _rgb(frame: torch.Tensor) -> torch.Tensor:
-    """(H, W, C) 0..1 -> (3, H, W) float32 RGB (grey repeated, alpha left out)."""
+    """(H, W, C) 0..1 -> (1, 3, H, W) float32 RGB (grey repeated, alpha left out), channels-last in
+    memory (the layout the frame has: pooling it so is 1.5x faster than from a strided view)."""
     x = frame[..., :3] if frame.shape[-1] >= 3 else frame[..., :1].expand(*frame.shape[:-1], 3)
-    return x.permute(2, 0, 1).float()
+    return x[None].permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
 
 
 def _signatures(frames: Frames) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
@@ -48,7 +49,7 @@ def _signatures(frames: Frames) -> tuple[torch.Tensor, torch.Tensor, list[tuple[
     hists, greys, sizes = [], [], []
     for f in frames:  # one frame at a time: bounded memory for long batches of large frames
         sizes.append((int(f.shape[0]), int(f.shape[1])))
-        x = _rgb(f)[None]
+        x = _rgb(f)
         big = torch.nn.functional.adaptive_avg_pool2d(x, 2 * THUMB)[0].clamp(0, 1).cpu()
         small = torch.nn.functional.adaptive_avg_pool2d(x, THUMB)[0].cpu()
         idx = (big * BINS).long().clamp_(0, BINS - 1).reshape(3, -1)
@@ -130,10 +131,3 @@ def find_shots(frames: Frames, threshold: float = CUT_THRESHOLD) -> list[tuple[i
     edges = [0] + [int(c) for c in cuts] + [n]
     return list(zip(edges[:-1], edges[1:]))
 
-
-def shot_of_frames(shots: Sequence[tuple[int, int]], n: int) -> np.ndarray:
-    """(n,) the index of the shot each frame belongs to (frames outside every shot: their own)."""
-    out = np.arange(n, dtype=np.int64) + len(shots)
-    for k, (a, z) in enumerate(shots):
-        out[a:z] = k
-    return out

@@ -11,10 +11,12 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from ..cpuinfo import AMD, INTEL, cpu_vendor
+from ..faces.detect import detection_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +56,15 @@ per-face temporaries, about three times this in all."""
 
 
 PLAIN_PATH_MIB = {
-    256: ((28.2, 19.8), (56.4, 65.7)),
-    512: ((223.3, 108.3), (446.6, 255.1)),
-    1024: ((452.8, 140.2), (905.7, 319.8)),
-    2048: ((923.3, 204.2), (1846.6, 448.1)),
+    256: ((28.2, 19.8), (28.3, 57.6), (56.3, 65.7)),
+    512: ((223.3, 108.3), (223.7, 197.4), (446.6, 255.2)),
+    1024: ((452.8, 140.2), (453.2, 230.1), (905.7, 319.8)),
+    2048: ((923.3, 204.2), (923.6, 294.5), (1846.6, 448.2)),
 }
-"""MiB of working memory of the network's plain (CUDA) path per released size: ``((per face, fixed)
-in 16 bits, (per face, fixed) in float32)``; the fixed part holds the weight-derived tensors the
-first call makes. Traced on fake CUDA tensors (``python -m bench cuda-trace``,
+"""MiB of working memory of the network's plain (CUDA) path per released size: ``(per face, fixed)``
+in float16, in bfloat16 (the mixed network of ``gpen.model.precision``: its float32 layers' derived
+weights make the fixed part larger) and in float32; the fixed part holds the weight-derived tensors
+the first call makes. Traced on fake CUDA tensors (``python -m bench cuda-trace``,
 ``bench/results/cuda_trace_memory.json``): the peak of a first call is ``fixed + batch * per face``
 to 0.1% at batches 1, 2 and 4 (the line goes through 1 and 4)."""
 
@@ -70,7 +73,7 @@ def _plain_path_mib(size: int, dtype: torch.dtype | None) -> tuple[float, float]
     row = PLAIN_PATH_MIB.get(size)
     if row is None:
         return None
-    return row[0] if dtype in (torch.float16, torch.bfloat16) else row[1]
+    return row[{torch.float16: 0, torch.bfloat16: 1}.get(dtype, 2)]
 
 
 def face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
@@ -187,3 +190,69 @@ def frame_steps(image_index: Sequence[int], frames_per_step: int, faces_per_step
             j += 1
         yield start, image_index[j - 1] + 1, i, j
         i = j
+
+
+DETECT_FRAMES = 8
+"""Frames per detector call: the unit of detection progress, interrupts and out-of-memory back-off."""
+
+FACES_TO_PLAN_FOR = 4
+"""Faces per network call a plan counts when the batch size is automatic (chosen later, from what is free)."""
+
+FRAME_COPIES = 4
+"""Float32 copies of a step's frames on the device while they are restored: the frames and three
+working copies (the output, the blend masks and paste-back's temporaries), at the output size."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Device memory (bytes) one restore run needs at once, by part; weights of GPEN itself excluded
+    (its host counts them). ``detector_weights`` and ``detecting`` are 0 when nothing is detected
+    (faces given as landmarks, or aligned crops)."""
+
+    detector_weights: int
+    """The face detector's weights, kept loaded through the run."""
+    detecting: int
+    """One detector call: its working memory and the frames it sees (float32)."""
+    network: int
+    """One network call's faces through GPEN (:func:`network_memory_bytes`)."""
+    frames: int
+    """One step of the frame loop at the input size: its frames and their working copies."""
+    upscale: int
+    """What the output size (``upscale`` times larger) adds to ``frames``."""
+
+    @property
+    def restoring(self) -> int:
+        """Working memory while faces are restored and pasted."""
+        return self.network + self.frames + self.upscale
+
+    @property
+    def work(self) -> int:
+        """Memory to have free beside GPEN's weights: the detector's weights and the larger of the
+        two phases' working memory (detection comes before restoration)."""
+        return self.detector_weights + max(self.restoring, self.detecting)
+
+
+def plan_memory(frames: int, height: int, width: int, *, size: int, dtype: torch.dtype | None = None,
+                faces_per_call: int | None = None, upscale: int = 1, detector: str | None = None,
+                channels: int = 3) -> MemoryPlan:
+    """The device memory a restore run of ``frames`` frames of ``height`` x ``width`` (``channels``)
+    with a ``size`` px GPEN in ``dtype`` needs at once, by part (:class:`MemoryPlan`).
+
+    ``faces_per_call``: faces per network call (None: automatic, :data:`FACES_TO_PLAN_FOR` are
+    counted). ``upscale``: the output is that many times larger. ``detector``: the detector model
+    that finds the faces (:func:`gpen.faces.detect.detection_memory_bytes`), None when faces are
+    given or the frames are aligned crops. Frames move to the device in steps of
+    :func:`default_frames_per_chunk` at the output size, so a long batch needs no more than one step.
+    """
+    frames, upscale = max(0, int(frames)), max(1, int(upscale))
+    frame_bytes = height * width * channels * 4  # float32
+    step = min(frames, default_frames_per_chunk(height * upscale, width * upscale))
+    at_input = step * frame_bytes * FRAME_COPIES
+    network = network_memory_bytes(size, dtype, faces_per_call or FACES_TO_PLAN_FOR)
+    weights = detecting = 0
+    if detector is not None and frames > 0:
+        seen = min(frames, DETECT_FRAMES)
+        weights = detection_memory_bytes(detector, height, width, 0)
+        detecting = detection_memory_bytes(detector, height, width, seen) - weights + seen * frame_bytes
+    return MemoryPlan(detector_weights=weights, detecting=detecting, network=network, frames=at_input,
+                      upscale=at_input * (upscale * upscale - 1))

@@ -52,7 +52,7 @@ from ..faces.selection import (
 from ..faces.gaps import check_filled
 from ..faces.shots import find_shots
 from ..faces.temporal import smooth_landmarks
-from ..faces.tracking import FALSE_DETECTION_SCORE, Tracks, link_tracks, track_faces
+from ..faces.tracking import FALSE_DETECTION_SCORE, Tracks, link_tracks, track_faces as link_faces
 from .frames import (
     Upscaler,
     check_images,
@@ -62,6 +62,7 @@ from .frames import (
     upscale_images,
 )
 from .memory import (
+    DETECT_FRAMES,
     default_chunk_size,
     default_faces_per_chunk,
     default_frames_per_chunk,
@@ -74,7 +75,6 @@ from .summary import restore_summary
 log = logging.getLogger(__name__)
 
 _DETECT_MIN_SIDE = 16  # images smaller than this have no detectable face
-DETECT_FRAMES = 8  # frames per detector call: the unit of detection progress, interrupts and OOM back-off
 
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
@@ -360,7 +360,7 @@ class FaceRestorer(HelperNetworks):
                                       images=images)
             found = tracks.found
         if temporal_smoothing > 0 and b > 2:
-            ids = tracks.ids if tracks is not None else track_faces(
+            ids = tracks.ids if tracks is not None else link_faces(
                 [f[0] for f in found], max_gap=int(max_gap), landmarks=[f[2] for f in found], shots=shots)
             smoothed = smooth_landmarks([f[2] for f in found], [f[0] for f in found],
                                         strength=float(temporal_smoothing), max_gap=int(max_gap), tracks=ids)
