@@ -54,7 +54,8 @@ def cpu_vendor() -> str:
 def bf16_matrix_units() -> bool:
     """Whether the processor multiplies bfloat16 matrices natively, measured faster than float32:
     Intel with AMX (``amx_bf16``: 2.7x at 512 px on a 2-core Xeon, ``bench/results/cpu_network_half.json``),
-    AMD with AVX512_BF16 (Zen 4 and 5; ``bench/results/cpu_network_auto_epyc_zen4.json``). Intel's
+    AMD with AVX512_BF16 (Zen 4: 1.15-1.92x from 256 to 2048 px,
+    ``bench/results/cpu_network_auto*_epyc_zen4.json``; Zen 5: 1.44x at 512, ``cpu_network_half_epyc.json``). Intel's
     AVX512_BF16 without AMX (Cooper Lake) and ARM's bf16 were not measured: False there."""
     facts = cpu_facts()
     if facts.vendor == INTEL:

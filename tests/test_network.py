@@ -83,12 +83,13 @@ def test_full_width_512_matches_literal_formulation():
     assert relative_error(out, expected) <= ORACLE_TOL
 
 
-@pytest.mark.parametrize("dtype, min_psnr", [(torch.bfloat16, 35.0), (torch.float16, 50.0)])
+@pytest.mark.parametrize("dtype, min_psnr", [(torch.bfloat16, 45.0), (torch.float16, 50.0)])
 def test_half_precision_close_to_float32(fixtures, dtype, min_psnr, caplog):
     """Half precision: no NaN/inf, image PSNR (0..1 range) against float32 above a measured floor;
     float16 on the CPU says once that it is slow there.
 
-    Measured on the s512 fixture (CPU): bfloat16 41.2 dB, float16 60.8 dB."""
+    Measured on the s512 fixture (CPU): bfloat16 51.9 dB (float32 kept where gpen.model.precision says;
+    47.0 in bfloat16 everywhere; bench/results/cpu_bf16_precision_epyc_zen4.json), float16 60.8 dB."""
     f = fixtures["s512"]
     ref = gpen.load_model(f["checkpoint"])
     half = gpen.load_model(f["checkpoint"], dtype=dtype)
