@@ -11,6 +11,7 @@
     python -m bench reference                                 # JPEG noise vs face swaps (reference_threshold)
     python -m bench float-range                               # resamplers' overshoot of 0..1 (FLOAT_RANGE_LIMIT)
     python -m bench detection-memory                          # RetinaFace working memory per frame
+    python -m bench segment-memory                            # one video segment's peak against its model
     python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
     python -m bench temporal                                   # flicker and lag of temporal_consistency
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from bench import (cuda_trace, detection_memory, device_check, float_range, gaps, layers, matmul, network, onnx_bench,
-                   pipeline, precision, ray_bench, reference_threshold, shots, temporal)
+                   pipeline, precision, ray_bench, reference_threshold, segment_memory, shots, temporal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     reference_threshold.add_parser(sub)
     precision.add_parser(sub)
     detection_memory.add_parser(sub)
+    segment_memory.add_parser(sub)
     float_range.add_parser(sub)
     ray_bench.add_parser(sub)
     temporal.add_parser(sub)
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = shots.run(args)
     elif args.cmd == "detection-memory":
         rows = detection_memory.run(args)
+    elif args.cmd == "segment-memory":
+        rows = segment_memory.run(args)
     else:
         rows = network.run(args)
     if getattr(args, "json", None):

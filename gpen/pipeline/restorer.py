@@ -272,7 +272,7 @@ class FaceRestorer(HelperNetworks):
                 temporal_smoothing: float = 0.0, reference: torch.Tensor | None = None,
                 reference_threshold: float = REFERENCE_THRESHOLD, track_faces: bool | None = None, max_gap: int = 3,
                 min_track: int = 2, chunk_size: int | None = None, frames_per_chunk: int | None = None,
-                detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored",
+                detector_dirs=(), allow_download: bool = True, keep_crops: str = "restored", range_only: bool = False,
                 restore_range: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 check_interrupt: Callable[[], None] | None = None, regions=None, occlusion=None, upscale: int = 1,
                 upscaler: Upscaler | None = None, temporal_consistency: float = 0.0) -> RestoreResult:
@@ -296,8 +296,8 @@ class FaceRestorer(HelperNetworks):
         face swap: only faces differing from it by more than ``reference_threshold``
         (:meth:`reference_differences`) are restored. ``progress(done, total)``: detection is the
         first half of the total, restoration the second (given landmarks: faces only).
-        ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are
-        context (they inform temporal smoothing and face tracks) and come back unchanged.
+        ``restore_range`` (start, stop): restore only frames start .. stop - 1; the others are context (for
+        smoothing and tracks) and come back unchanged, or with ``range_only`` are left out of the result.
 
         ``regions`` (with ``parsing``): the parsing regions taken from the restored face, a list or
         comma string of :data:`gpen.faces.parsing.REGIONS` (None: the default face parts); the
@@ -389,7 +389,7 @@ class FaceRestorer(HelperNetworks):
             allow_download=allow_download, keep_crops=keep_crops, check_interrupt=check_interrupt,
             progress=(lambda d, t: progress(t + d, 2 * t)) if halves else progress,
             regions=regions, occlusion=occlusion, upscale=upscale, upscaler=upscaler,
-            consistency=consistency, paste_range=(first, stop), shots=shots)
+            consistency=consistency, paste_range=(first, stop), shots=shots, range_only=range_only)
         if halves and not faces:
             progress(1, 1)
         counts = np.bincount(np.array([f.image_index for f in faces], dtype=np.int64), minlength=b).tolist()
@@ -403,7 +403,7 @@ class FaceRestorer(HelperNetworks):
                         detector_dirs, allow_download: bool, keep_crops: str, progress: ProgressFn | None,
                         check_interrupt: Callable[[], None] | None, regions=None, occlusion: Sequence[str] = (),
                         upscale: int = 1, upscaler: Upscaler | None = None, consistency: float = 0.0,
-                        paste_range: tuple[int, int] | None = None, shots=None
+                        paste_range: tuple[int, int] | None = None, shots=None, range_only: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop, restore and paste ``faces`` step by step (:func:`gpen.pipeline.memory.frame_steps`: at most
         ``frames_per_chunk`` frames and ``default_faces_per_chunk`` faces); (images, masks, crops) as in
@@ -412,27 +412,27 @@ class FaceRestorer(HelperNetworks):
         ``consistency`` > 0: the restored crops go through the track filter
         (:class:`gpen.pipeline.consistency.TrackFilter`) first, each face pasted once the faces
         ``RADIUS`` frames after it are restored, never across ``shots`` (frame ranges); only faces
-        inside ``paste_range`` are pasted.
+        inside ``paste_range`` are pasted; with ``range_only`` the output holds only those frames.
         """
         b, h, w, c = images.shape
+        first, stop_all = paste_range if paste_range is not None else (0, b)
+        lo, hi = (first, stop_all) if range_only else (0, b)  # the frames the output holds
         resized = upscale != 1 or upscaler is not None
         oh, ow = h * upscale, w * upscale
-        out_images = torch.empty((b, oh, ow, c), dtype=images.dtype, device=images.device) if resized \
-            else images.clone()
-        out_masks = torch.zeros((b, oh, ow), dtype=torch.float32, device=images.device)
-        kept = []
-        dev = self.work_device(images)
+        out_images = torch.empty((hi - lo, oh, ow, c), dtype=images.dtype, device=images.device) if resized \
+            else images[lo:hi].clone()
+        out_masks = torch.zeros((hi - lo, oh, ow), dtype=torch.float32, device=images.device)
+        kept, dev = [], self.work_device(images)
         net_chunk = max(1, int(chunk_size or self.default_chunk_size(dev)))
         # the aligned crops are needed after the network for these; else the network restores them in place
         keep_aligned = strength < 1 or color_correction or keep_crops == "aligned" or bool(occlusion)
-        done = written = 0  # written: frames [0, written) of out_images hold their (resized) background
-        first, stop_all = paste_range if paste_range is not None else (0, b)
+        done, written = 0, lo  # written: frames [lo, written) of the output hold their (resized) background
 
         def backgrounds(upto: int) -> None:
             nonlocal written
             for s0 in range(written, upto, frames_per_chunk):
                 s1 = min(upto, s0 + frames_per_chunk)
-                out_images[s0:s1] = upscale_images(images[s0:s1].to(dev), upscale, upscaler).to(images.device)
+                out_images[s0 - lo:s1 - lo] = upscale_images(images[s0:s1].to(dev), upscale, upscaler).to(images.device)
             written = max(written, upto)
 
         def finish(sel: Sequence[Face], start: int, stop: int, frames: torch.Tensor, aligned: torch.Tensor,
@@ -453,11 +453,11 @@ class FaceRestorer(HelperNetworks):
                 backgrounds(start)
                 background = upscale_images(frames, upscale, upscaler)
                 if written < stop:
-                    out_images[written:stop] = background[written - start:].to(images.device)
+                    out_images[written - lo:stop - lo] = background[written - start:].to(images.device)
                     written = stop
                 user_mask = None if user_mask is None else resize_masks(user_mask.to(dev), (oh, ow))
-            self.paste_faces(out_images[start:stop], out_masks[start:stop], background, sel, start, restored,
-                             aligned, face_masks, strength, user_mask, scale=upscale)
+            self.paste_faces(out_images[start - lo:stop - lo], out_masks[start - lo:stop - lo], background, sel,
+                             start, restored, aligned, face_masks, strength, user_mask, scale=upscale)
             if keep_crops != "none":
                 kept.append((restored if keep_crops == "restored" else aligned).permute(0, 2, 3, 1).to(images.device))
 
@@ -484,11 +484,11 @@ class FaceRestorer(HelperNetworks):
                     finish(ready[0], s0, s1, images[s0:s1].to(dev), ready[1], ready[2])
             del frames, aligned, restored
         if resized:
-            backgrounds(b)
+            backgrounds(hi)
         if mask is not None:  # the user's mask also bounds the blend mask, frame by frame
             for i in sorted({f.image_index for f in faces if first <= f.image_index < stop_all}):
                 m = mask[0 if mask.shape[0] == 1 else i].to(out_masks.device, torch.float32)
-                out_masks[i].mul_((resize_masks(m[None], (oh, ow))[0] if resized else m).clamp(0, 1))
+                out_masks[i - lo].mul_((resize_masks(m[None], (oh, ow))[0] if resized else m).clamp(0, 1))
         crops = torch.cat(kept) if kept else torch.zeros((0, self.size, self.size, 3), device=images.device)
         return out_images, out_masks, crops
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -62,7 +65,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         ray = RayConfig(address=args.ray or None, workers=args.workers, num_cpus=args.ray_cpus, retries=args.retries)
     report = restore_files(args.inputs, args.output, model=args.model, options=restore_options(args),
                            device=args.device, dtype=args.dtype, threads=args.threads, compile=args.compile,
-                           landmarks=args.landmarks, overwrite=args.overwrite, ray=ray, quiet=args.quiet)
+                           landmarks=args.landmarks, overwrite=args.overwrite, ray=ray, quiet=args.quiet,
+                           retries=args.retries)
     from .imageio import is_video
 
     videos = sum(1 for p in report.written if is_video(p))
@@ -297,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=None,
                    help="Ray workers, each with one loaded model (default: one per GPU, else one per CPU)")
     g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")
-    g.add_argument("--retries", type=int, default=2, help="times a failed input is tried again (default: 2)")
+    g.add_argument("--retries", type=int, default=2,
+                   help="times an input whose restoring crashed (its Ray worker died, its decoder failed) is "
+                   "tried again before it is named as failed, here or on Ray (default: 2)")
     r.set_defaults(func=cmd_restore)
 
     d = sub.add_parser("download", parents=[quiet], help="download GPEN weights (verified, resumable)",
@@ -329,6 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def cleanup_on_sigterm():
+    """While the block runs (in the main thread), SIGTERM exits like Ctrl-C does, through every
+    ``finally``: partial outputs are removed, a Ray cluster this run started is shut down. Python's
+    default for SIGTERM ends the process at once, leaving hidden partial files behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
@@ -336,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("GPEN_TUNE_MALLOC", "1") != "0":  # our own process: keep large blocks (gpen/runtime.py)
         tune_cpu_allocator()
     try:
-        return args.func(args)
+        with cleanup_on_sigterm():
+            return args.func(args)
     except GPENError as e:
         print_error(str(e))
         return 2

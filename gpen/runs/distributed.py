@@ -20,6 +20,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, TaskTiming, looku
 log = logging.getLogger(__name__)
 
 INSTALL_RAY = 'pip install "ray[data]"'
+LOST = "WorkerDied: the worker process ended while restoring it (killed for memory, or a crash)"
 
 
 def require_ray():
@@ -77,11 +79,16 @@ class Task:
 
 
 class RestoreWorker:
-    """The Ray Data actor: one loaded model; each row ``{"task": pickled Task}`` becomes
-    ``{"error": "" or the reason, "retry": bool, "result": pickled result, "worker": host:pid,
-    "started": epoch seconds, "seconds": how long it took}``."""
+    """The Ray Data actor: one loaded model; each row ``{"task": pickled Task, "index": its number}``
+    becomes ``{"index", "error": "" or the reason, "retry": bool, "result": pickled result, "worker":
+    host:pid, "started": epoch seconds, "seconds": how long it took}``."""
 
-    def __init__(self, spec: ModelSpec, options: RestoreOptions, factory: Callable[[], object] | None = None) -> None:
+    def __init__(self, spec: ModelSpec, options: RestoreOptions, factory: Callable[[], object] | None = None,
+                 models_root: str | None = None) -> None:
+        if models_root is not None:  # the driver's models folder, not one inside Ray's copy of the package
+            from ..weights.paths import ENV_MODELS_DIR
+
+            os.environ[ENV_MODELS_DIR] = models_root
         self.options = options
         self.error = None
         try:
@@ -107,7 +114,7 @@ class RestoreWorker:
                 errors.append(f"{type(e).__name__}: {e}")
                 retry.append(not isinstance(e, InvalidInputError) and self.error is None)
             seconds.append(time.perf_counter() - clock)
-        return {"error": np.array(errors, dtype=object), "retry": np.array(retry),
+        return {"index": np.asarray(batch["index"]), "error": np.array(errors, dtype=object), "retry": np.array(retry),
                 "result": np.array(results, dtype=object), "started": np.array(started), "seconds": np.array(seconds),
                 "worker": np.array([worker_name()] * len(errors), dtype=object)}
 
@@ -137,8 +144,39 @@ def _tasks(item: Item, options: RestoreOptions, image_lms: dict | None, video_lm
     info = probe(source.source)
     h, w = info.upright_size
     lms = lookup_landmarks(video_lms, item)
-    ref = video_reference(item, options)
+    ref = video_reference(item, options, info)
     return [Task(source, lms, seg, info, ref) for seg in options.segments(info.frames, h, w)]
+
+
+def helper_weights(items: list[Item], options: RestoreOptions, image_lms: dict | None,
+                   video_lms: dict | None) -> RestoreOptions:
+    """Find (or download) on the driver the weights of the helper networks the run needs (detector,
+    face parser, occluders), before any work: a missing file is an error naming the folders the user
+    knows. Returns ``options`` for the workers: they search the folders the files were found in (they
+    run inside Ray's temporary copy of the package, whose own ``models`` folder is empty) and never
+    download."""
+    from ..faces.detect import RETINAFACE_MODELS
+    from ..faces.occlusion import OCCLUDER_MODELS, parse_occluders
+    from ..faces.parsing import PARSING_MODELS
+    from ..weights.download import ensure_weights
+
+    given = [Path(d).expanduser().absolute() for d in options.restore.get("detector_dirs", ())]
+    files = []
+    if not options.aligned:
+        detects = any((image_lms if it.kind == "image" else video_lms) is None
+                      or it.name not in (image_lms if it.kind == "image" else video_lms) for it in items)
+        if detects and options.detector in RETINAFACE_MODELS:
+            files.append(RETINAFACE_MODELS[options.detector][1])
+        if options.parsing:
+            files.append(PARSING_MODELS["parsenet"][0])
+        files.extend(OCCLUDER_MODELS[name] for name in parse_occluders(options.occlusion))
+    folders = list(given)
+    for name in files:
+        folder = ensure_weights(name, "facedetection", given, allow_download=options.allow_download).parent.absolute()
+        if folder not in folders:
+            folders.append(folder)
+    return replace(options, allow_download=False,
+                   restore={**options.restore, "detector_dirs": tuple(str(d) for d in folders)})
 
 
 def _connect(ray, config: RayConfig, quiet: bool) -> bool:
@@ -183,6 +221,8 @@ def run_ray(items: list[Item], spec: ModelSpec, options: RestoreOptions, config:
         options = replace(options, reference=str(Path(options.reference).resolve()))
     report = RunReport()
     todo, done = pending(items, overwrite)
+    if todo:
+        options = helper_weights(todo, options, image_landmarks, video_landmarks)
     report.skipped = [it.output for it in done]
     if done:
         log.info("skipping %d input(s) whose output exists (--overwrite redoes them)", len(done))
@@ -232,37 +272,67 @@ def _run_round(ray, items: list[Item], spec: ModelSpec, options: RestoreOptions,
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # segments of a video arrive in order
     ctx.enable_progress_bars = False
-    rows = [{"task": pickle.dumps(t, protocol=5)} for t in tasks]
+    ctx.max_errored_blocks = -1  # a task whose worker died is dropped (and found missing below), not fatal
+    rows = [{"task": pickle.dumps(t, protocol=5), "index": i} for i, t in enumerate(tasks)]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(RestoreWorker, fn_constructor_kwargs={"spec": spec, "options": options, "factory": factory},
-                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))), **resources)
+    # A worker process that dies (killed for memory, a crash in native code) is restarted, but the task it
+    # held is not run again by Ray (max_task_retries=0): it is a failed try of its input, tried again by
+    # the next round as far as ``retries`` allows. One task in flight per worker, so that a death costs
+    # a try of the input it held only.
+    pool = ray.data.ActorPoolStrategy(size=min(workers, len(rows)), max_tasks_in_flight_per_actor=1)
+    from ..weights.paths import models_root
+
+    kwargs = {"spec": spec, "options": options, "factory": factory, "models_root": os.path.abspath(models_root())}
+    with warnings.catch_warnings():  # Ray 2.6x names no other way to set the actors' restart limits
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(RestoreWorker, fn_constructor_kwargs=kwargs, batch_size=1, compute=pool,
+                            max_restarts=-1, max_task_retries=0, **resources)
     total = sum(1 if t.segment is None else t.segment.stop - t.segment.start for t in tasks)
     bar = tqdm(total=total, desc="restoring (Ray)", unit="frame", disable=quiet, file=sys.stderr)
     by_output = {it.output: it for it in items}
     video = _VideoOutput(options, report)
+
+    def fail(task: Task, why: str, again: bool) -> None:
+        key = by_output[task.item.output]
+        if key not in failed:
+            failed[key] = (why, again)
+        video.abort(task.item.output)
+
+    done = 0  # tasks before this one have a row, or were found lost
     try:
-        for task, row in zip(tasks, ds.iter_rows()):
-            key = by_output[task.item.output]
-            report.timings.append(TaskTiming(task.name, str(row["worker"]), float(row["started"]),
-                                             float(row["seconds"])))
-            bar.update(1 if task.segment is None else task.segment.stop - task.segment.start)
-            if key in failed:
-                continue  # an earlier segment of this video failed
-            try:
-                if row["error"]:
-                    failed[key] = (row["error"], bool(row["retry"]))
-                elif task.segment is None:
-                    result = pickle.loads(row["result"])
-                    for name, data in result.files:
-                        write_file_atomic(task.item.output.with_name(name), data)
-                    report.written.append(task.item.output)
-                    report.faces += result.faces
-                else:
-                    video.add(task, pickle.loads(row["result"]))
-            except GPENError as e:  # this output cannot be written (e.g. the encoder refuses an option)
-                failed[key] = (f"{type(e).__name__}: {e}", False)
-            if key in failed:
-                video.abort(task.item.output)
+        try:
+            for row in ds.iter_rows():
+                index = int(row["index"])
+                for lost in tasks[done:index]:
+                    fail(lost, LOST, True)
+                done = index + 1
+                task = tasks[index]
+                key = by_output[task.item.output]
+                report.timings.append(TaskTiming(task.name, str(row["worker"]), float(row["started"]),
+                                                 float(row["seconds"])))
+                bar.update(1 if task.segment is None else task.segment.stop - task.segment.start)
+                if key in failed:
+                    continue  # an earlier segment of this video failed
+                try:
+                    if row["error"]:
+                        fail(task, row["error"], bool(row["retry"]))
+                    elif task.segment is None:
+                        result = pickle.loads(row["result"])
+                        for name, data in result.files:
+                            write_file_atomic(task.item.output.with_name(name), data)
+                        report.written.append(task.item.output)
+                        report.faces += result.faces
+                    else:
+                        video.add(task, pickle.loads(row["result"]))
+                except GPENError as e:  # this output cannot be written (e.g. the encoder refuses an option)
+                    fail(task, f"{type(e).__name__}: {e}", False)
+        except ray.exceptions.RayError as e:  # the pool itself failed (e.g. workers die as they start)
+            log.warning("Ray stopped this round: %s", " ".join(str(e).split())[:300])
+            for lost in tasks[done:]:
+                fail(lost, f"{LOST} ({type(e).__name__})", True)
+            done = len(tasks)
+        for lost in tasks[done:]:
+            fail(lost, LOST, True)
     finally:
         video.abort()
         bar.close()

@@ -122,8 +122,18 @@ def check_image_header(path: str | os.PathLike) -> None:
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """Float 0..1 tensor -> uint8 numpy array of the same shape (rounded, clamped)."""
-    return np.round(image.detach().float().clamp(0, 1).cpu().numpy() * 255.0).astype(np.uint8)
+    """Float 0..1 tensor -> uint8 numpy array of the same shape (rounded half to even, clamped).
+
+    A batch (N, ...) is converted one item at a time, so the float temporaries are one item's, not
+    the batch's (an upscaled video segment's output is gigabytes)."""
+    image = image.detach()
+    if image.ndim == 4 and image.shape[0] > 1:
+        out = np.empty(tuple(image.shape), np.uint8)
+        for k in range(image.shape[0]):
+            out[k] = to_uint8(image[k])
+        return out
+    t = image.float().clamp(0, 1)  # a new tensor: scaled in place below
+    return t.mul_(255.0).round_().to(torch.uint8).cpu().numpy()
 
 
 def encode_image(image: torch.Tensor, bits: int = 8, suffix: str = ".png") -> bytes:
@@ -147,10 +157,50 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.part")
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (True where it cannot be told)."""
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        try:
+            import psutil
+        except ImportError:
+            return True
+        return psutil.pid_exists(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, run by someone else
+        return True
+    return True
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Remove the partial files of ``path`` (:func:`partial_path`) left by processes that no longer run
+    (a run killed before it could clean up); returns what was removed. Parts of running processes stay."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        pid = p.name[len(prefix):-len(".part")] if p.name.startswith(prefix) and p.name.endswith(".part") else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            log.info("removed %s, left by an earlier run that was stopped", p)
+            removed.append(p)
+    return removed
+
+
 def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that a file of that name is never incomplete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path)
     tmp = partial_path(path)
     try:
         tmp.write_bytes(data)

@@ -178,8 +178,10 @@ class RestoreOptions:
         return 0 if self.aligned else max(self.overlap, self.max_gap + 1, reach)
 
     def segments(self, frames: int, height: int, width: int) -> list[Segment]:
-        """The segments of a clip of ``frames`` frames of ``height`` x ``width`` (as restored)."""
-        length = self.frames_per_segment or default_frames_per_segment(height, width)
+        """The segments of a clip of ``frames`` frames of ``height`` x ``width`` (as read): by default as
+        many frames as bounded memory holds at the output size (:func:`default_frames_per_segment`)."""
+        length = self.frames_per_segment or default_frames_per_segment(height, width, self.upscale,
+                                                                        self.context_frames())
         return plan_segments(frames, length, self.context_frames())
 
 
@@ -376,24 +378,37 @@ def restore_image(restorer, item: Item, options: RestoreOptions, landmarks: np.n
     return ImageOutput(files, len(result.faces), result.info)
 
 
-def video_reference(item: Item, options: RestoreOptions):
+def video_reference(item: Item, options: RestoreOptions, info=None):
     """The reference of a video input: None, a :class:`gpen.runs.video.VideoInfo` (a clip, read frame by
-    frame alongside) or a picture (1, H, W, C) for every frame."""
+    frame alongside) or a picture (1, H, W, C) for every frame. Given the clip's ``info``, a reference
+    of another frame size, or a clip with fewer frames, is refused here, before any frame is restored."""
     ref = reference_for(item, options.reference)
     if ref is None:
         return None
     if is_video(ref):
         from .video import probe
 
-        return probe(ref)
-    return read_image(ref)[0][None]
+        reference = probe(ref)
+        size, frames = reference.upright_size, reference.frames
+    else:
+        reference = read_image(ref)[0][None]
+        size, frames = tuple(reference.shape[1:3]), None
+    if info is not None:
+        h, w = info.upright_size
+        if tuple(size) != (h, w):
+            raise InvalidInputError(f"--reference {ref} is {size[1]}x{size[0]}, {item.name} is {w}x{h}: the "
+                                    f"reference is the clip before the face swap, of the same size.")
+        if frames is not None and frames < info.frames:
+            raise InvalidInputError(f"--reference {ref} has {frames} frames, {item.name} has {info.frames}: the "
+                                    f"reference clip must hold every frame of the clip (the clip before the swap).")
+    return reference
 
 
 def restore_window(restorer, frames: np.ndarray, segment: Segment, landmarks: list | None, options: RestoreOptions,
                    reference: np.ndarray | torch.Tensor | None = None, progress=None) -> tuple[np.ndarray, int]:
     """Restore one video segment from the uint8 frames it reads (and the reference clip's frames, or a
     reference picture); returns (restored uint8 frames, faces restored)."""
-    images = torch.from_numpy(frames).float() / 255.0
+    images = torch.from_numpy(frames).float().div_(255.0)  # one float copy of the window
     if isinstance(reference, np.ndarray):
         reference = torch.from_numpy(reference).float() / 255.0
     out, result, _ = restore_segment(restorer, images, segment, window_landmarks(landmarks, segment, frames.shape[0]),

@@ -38,7 +38,7 @@ def restore_video(restorer, item: Item, options: RestoreOptions, landmarks: list
     h, w = info.upright_size
     segments = options.segments(info.frames, h, w)
     windows = SegmentWindows(read_frames(info))
-    reference = video_reference(item, options)
+    reference = video_reference(item, options, info)
     ref_windows = SegmentWindows(read_frames(reference)) if hasattr(reference, "frame_pts") else None
     bar = frame_bar(info.frames, item.name, quiet)
     frames = faces = 0
@@ -78,10 +78,13 @@ def sequence_segments(sequence: list[Item], options: RestoreOptions) -> list:
 
 
 def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_landmarks: dict | None = None,
-              video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False) -> RunReport:
+              video_landmarks: dict | None = None, overwrite: bool = False, quiet: bool = False,
+              retries: int = 0) -> RunReport:
     """Restore ``items`` with one :class:`gpen.pipeline.restorer.FaceRestorer`. Every input is tried:
     one that fails is named in ``report.failed`` with the reason, and the run goes on; a helper
-    network's weights or a package that is missing ends the run (raised: no input could be restored)."""
+    network's weights or a package that is missing ends the run (raised: no input could be restored).
+    An input whose restoring crashes (an error that is not a pack error: a decoder or a device that
+    fails) is tried ``retries`` more times before it is named."""
     from tqdm import tqdm
 
     report = RunReport()
@@ -115,36 +118,48 @@ def run_local(restorer, items: list[Item], options: RestoreOptions, *, image_lan
                 report.faces += out.faces
                 bar.update(seg.stop - seg.start)
         for item in todo:
-            started, clock = time.time(), time.perf_counter()
-            try:
-                if item.kind == "video":
-                    lms = lookup_landmarks(video_landmarks, item)
-                    frames, faces = restore_video(restorer, item, options, lms, quiet)
-                    seconds = time.perf_counter() - clock  # decoding, restoring and encoding the clip
-                    report.frames += frames
-                    log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
-                else:
-                    with face_bar(item.name, quiet or len(images) > 1) as progress:
-                        out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item),
-                                            progress=progress)
-                    seconds = time.perf_counter() - clock  # as a Ray worker's: reading, restoring, encoding
-                    for name, data in out.files:
-                        write_file_atomic(item.output.with_name(name), data)
-                    faces = out.faces
-                    bar.update(1)
-                    log.info("%s: %s", item.name, out.info)
-            except (MissingWeightsError, MissingDependencyError):
-                raise  # not about this input: every other one would fail the same way (and retry the download)
-            except Exception as e:  # noqa: BLE001 - named in the report; the other inputs go on
-                report.failed[item.name] = failure(e)
+            for attempt in range(retries + 1):
+                started = time.time()
+                try:
+                    faces, seconds = _restore_item(restorer, item, options, image_landmarks, video_landmarks, report,
+                                                   quiet or len(images) > 1, quiet)
+                except (MissingWeightsError, MissingDependencyError):
+                    raise  # not about this input: every other one would fail the same way (and retry the download)
+                except Exception as e:  # noqa: BLE001 - named in the report; the other inputs go on
+                    if not isinstance(e, GPENError) and attempt < retries:  # a crash: maybe not the next time
+                        log.warning("%s: %s; trying again (try %d of %d)", item.name, failure(e), attempt + 2,
+                                    retries + 1)
+                        continue
+                    report.failed[item.name] = failure(e)
+                    bar.update(item.kind == "image")
+                    break
                 bar.update(item.kind == "image")
-                continue
-            report.timings.append(TaskTiming(item.name, worker, started, seconds))
-            report.written.append(item.output)
-            report.faces += faces
+                report.timings.append(TaskTiming(item.name, worker, started, seconds))
+                report.written.append(item.output)
+                report.faces += faces
+                break
     finally:
         bar.close()
     return report
+
+
+def _restore_item(restorer, item: Item, options: RestoreOptions, image_landmarks: dict | None,
+                  video_landmarks: dict | None, report: RunReport, no_face_bar: bool, quiet: bool) -> tuple[int, float]:
+    """Restore one input into its output file(s); returns (faces restored, seconds of the work)."""
+    clock = time.perf_counter()
+    if item.kind == "video":
+        frames, faces = restore_video(restorer, item, options, lookup_landmarks(video_landmarks, item), quiet)
+        seconds = time.perf_counter() - clock  # decoding, restoring and encoding the clip
+        report.frames += frames
+        log.info("%s: %d frames, %d face(s) restored", item.name, frames, faces)
+        return faces, seconds
+    with face_bar(item.name, no_face_bar) as progress:
+        out = restore_image(restorer, item, options, lookup_landmarks(image_landmarks, item), progress=progress)
+    seconds = time.perf_counter() - clock  # as a Ray worker's: reading, restoring, encoding
+    for name, data in out.files:
+        write_file_atomic(item.output.with_name(name), data)
+    log.info("%s: %s", item.name, out.info)
+    return out.faces, seconds
 
 
 def failure(e: Exception) -> str:

@@ -20,7 +20,7 @@ import torch
 from ..errors import GPENError, InvalidInputError
 from .imageio import list_inputs
 from .jobs import (Item, ModelSpec, RestoreOptions, RunReport, pending, pick_device, pick_dtype, plan_outputs,
-                   read_landmarks_file)
+                   read_landmarks_file, video_reference)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *, model: str = "GPEN-BFR-512",
                   options: RestoreOptions | None = None, device: str = "auto", dtype: str = "auto",
                   threads: int | None = None, compile: bool = False, landmarks: str | os.PathLike | None = None,
-                  overwrite: bool = False, ray=None, quiet: bool = False, restorer_factory=None) -> RunReport:
+                  overwrite: bool = False, ray=None, quiet: bool = False, restorer_factory=None,
+                  retries: int = 2) -> RunReport:
     """Restore every image and video of ``inputs`` (files or folders) into the folder ``output``.
 
     ``model``: a weights file or a released model name (found or downloaded). ``options``: a
@@ -37,7 +38,9 @@ def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *,
     :class:`gpen.runs.distributed.RayConfig` to run on a Ray cluster. Outputs that exist are skipped
     unless ``overwrite``. Bad arguments (options, output folder, device, threads) raise
     ``InvalidInputError`` before any file is read. Every input is tried: the report names what
-    was written, skipped and, per input name, why an input failed.
+    was written, skipped and, per input name, why an input failed. An input whose restoring crashes
+    (an error that is not a pack error: a decoder or device failing; on Ray, a worker process that
+    dies) is tried ``retries`` more times first (on Ray: ``ray.retries``).
     """
     from ..weights.models import resolve_model
 
@@ -47,6 +50,9 @@ def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *,
     if threads is not None and int(threads) < 1:
         raise InvalidInputError(f"--threads must be 1 or more (torch CPU threads per process), got {threads}; "
                                 f"leave it out for torch's default.")
+    for tries in (retries, ray.retries if ray is not None else 0):
+        if tries < 0:
+            raise InvalidInputError(f"--retries must be 0 or more, got {tries}.")
     if ray is None:
         pick_device(device)  # a device this machine lacks is refused here, before any file is read
     pick_dtype(dtype, torch.device("cpu"))
@@ -77,7 +83,7 @@ def restore_files(inputs: list[str | os.PathLike], output: str | os.PathLike, *,
 
         restorer = restorer_factory() if restorer_factory is not None else spec.build()
         report = run_local(restorer, items, options, image_landmarks=image_lms, video_landmarks=video_lms,
-                           overwrite=overwrite, quiet=quiet)
+                           overwrite=overwrite, quiet=quiet, retries=retries)
     failed = {**problems, **report.failed}
     report.failed = dict(sorted(failed.items(), key=lambda kv: order.get(kv[0], len(order))))  # in input order
     return report
@@ -119,6 +125,8 @@ def preflight(items: list[Item], options: RestoreOptions) -> dict[str, str]:
                 from .video import check_output, probe
 
                 check_output(probe(it.source, count=False), it.output, options.video, options.upscale)
+                if options.reference is not None:  # a reference clip of the clip's size and length
+                    video_reference(it, options, probe(it.source))
         except GPENError as e:
             problems[it.name] = str(e)
     return problems

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
-from ..pipeline.memory import default_frames_per_chunk
+from ..pipeline.memory import available_memory_bytes, default_frames_per_chunk
 
 DEFAULT_OVERLAP = 4  # frames of context each side: the smoothing window's reach (2) and a tracking gap of 3
 
@@ -40,10 +40,53 @@ class Segment:
         return self.start - self.context_start, self.stop - self.context_start
 
 
-def default_frames_per_segment(height: int, width: int) -> int:
-    """Frames restored per segment: the frame chunk of :func:`gpen.pipeline.memory.default_frames_per_chunk`,
-    at least 16 so that the context frames stay a small share of what is read."""
-    return max(16, default_frames_per_chunk(height, width))
+SEGMENT_MAX_BYTES = 2 * 2 ** 30
+"""At most this much memory for one segment's frames (and at most :data:`SEGMENT_MEMORY_SHARE` of the
+memory available when the segment is planned)."""
+
+SEGMENT_MEMORY_SHARE = 0.25
+
+INPUT_BYTES_PER_PIXEL = 3 + 12
+"""Each frame a segment reads (its own and the context frames): the decoded uint8 RGB and its float32 copy."""
+
+OUTPUT_BYTES_PER_PIXEL = 12 + 4 + 3
+"""Each frame a segment restores, per output pixel (``upscale`` squared per input pixel): float32 RGB
+and the float32 blend mask the restorer returns, and the uint8 frame for the encoder."""
+
+
+STEP_BYTES_PER_OUTPUT_PIXEL = 32
+"""With ``upscale`` > 1, the working memory of one step of the restorer's frame loop (its resized
+background and the resize's temporaries), per output pixel of the step's frames: measured 1022 MiB
+beyond the frames at 1920x1080 x4, a step of one 7680x4320 frame (``bench/results/cpu_segment_memory.json``)."""
+
+
+def segment_bytes(frames: int, context: int, height: int, width: int, upscale: int = 1) -> int:
+    """The memory of a segment restoring ``frames`` frames of ``height`` x ``width`` with ``context``
+    frames read each side, at ``upscale``: its frames (:data:`INPUT_BYTES_PER_PIXEL`,
+    :data:`OUTPUT_BYTES_PER_PIXEL`) and, when upscaled, one step of the frame loop
+    (:data:`STEP_BYTES_PER_OUTPUT_PIXEL`). Measured against the process's peak by ``python -m bench
+    segment-memory`` (``bench/results/cpu_segment_memory.json``)."""
+    pixels, out_pixels = height * width, height * width * upscale ** 2
+    total = (frames + 2 * context) * pixels * INPUT_BYTES_PER_PIXEL + frames * out_pixels * OUTPUT_BYTES_PER_PIXEL
+    if upscale > 1 and frames:
+        step = min(frames, default_frames_per_chunk(height * upscale, width * upscale))
+        total += step * out_pixels * STEP_BYTES_PER_OUTPUT_PIXEL
+    return total
+
+
+def segment_budget(available: int | None = None) -> int:
+    """Bytes one segment's frames may take: :data:`SEGMENT_MAX_BYTES`, or less where
+    :data:`SEGMENT_MEMORY_SHARE` of the available memory (``available``, default: now) is less."""
+    available = available_memory_bytes() if available is None else available
+    return int(SEGMENT_MAX_BYTES if available is None else min(SEGMENT_MAX_BYTES, available * SEGMENT_MEMORY_SHARE))
+
+
+def default_frames_per_segment(height: int, width: int, upscale: int = 1, context: int = DEFAULT_OVERLAP,
+                               available: int | None = None) -> int:
+    """Frames restored per segment: as many as :func:`segment_budget` holds (:func:`segment_bytes`, the
+    output size included), 1 to 64. A frame too large for the budget is restored one at a time."""
+    budget = segment_budget(available)
+    return next((n for n in range(64, 1, -1) if segment_bytes(n, context, height, width, upscale) <= budget), 1)
 
 
 def plan_segments(frames: int, length: int, overlap: int) -> list[Segment]:
@@ -122,9 +165,9 @@ def restore_segment(restorer, images: torch.Tensor, segment: Segment, landmarks:
         if reference is not None and reference.shape[0] > 1:
             reference = reference[: images.shape[0]]
         result = restorer.restore(images, landmarks, strength=strength, chunk_size=chunk_size, keep_crops=keep_crops,
-                                  reference=reference, restore_range=(a, b), progress=faces_done,
+                                  reference=reference, restore_range=(a, b), progress=faces_done, range_only=True,
                                   **(restore_kwargs or {}))
-        out, counts = result.images[a:b], list(result.faces_per_image[a:b])
+        out, counts = result.images, list(result.faces_per_image[a:b])  # the images: frames a .. b - 1 only
     if progress is not None:
         progress(n)
     return out, result, counts

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError
-from .imageio import partial_path
+from .imageio import partial_path, remove_stale_parts
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,7 @@ class VideoWriter:
         self.settings = settings or VideoSettings()
         self.frames_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(self.path)
         self._tmp = partial_path(self.path)
         self._in = _open(av, source.path)
         fmt = KEEP_CONTAINER.get(self.path.suffix.lower(), "matroska")
