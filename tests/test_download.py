@@ -548,3 +548,19 @@ def test_list_marks_modelscope_sources_as_manifest_checked(capsys):
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("GPEN-BFR-1024.pth"))
     ms = [u for u in registry.REGISTRY["GPEN-BFR-1024.pth"].urls if "modelscope.cn" in u]
     assert ms and all(f"{u} (sha256 from the source's manifest)" in line for u in ms)
+
+
+def test_an_unreadable_file_list_is_said_only_for_a_file_that_came(server, tmp_path, caplog):
+    """The file list down and the file there: one warning, the layout check. The whole source down:
+    only the download's own error, no word about its file list."""
+    data = os.urandom(50_000)
+    url = server.add(MS_FILE, data)  # no MS_LIST served: the list request fails
+    with caplog.at_level("WARNING", logger="gpen.weights.download"):
+        path = dl.download(_spec(url, unhashed=(url,)), tmp_path / "up", progress=False)
+    assert path.read_bytes() == data
+    assert [r.getMessage() for r in caplog.records if "file list" in r.getMessage()] != []
+    caplog.clear()
+    down = url.replace(MS_FILE, "/api/v1/models/iic/cv_gpen_gone/repo?Revision=master&FilePath=pytorch_model.pt")
+    with caplog.at_level("WARNING", logger="gpen.weights.download"), pytest.raises(MissingWeightsError):
+        dl.download(_spec(down, unhashed=(down,)), tmp_path / "down", progress=False)
+    assert [r.getMessage() for r in caplog.records if "file list" in r.getMessage()] == []

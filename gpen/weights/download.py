@@ -215,7 +215,7 @@ def _fetch(url: str, part: Path, spec: WeightsFile, progress: bool, callback: Pr
     resumed = part.exists() and part.stat().st_size > 0
     resumes = 0
     with tqdm(total=spec.size, unit="B", unit_scale=True, unit_divisor=1024, desc=spec.name,
-              disable=not progress, file=sys.stderr, leave=False) as bar:
+              disable=not progress, file=sys.stderr, leave=False, delay=1.0) as bar:
         while True:
             try:
                 _fetch_once(url, part, spec, bar, callback)
@@ -346,18 +346,21 @@ def _try_url(url: str, target: Path, spec: WeightsFile, progress: bool, validate
              callback: ProgressCallback | None) -> None:
     """Download ``spec`` from ``url`` into place (raises ``_Unusable``/``_Interrupted``/``_Rejected``)."""
     part = part_path(target, url)
-    manifest = None
+    manifest = manifest_problem = None
     if not spec.hashed(url):
         try:
             manifest = manifest_hash(url)
         except _Unusable as exc:  # the file list is down, the file may not be: its layout is still checked
-            logger.warning("%s: %s; checking the file by its layout only", spec.name, exc)
+            manifest_problem = exc
     for fresh_retry in (False, True):
         try:
             resumed = _fetch(url, part, spec, progress, callback)
         except _Unusable:
             discard(part)  # the URL no longer serves this file: its partial file is of no use
             raise
+        if manifest_problem is not None:  # said only for a file that came: a source that is down is named once
+            logger.warning("%s: %s; checking the file by its layout only", spec.name, manifest_problem)
+            manifest_problem = None
         try:
             _verify(part, spec, url, validate, manifest)
         except _Rejected as exc:
