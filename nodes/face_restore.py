@@ -145,8 +145,9 @@ class GPENFaceRestore(io.ComfyNode):
                                      "keeps its track and is restored there at landmarks interpolated from "
                                      "its neighbours.", **ADVANCED),
                 io.Int.Input("min_track", default=2, min=1, max=64, step=1, optional=True,
-                             tooltip="With track_faces: faces found in fewer frames than this are dropped as "
-                                     "false detections (1: keep all).", **ADVANCED),
+                             tooltip="With track_faces: inside a shot of 3 or more frames, a face found in fewer "
+                                     "frames than this is dropped as a false detection when its detector score is "
+                                     "below 0.9 (1: keep all).", **ADVANCED),
                 io.String.Input("regions", default=DEFAULT_REGIONS_TEXT, optional=True,
                                 tooltip="With face_parsing: comma-separated regions taken from the restored "
                                         f"face; the others stay original. Regions: {', '.join(REGIONS)}. "
