@@ -13,6 +13,7 @@
     python -m bench detection-memory                          # RetinaFace working memory per frame
     python -m bench segment-memory                            # one video segment's peak against its model
     python -m bench precision                                 # PSNR of bfloat16 against float32 (gpen.model.precision)
+    python -m bench winograd-error                            # one bfloat16 Winograd layer's error, F(4x4) vs F(2x2)
     python -m bench ray --workers 1 2                          # the Ray Data runner: images/s per worker count
     python -m bench temporal                                   # flicker and lag of temporal_consistency
     python -m bench shots                                     # cut scores: real motion vs cuts (shot boundaries)
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from bench import (cuda_trace, detection_memory, device_check, float_range, gaps, layers, matmul, network, onnx_bench,
-                   pipeline, precision, ray_bench, reference_threshold, segment_memory, shots, temporal)
+                   pipeline, precision, ray_bench, reference_threshold, segment_memory, shots, temporal, winograd_error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     temporal.add_parser(sub)
     shots.add_parser(sub)
     gaps.add_parser(sub)
+    winograd_error.add_parser(sub)
     args = p.parse_args(argv)
     if args.cmd == "_one":
         print(json.dumps(network.run_one(args)))
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = matmul.run(args)
     elif args.cmd == "precision":
         rows = precision.run(args)
+    elif args.cmd == "winograd-error":
+        rows = winograd_error.run(args)
     elif args.cmd == "reference":
         rows = reference_threshold.run(args)
     elif args.cmd == "float-range":

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import gpen
 import gpen.model.network as network
-from gpen.model import cpu_conv, cpu_matmul, filters, winograd
+from gpen.model import cpu_conv, cpu_matmul, filters, layers, winograd
 from gpen.model.workspace import Workspace
 
 from conftest import load_reference_fixture
@@ -55,7 +55,38 @@ def test_winograd_conv_equals_direct_convolution(monkeypatch, batch, cin, cout, 
         assert torch.isnan(out[:, cout:]).all()  # the other half of the buffer is left alone
     assert winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 16, 16)))
     assert not winograd.pays(64, 32, _nhwc(torch.zeros(1, 64, 1024, 1024)))
-    assert not winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 16, 16, dtype=torch.bfloat16)))
+    assert winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 16, 16, dtype=torch.bfloat16)))
+    assert not winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 512, 512, dtype=torch.bfloat16)))
+    assert not winograd.pays(128, 128, _nhwc(torch.zeros(1, 128, 16, 16, dtype=torch.float16)))
+
+
+@pytest.mark.parametrize("batch, cin, cout, side, bands", [(1, 128, 128, 16, 1), (2, 256, 64, 8, 1), (1, 64, 96, 32, 4)])
+def test_winograd_in_bfloat16_is_f2x2_within_2_5x_the_error_of_a_direct_bfloat16_convolution(
+        monkeypatch, batch, cin, cout, side, bands):
+    """bfloat16 Winograd uses F(2x2, 3x3): its RMS error against float64 (inputs already bfloat16) stays
+    within 2.5x that of oneDNN's direct bfloat16 convolution (measured 1.5-1.7x; F(4x4) in bfloat16:
+    8-9.6x, ``bench/results/cpu_winograd_bf16_error_epyc_zen4.json``)."""
+    monkeypatch.setattr(winograd, "bands", lambda *a, **k: bands)
+    bf = torch.bfloat16
+    g = torch.Generator().manual_seed(side * 10 + cin)
+    x = _nhwc(torch.randn(batch, cin, side, side, generator=g).to(bf))
+    w = torch.randn(cout, cin, 3, 3, generator=g).to(bf)
+    scale, gain = (torch.rand(batch, cin, generator=g) + 0.5).to(bf), torch.rand(batch, cout, generator=g).to(bf)
+    bias = torch.randn(cout, generator=g).to(bf)
+    ref = (F.conv2d(x.double() * scale.double()[:, :, None, None], w.double(), padding=1)
+           * gain.double()[:, :, None, None] + bias.double().view(1, -1, 1, 1))
+    direct = F.conv2d(x * scale[:, :, None, None], w, padding=1) * gain[:, :, None, None] + bias.view(1, -1, 1, 1)
+    u = winograd.conv_weight(w)
+    assert winograd.tile(bf) == 2 and u.shape == (16, cin, cout) and u.dtype == bf
+    with Workspace().session(("t",)) as s:
+        out = _nhwc(torch.full((batch, 2 * cout, side, side), float("nan"), dtype=bf))
+        winograd.conv3x3(x, scale, u, out[:, :cout], bias, gain, s)
+
+    def rms(t):
+        return ((t.double() - ref).pow(2).mean().sqrt() / ref.std()).item()
+
+    assert torch.isnan(out[:, cout:]).all()
+    assert rms(out[:, :cout]) < 2.5 * rms(direct)
 
 
 @pytest.mark.parametrize("scratch", [True, False])  # the product into a scratch matrix (torch.mm), or a new one
@@ -277,3 +308,24 @@ def test_style_path_gives_each_row_the_result_it_has_alone():
     for i in range(5):
         si, di = conv.styles(x[i:i + 1, :512])
         assert torch.equal(s[i:i + 1], si) and torch.equal(d[i:i + 1], di)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_short_channel_runs_finish_in_contiguous_passes_with_the_same_values(monkeypatch, dtype):
+    """Layers whose output channels are runs shorter than ``SHORT_RUN_BYTES`` per pixel finish their
+    concatenation in contiguous passes (bfloat16 at 16 channels); the values are those of the
+    passes over each half: the same operations on every element."""
+    f = load_reference_fixture("s512")
+    calls = []
+    finish = layers.finish_in_contiguous_passes
+    monkeypatch.setattr(layers, "finish_in_contiguous_passes", lambda *a: calls.append(a[1].shape) or finish(*a))
+    outs = {}
+    for name, limit in (("halves", 0), ("contiguous", 10 ** 9)):
+        monkeypatch.setattr(layers, "SHORT_RUN_BYTES", limit)
+        net = gpen.load_model(f["checkpoint"], dtype=dtype)
+        with torch.inference_mode():
+            outs[name] = net(f["input"]).float()
+    assert len(calls) >= 4  # every per-image layer of the fixture went through it
+    assert torch.equal(outs["halves"], outs["contiguous"])
+    if dtype == "fp32":
+        assert relative_error(subsample(outs["contiguous"], f["meta"]), f["expected"]) <= TOL

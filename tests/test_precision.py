@@ -111,9 +111,20 @@ def to_image(t: torch.Tensor) -> torch.Tensor:
     return (t.float().clamp(-1, 1) + 1) / 2
 
 
+@pytest.mark.parametrize("winograd_everywhere", [False, True])
 @pytest.mark.parametrize("tag", ["s256", "s512", "s1024"])
-def test_bfloat16_within_45_db_of_the_official_outputs(tag):
-    """The guard: bfloat16 (as auto picks it on bf16 processors) against the official float32 output."""
+def test_bfloat16_within_45_db_of_the_official_outputs(monkeypatch, tag, winograd_everywhere):
+    """The guard: bfloat16 (as auto picks it on bf16 processors) against the official float32 output;
+    also with every bfloat16 3x3 layer of the fixture's narrow widths through Winograd F(2x2)."""
+    from gpen.model import winograd
+
+    calls = []
+    if winograd_everywhere:
+        monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+        monkeypatch.setattr(winograd, "MIN_SIDE", 4)
+        monkeypatch.setattr(winograd, "BF16_MAX_SIDE", 10 ** 9)
+        conv3x3 = winograd.conv3x3
+        monkeypatch.setattr(winograd, "conv3x3", lambda x, *a: calls.append(x.dtype) or conv3x3(x, *a))
     f = load_reference_fixture(tag)
     net = gpen.load_model(f["checkpoint"], dtype="bf16")
     with torch.inference_mode():
@@ -121,6 +132,7 @@ def test_bfloat16_within_45_db_of_the_official_outputs(tag):
     k = f["meta"]["subsample_step"]
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert psnr(to_image(out[:, :, ::k, ::k]), to_image(f["expected"])) >= MIN_PSNR_DB
+    assert (torch.bfloat16 in calls) == winograd_everywhere
 
 
 def astronaut_face(size: int) -> torch.Tensor:

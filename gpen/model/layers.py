@@ -1,4 +1,5 @@
-"""Small building blocks of the GPEN network: the style path's layers and parameter holders."""
+"""Small building blocks of the GPEN network: the style path's layers, parameter holders, and the
+elementwise pass that finishes a styled convolution's concatenation on the CPU."""
 
 from __future__ import annotations
 
@@ -12,6 +13,24 @@ from ..compat import is_compiling
 
 SQRT2 = math.sqrt(2.0)
 LRELU_SLOPE = 0.2
+
+SHORT_RUN_BYTES = 64
+"""On the CPU, where a styled convolution's output channels take fewer bytes than this per pixel (one
+AVX-512 register: 16 in bfloat16), its concatenation is finished in contiguous passes
+(``python -m bench layers --dtype bf16``: the 2048 px model's last layer 0.57 -> 0.15 s)."""
+
+
+def finish_in_contiguous_passes(out: torch.Tensor, y: torch.Tensor, feature: torch.Tensor, bias: torch.Tensor,
+                                gain: torch.Tensor) -> torch.Tensor:
+    """``out = lrelu(cat(y, gain * feature + bias))`` for contiguous channels-last ``out`` (B, 2C, H, W):
+    a concatenation and two passes over the whole buffer, where writing each half (a run of C values
+    per pixel) would fall to the elementwise kernels' scalar code (:data:`SHORT_RUN_BYTES`)."""
+    c = y.shape[1]
+    torch.cat((y, feature), 1, out=out)
+    pixels = out.permute(0, 2, 3, 1).view(-1, 2 * c)
+    scale = torch.cat((torch.ones(c, dtype=out.dtype), gain.to(out.dtype).view(1).expand(c)))
+    torch.addcmul(torch.cat((torch.zeros(c, dtype=out.dtype), bias.to(out.dtype))), pixels, scale, out=pixels)
+    return F.leaky_relu_(out, LRELU_SLOPE)
 
 
 def rowwise(fn, x: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ from torch import nn
 
 from ..compat import is_compiling
 from ..errors import InvalidInputError
-from . import cpu_matmul, cuda_graphs, plain_path, winograd
+from . import cpu_matmul, cuda_graphs, layers, plain_path, winograd
 from .config import GPENConfig, default_channels
 from .derived import DERIVED_CACHE, CachingModule, drop_derived
 from .derived import derived as _derived
@@ -276,10 +276,14 @@ class StyledConv(nn.Module):
             return F.leaky_relu(out, LRELU_SLOPE)
         out = ws.take((b, 2 * c, h, wd), x)
         if conv.kernel_size == 3 and not conv.upsample and winograd.pays(conv.in_ch, c, x):
-            u = ws.derived(conv, "winograd", conv.weight, lambda: winograd.conv_weight(conv.weight[0].float()))
+            u = ws.derived(conv, "winograd", conv.weight, lambda: winograd.conv_weight(conv.weight[0]))
             winograd.conv3x3(x, s.to(dt), u, out[:, :c], bias[:c], demod, ws)
         else:
             y, finished = conv.convolve(x, s, x_is_scratch, ws, demod, bias[:c])
+            if finished and c * out.element_size() < layers.SHORT_RUN_BYTES:  # bfloat16 at 16 channels
+                layers.finish_in_contiguous_passes(out, y, feature, bias[c:], gain)
+                ws.give(y)
+                return out
             if finished:  # the leaky ReLU on the way into the concatenation: one pass
                 torch.ops.aten.leaky_relu.out(y, LRELU_SLOPE, out=out[:, :c])
                 ws.give(y)
