@@ -12,7 +12,9 @@ once: ``cpu_conv.upsample_blur_into``; where the layer's activations outnumber i
 ``matrix product`` (``gpen.model.cpu_conv``), each then blurred. The paths alternate over ``--rounds`` rounds; rows give the best and the median call and
 which path the network's thresholds pick (``chosen``), so the thresholds can be checked on a machine.
 ``--dtype bf16`` builds the network as ``dtype="bf16"`` does (``gpen.model.precision``: its small layers
-stay float32) and runs each layer in its own dtype.
+stay float32) and runs each layer in its own dtype. ``--finish halves`` writes each half of every
+concatenation by itself even where ``gpen.model.layers.SHORT_RUN_BYTES`` says contiguous passes pay
+(the before of that threshold).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=512, choices=[256, 512, 1024, 2048])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--finish", default="auto", choices=["auto", "halves"],
+                   help="halves: never finish a concatenation in contiguous passes (SHORT_RUN_BYTES = 0)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", help="write the rows to this JSON file")
@@ -83,6 +87,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     from gpen.model.layouts import seeded_state_dict
     from gpen.model.workspace import Workspace
 
+    from gpen.model import layers as network_layers
+
+    if args.finish == "halves":
+        network_layers.SHORT_RUN_BYTES = 0
     device = torch.device("cpu")
     net = gpen.load_model(seeded_state_dict(SIZE_TO_MODEL[args.size], seed=0), dtype=args.dtype)
     gen, ch, b = net.generator, net.config.channels, args.batch
@@ -121,7 +129,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         ref = outs["direct"]
         pick = chosen_path(conv, x)
         for p in paths:
-            row = {"device": device_name(device), "size": args.size, "dtype": args.dtype,
+            row = {"device": device_name(device), "size": args.size, "dtype": args.dtype, "finish": args.finish,
                    "layer_dtype": str(dt).removeprefix("torch."), "layer": name, "in_ch": cin,
                    "out_ch": conv.conv.out_ch, "side": side, "upsample": conv.conv.upsample, "batch": b, "path": p,
                    "ms": min(times[p]) * 1e3, "median_ms": statistics.median(times[p]) * 1e3,

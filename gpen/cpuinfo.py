@@ -63,3 +63,8 @@ def bf16_matrix_units() -> bool:
     if facts.vendor == AMD:
         return "avx512_bf16" in facts.flags
     return False
+
+
+def amx_bf16() -> bool:
+    """Whether the processor has Intel's AMX bfloat16 tiles (``amx_bf16``)."""
+    return "amx_bf16" in cpu_facts().flags

@@ -62,6 +62,22 @@ def fake_cpu(tmp_path, monkeypatch):
     cpuinfo.cpu_facts.cache_clear()
 
 
+@pytest.mark.parametrize("vendor, model, flags, expected", CPUS)
+def test_bfloat16_winograd_only_where_it_was_measured(fake_cpu, vendor, model, flags, expected):
+    """bfloat16 3x3 layers of 16-128 px with 128+ channels go through Winograd F(2x2) except on AMX
+    processors (not measured there against AMX's direct convolutions); float32 ones on every processor."""
+    from gpen.model import winograd
+
+    fake_cpu(vendor, model, flags)
+
+    def x(side, dtype=torch.bfloat16):
+        return torch.zeros(1, 128, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+    amx = "amx_bf16" in flags
+    assert [winograd.pays(128, 128, x(side)) for side in (8, 16, 128, 256)] == [False, not amx, not amx, False]
+    assert winograd.pays(128, 128, x(256, torch.float32))
+
+
 def tiny_state() -> dict:
     return seeded_state_dict(gpen.GPENConfig(size=64, style_dim=32, n_mlp=2, narrow=0.0625), seed=1)
 
@@ -123,6 +139,7 @@ def test_bfloat16_within_45_db_of_the_official_outputs(monkeypatch, tag, winogra
         monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
         monkeypatch.setattr(winograd, "MIN_SIDE", 4)
         monkeypatch.setattr(winograd, "BF16_MAX_SIDE", 10 ** 9)
+        monkeypatch.setattr(winograd, "BF16_ON_AMX", True)
         conv3x3 = winograd.conv3x3
         monkeypatch.setattr(winograd, "conv3x3", lambda x, *a: calls.append(x.dtype) or conv3x3(x, *a))
     f = load_reference_fixture(tag)

@@ -17,7 +17,9 @@ LRELU_SLOPE = 0.2
 SHORT_RUN_BYTES = 64
 """On the CPU, where a styled convolution's output channels take fewer bytes than this per pixel (one
 AVX-512 register: 16 in bfloat16), its concatenation is finished in contiguous passes
-(``python -m bench layers --dtype bf16``: the 2048 px model's last layer 0.57 -> 0.15 s)."""
+(``python -m bench layers --size 2048 --dtype bf16``, against ``--finish halves``: the 2048 px model's
+last two layers 580 and 597 ms -> 155 and 167 ms on the 2-core AMD EPYC (Zen 4),
+``bench/results/cpu_layers_2048_bf16{,_halves}_epyc_zen4.json``)."""
 
 
 def finish_in_contiguous_passes(out: torch.Tensor, y: torch.Tensor, feature: torch.Tensor, bias: torch.Tensor,

@@ -20,7 +20,9 @@ formulation's to float rounding, which the tests check against the official outp
   writes straight into the buffer that also receives the encoder feature (no concatenation copy),
   and the leaky ReLU runs in place; on the CPU, where the modulation is folded into each image's
   weight, the demodulation goes there too and the bias into the convolution, and the leaky ReLU
-  is the pass that writes into the concatenation buffer;
+  is the pass that writes into the concatenation buffer (for outputs of under 64 bytes a pixel,
+  bfloat16 at 16 channels, a concatenation and whole-buffer passes instead:
+  ``layers.finish_in_contiguous_passes``);
 * activations are kept channels-last (NHWC), the layout in which CPU convolution and the
   depthwise blur filters are fastest;
 * the style path (mapping network, modulation, demodulation statistics) always runs in float32,
@@ -29,10 +31,10 @@ formulation's to float rounding, which the tests check against the official outp
 
 On the CPU more (``bench/`` measures each): activations live in buffers kept between calls
 (``gpen.model.workspace``; convolutions write into them, ``gpen.model.cpu_conv``), so no call
-faults in gigabytes of fresh pages (:meth:`GPEN.release_buffers` gives them back); in float32 the
-many-channel 3x3 layers run as Winograd F(4x4, 3x3) products, 4x fewer multiplications, with the
-modulation in the input transform and demodulation and bias in the write of the output tiles
-(``gpen.model.winograd``); transposed convolutions of small images run as one matrix product,
+faults in gigabytes of fresh pages (:meth:`GPEN.release_buffers` gives them back); the
+many-channel 3x3 layers run as Winograd products, F(4x4, 3x3) in float32 (4x fewer multiplications)
+and F(2x2, 3x3) in bfloat16 (2.25x), with the modulation in the input transform and demodulation and
+bias in the write of the output tiles (``gpen.model.winograd``); transposed convolutions of small images run as one matrix product,
 those of large images in row bands blurred as they are made (``cpu_conv.upsample_blur_into``); the
 float32 matrix products (Winograd's, the small transposed convolutions', ToRGB's) go through oneDNN
 on x86 processors other than Intel's, where torch's MKL takes its AVX2 code (``gpen.model.cpu_matmul``).

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from ..cpuinfo import amx_bf16
 from . import cpu_matmul
 from .workspace import Session
 
@@ -72,7 +73,8 @@ def conv_weight(weight: torch.Tensor) -> torch.Tensor:
 # Where Winograd pays, measured per layer shape on 2-core CPUs (``python -m bench layers``).
 MIN_CHANNELS = 128  # input and output channels at least this ...
 MIN_SIDE = 16  # ... on images at least this wide (and sides that are multiples of 4)
-BF16_MAX_SIDE = 128  # ... and in bfloat16 at most this wide (F(2x2))
+BF16_MAX_SIDE = 128  # ... and in bfloat16 at most this wide (F(2x2)) ...
+BF16_ON_AMX = False  # ... on processors without AMX (measured on AVX512_BF16 only; tests switch it on)
 
 
 def pays(in_ch: int, out_ch: int, x: torch.Tensor) -> bool:
@@ -86,12 +88,13 @@ def pays(in_ch: int, out_ch: int, x: torch.Tensor) -> bool:
     (4x the weight) take longer to read than the direct convolution takes. In bfloat16 (F(2x2), 2.25x
     fewer multiplications) it runs 1.65x (32 px) to 1.14x (128 px) faster than oneDNN's direct
     bfloat16 convolution on the 2-core AMD EPYC (Zen 4) and slower from 256 px on
-    (``bench/results/cpu_layers_512_bf16_epyc_zen4.json``), hence ``BF16_MAX_SIDE``.
+    (``bench/results/cpu_layers_512_bf16_epyc_zen4.json``), hence ``BF16_MAX_SIDE``. Not measured
+    against AMX's direct bfloat16 convolutions: there they stay direct.
     """
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
         return False
     h, w = x.shape[2:]
-    if x.dtype == torch.bfloat16 and max(h, w) > BF16_MAX_SIDE:
+    if x.dtype == torch.bfloat16 and (max(h, w) > BF16_MAX_SIDE or (amx_bf16() and not BF16_ON_AMX)):
         return False
     m = tile(x.dtype)
     return h % m == 0 and w % m == 0 and min(h, w) >= MIN_SIDE and min(in_ch, out_ch) >= MIN_CHANNELS
