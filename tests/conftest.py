@@ -115,6 +115,22 @@ def _versions() -> list[str]:
     return H.host_versions()
 
 
+@pytest.fixture
+def no_restore(monkeypatch):
+    """Records every call of FaceRestorer.restore (none must happen when an argument is refused)."""
+    from gpen import FaceRestorer
+
+    calls = []
+    original = FaceRestorer.restore
+
+    def spy(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(FaceRestorer, "restore", spy)
+    return calls
+
+
 @pytest.fixture(scope="session", params=_versions(), ids=_host_ids)
 def comfy_server(request, tmp_path_factory):
     """One headless ComfyUI server per host version for the whole session (tests that use it are

@@ -32,20 +32,6 @@ def huge_png_header(path, width: int = 70000, height: int = 70000) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture
-def no_restore(monkeypatch):
-    """Records every call of FaceRestorer.restore (none must happen when an argument is refused)."""
-    calls = []
-    original = FaceRestorer.restore
-
-    def spy(self, *a, **k):
-        calls.append(1)
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(FaceRestorer, "restore", spy)
-    return calls
-
-
 def run(capsys, *args) -> tuple[int, list[str]]:
     rc = main(["-q", *map(str, args)])
     return rc, capsys.readouterr().err.strip().splitlines()

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from gpen.runs.cli import main
-from gpen.pipeline.restorer import FaceRestorer
 
 from conftest import FIXTURES, REPO
 from video_utils import encode_clip, moving_faces, stream_facts, write_video_landmarks
@@ -109,22 +108,14 @@ def test_a_part_of_a_process_still_running_is_left_alone(tmp_path):
     assert alive.exists() and other.exists()
 
 
-def test_a_reference_clip_too_short_is_found_before_any_frame_is_restored(tmp_path, monkeypatch, capsys):
+def test_a_reference_clip_too_short_is_found_before_any_frame_is_restored(tmp_path, capsys, no_restore):
     frames, lms = moving_faces(12)
     src = encode_clip(tmp_path / "clip.mp4", frames, fps=6)
     ref = encode_clip(tmp_path / "before.mp4", frames[:9], fps=6)  # segment 0 reads 8 frames: the 2nd lacks them
     lm = write_video_landmarks(tmp_path / "lm.json", {"clip.mp4": lms})
-    calls = []
-    original = FaceRestorer.restore
-
-    def counted(self, *a, **k):
-        calls.append(1)
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(FaceRestorer, "restore", counted)
     rc = main(["-q", "restore", str(src), "--model", str(SMALL_256), "-o", str(tmp_path / "out"), "--landmarks",
                str(lm), "--reference", str(ref), "--frames-per-segment", "4"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "9 frames" in err and "12" in err, err
-    assert calls == []  # found before the first segment
+    assert no_restore == []  # found before the first segment
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -72,7 +72,7 @@ def conv_weight(weight: torch.Tensor) -> torch.Tensor:
 
 # Where Winograd pays, measured per layer shape on 2-core CPUs (``python -m bench layers``).
 MIN_CHANNELS = 128  # input and output channels at least this ...
-MIN_SIDE = 16  # ... on images at least this wide (and sides that are multiples of 4)
+MIN_SIDE = 16  # ... on images at least this wide (and sides that are multiples of the tile)
 BF16_MAX_SIDE = 128  # ... and in bfloat16 at most this wide (F(2x2)) ...
 BF16_ON_AMX = False  # ... on processors without AMX (measured on AVX512_BF16 only; tests switch it on)
 

@@ -136,8 +136,8 @@ class TrackFilter:
         """(faces, their ``extra`` stacked, their filtered crops stacked) of the pending faces of
         frames before ``before`` that ``keep`` accepts (None if none); the others are dropped."""
         ready = [p for p in self._pending if p[0].image_index < before]
-        self._pending = self._pending[len(ready):]
-        oldest = self._pending[0][0].image_index if self._pending else before
+        self._pending = [p for p in self._pending if p[0].image_index >= before]  # any arrival order
+        oldest = min((p[0].image_index for p in self._pending), default=before)
         ready = [p for p in ready if keep(p[0])]
         out = None
         if ready:
