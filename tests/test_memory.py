@@ -42,23 +42,45 @@ def test_mps_without_memory_queries_uses_the_documented_budget(monkeypatch):
 
 MEASURED_BATCHES = {  # vendor -> the bench files of ``python -m bench network --batches ...`` on its 2-core CPU
     "GenuineIntel": ("cpu_network_batches.json", "cpu_network_batches_1024_2048.json"),
-    "AuthenticAMD": ("cpu_network_batches_epyc.json", "cpu_network_batches_epyc_512_1024.json"),
+    "AuthenticAMD": ("cpu_network_batches_epyc.json", "cpu_network_batches_epyc_512_1024.json",
+                     "cpu_network_batches_bf16_epyc_zen4.json"),
 }
 
 
-def fastest_batches(files: tuple[str, ...], tolerance: float = 0.02) -> dict[int, int]:
-    """Size -> the smallest measured float32 batch within ``tolerance`` of the least time per face."""
+def measured_rows(files: tuple[str, ...], dtype: str) -> list[dict]:
     import json
     from pathlib import Path
 
-    best: dict[int, dict[int, float]] = {}
+    rows = []
     for name in files:
-        rows = json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / name).read_text())["rows"]
-        for r in rows:
-            if r["impl"] == "ours" and r["dtype"] == "fp32":
-                per_size = best.setdefault(r["size"], {})
-                per_size[r["batch"]] = min(per_size.get(r["batch"], float("inf")), r["ms_per_face"])
+        rows += json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / name).read_text())["rows"]
+    return [r for r in rows if r["impl"] == "ours" and r["dtype"] == dtype]
+
+
+def fastest_batches(files: tuple[str, ...], tolerance: float = 0.02, dtype: str = "fp32") -> dict[int, int]:
+    """Size -> the smallest measured batch in ``dtype`` within ``tolerance`` of the least time per face."""
+    best: dict[int, dict[int, float]] = {}
+    for r in measured_rows(files, dtype):
+        per_size = best.setdefault(r["size"], {})
+        per_size[r["batch"]] = min(per_size.get(r["batch"], float("inf")), r["ms_per_face"])
     return {size: min(b for b, ms in t.items() if ms <= (1 + tolerance) * min(t.values())) for size, t in best.items()}
+
+
+def test_cpu_memory_per_face_is_the_largest_measured_step():
+    """CPU_FACE_MIB holds, per dtype and size, the largest peak memory added per face over the first
+    measured batch of a run (both vendors' files)."""
+    for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        steps: dict[int, float] = {}
+        for files in MEASURED_BATCHES.values():
+            for name_ in files:
+                rows = measured_rows((name_,), name)
+                for size in {r["size"] for r in rows}:
+                    peaks = sorted((r["batch"], r["peak_mib"]) for r in rows if r["size"] == size)
+                    for (b0, p0), (b1, p1) in zip(peaks[:1] * len(peaks), peaks[1:]):
+                        steps[size] = max(steps.get(size, 0.0), (p1 - p0) / (b1 - b0))
+        assert steps and {s: round(v) for s, v in steps.items()} == memory.CPU_FACE_MIB[dtype], dtype
+        for size, mib in memory.CPU_FACE_MIB[dtype].items():  # above the plain (GPU) path's traced figure
+            assert mib * 2 ** 20 > memory.face_memory_bytes(size, dtype)
 
 
 def test_cpu_faces_per_call_are_the_measured_fastest_within_the_memory_bound(monkeypatch):
@@ -71,8 +93,14 @@ def test_cpu_faces_per_call_are_the_measured_fastest_within_the_memory_bound(mon
         assert {256, 512, 1024} <= set(measured)
         for size, best in measured.items():
             assert memory.default_chunk_size(cpu, size) == best, (vendor, size)
+    monkeypatch.setattr(memory, "cpu_vendor", lambda: "AuthenticAMD")
+    measured = fastest_batches(MEASURED_BATCHES["AuthenticAMD"], dtype="bf16")
+    assert {256, 512} <= set(measured)
+    for size, best in measured.items():
+        assert memory.default_chunk_size(cpu, size, torch.bfloat16) == best, size
+    assert memory.default_chunk_size(cpu, 256, torch.float16) == 1  # not measured
     monkeypatch.setattr(memory, "cpu_vendor", lambda: "GenuineIntel")
-    assert memory.default_chunk_size(cpu, 256, torch.bfloat16) == 1  # measured for float32 only
+    assert memory.default_chunk_size(cpu, 256, torch.bfloat16) == 1  # AMX not measured in batches
     assert memory.default_chunk_size(cpu, 128) == 1  # not measured: one face
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2 ** 30)  # 1 GiB: less than the measured batch
     assert 1 <= memory.default_chunk_size(cpu, 256) < fastest_batches(MEASURED_BATCHES["GenuineIntel"])[256]

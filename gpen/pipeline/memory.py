@@ -40,14 +40,37 @@ against 61 at 1 and 58 at 8; 512 px 608-619 ms at 2 against 646-686 at 1; 1024 p
 ``--chunk-size`` / ``face_batch_size`` set it."""
 
 
-def cpu_faces_per_call(size: int) -> int:
-    """The measured best float32 batch at ``size`` for this CPU's vendor (:data:`CPU_FACES_PER_CALL`)."""
-    table = CPU_FACES_PER_CALL.get(cpu_vendor(), CPU_FACES_PER_CALL[INTEL])
+CPU_BF16_FACES_PER_CALL = {AMD: {256: 2, 512: 2}}
+"""The same in bfloat16 (``--dtypes bf16 --batches 1 2 4``): AMD EPYC, Zen 4
+(``bench/results/cpu_network_batches_bf16_epyc_zen4.json``): 256 px 75 ms/face at 2 against 100 at 1 and
+78 at 4; 512 px 766 at 2 against 866 at 1 and 813 at 4. Intel's AMX was not measured: one face there."""
+
+
+def cpu_faces_per_call(size: int, dtype: torch.dtype | None = None) -> int:
+    """The measured best batch at ``size`` in ``dtype`` (None: float32) for this CPU's vendor
+    (:data:`CPU_FACES_PER_CALL`, :data:`CPU_BF16_FACES_PER_CALL`); 1 where not measured."""
+    if dtype in (None, torch.float32):
+        table = CPU_FACES_PER_CALL.get(cpu_vendor(), CPU_FACES_PER_CALL[INTEL])
+    else:
+        table = CPU_BF16_FACES_PER_CALL.get(cpu_vendor(), {}) if dtype == torch.bfloat16 else {}
     return table.get(size, 1)
 
 
 CPU_MEMORY_SHARE = 0.25
-"""At most this share of the available memory goes to one CPU call's faces (``face_memory_bytes``)."""
+"""At most this share of the available memory goes to one CPU call's faces (:func:`cpu_face_memory_bytes`)."""
+
+CPU_FACE_MIB = {torch.float32: {256: 102, 512: 771, 1024: 1408, 2048: 2524}, torch.bfloat16: {256: 50, 512: 344}}
+"""Peak memory each face adds to a CPU network call, MiB: the largest ``(peak(b) - peak(1)) / (b - 1)``
+of the measured batches (``bench/results/cpu_network_batches*.json``, default allocator, both vendors), 1.5-1.8x the
+plain path's traced figure (:data:`PLAIN_PATH_MIB`; the CPU path keeps its buffers and transformed
+weights)."""
+
+
+def cpu_face_memory_bytes(size: int, dtype: torch.dtype | None = None) -> int:
+    """Memory each face adds to a CPU network call: :data:`CPU_FACE_MIB`, elsewhere twice
+    :func:`face_memory_bytes`."""
+    row = CPU_FACE_MIB.get(dtype or torch.float32, {})
+    return int(row[size] * 2 ** 20) if size in row else 2 * face_memory_bytes(size, dtype)
 
 CROPS_PER_STEP_BYTES = 32 * 2 ** 20
 """Aligned face crops (float32) held per step of the frame loop, beyond one network chunk: 10 faces
@@ -141,8 +164,8 @@ def available_memory_bytes() -> int | None:
 def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | None = None) -> int:
     """Faces per network call: on CUDA and MPS as many as :func:`network_memory_bytes` fits in
     :data:`DEVICE_MEMORY_SHARE` of the free memory (at most 64); on the CPU
-    the measured best batch (:func:`cpu_faces_per_call`, float32) as far as
-    :data:`CPU_MEMORY_SHARE` of the available memory holds it.
+    the measured best batch (:func:`cpu_faces_per_call`) as far as :data:`CPU_MEMORY_SHARE` of the
+    available memory holds it (:func:`cpu_face_memory_bytes`).
 
     A face's result can differ in its last float bits with the faces that share its call (a
     multi-threaded matrix product splits its sums by the shape; the style path runs row by row
@@ -150,11 +173,11 @@ def default_chunk_size(device: torch.device, size: int, dtype: torch.dtype | Non
     """
     free = free_device_memory(device)
     if free is None:
-        best = cpu_faces_per_call(size) if dtype in (None, torch.float32) else 1
+        best = cpu_faces_per_call(size, dtype)
         available = available_memory_bytes() if best > 1 else None
         if available is None:
             return 1
-        return int(max(1, min(best, available * CPU_MEMORY_SHARE // face_memory_bytes(size, dtype))))
+        return int(max(1, min(best, available * CPU_MEMORY_SHARE // cpu_face_memory_bytes(size, dtype))))
     room = free * DEVICE_MEMORY_SHARE - network_fixed_bytes(size, dtype)
     return int(max(1, min(64, room // face_memory_bytes(size, dtype))))
 
