@@ -84,10 +84,9 @@ def chosen_path(conv, x: torch.Tensor) -> str:
 
 def run(args: argparse.Namespace) -> list[dict]:
     import gpen
+    from gpen.model import layers as network_layers
     from gpen.model.layouts import seeded_state_dict
     from gpen.model.workspace import Workspace
-
-    from gpen.model import layers as network_layers
 
     if args.finish == "halves":
         network_layers.SHORT_RUN_BYTES = 0
